@@ -1,0 +1,119 @@
+//! What a rule decides: outcome, reasons, effects, and the trace that explains it.
+
+use serde::{Deserialize, Serialize};
+
+use super::facts::Subject;
+
+/// The outcome of one evaluation of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Accolta,
+    NonAccolta,
+    /// Not decidable automatically (GEN-05): the request goes to an operator of the competent sede.
+    Rinvio,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accolta => "accolta",
+            Outcome::NonAccolta => "non_accolta",
+            Outcome::Rinvio => "rinvio",
+        }
+    }
+}
+
+/// A reason of a Non Accolta (or of a referral), with its message rendered from the task's catalogue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub codice: String,
+    pub messaggio: String,
+}
+
+/// An effect of an accepted request: data, from the closed set the daemon knows how to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "tipo", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Effect {
+    /// Revoke a delega (and, in cascade, the sub-deleghe that depend on it) from a date on.
+    RevokeDelegation { delegation_id: String, from: String },
+}
+
+/// The effect names a rule may use, for error messages.
+pub const EFFECT_KINDS: &[&str] = &["revoke_delegation"];
+
+/// One named check a rule ran (`check(code, cond)`), in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    pub codice: String,
+    pub passed: bool,
+    pub line: u32,
+}
+
+/// One fact a rule read through `ctx`, with the version of its subject at the time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactRead {
+    pub call: String,
+    pub subject: Subject,
+    pub version: i64,
+    pub value: serde_json::Value,
+}
+
+/// Everything needed to explain and replay a decision.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    pub checks: Vec<CheckRecord>,
+    pub facts: Vec<FactRead>,
+    pub today: String,
+    pub operations: u64,
+}
+
+/// A rule's decision on one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub reasons: Vec<Reason>,
+    pub effects: Vec<Effect>,
+    pub rule_version: String,
+    pub trace: Trace,
+    pub duration_us: u64,
+}
+
+impl Decision {
+    /// The subjects this decision depends on, with the versions it saw (first read wins: one evaluation
+    /// reads from one snapshot, so repeated reads carry the same version).
+    pub fn read_versions(&self) -> impl Iterator<Item = (&Subject, i64)> {
+        self.trace.facts.iter().map(|f| (&f.subject, f.version))
+    }
+}
+
+/// Why a rule could not decide. Retried with backoff, then parked for an operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleFailure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// A runtime error in the script (or a bad effect, an unknown reason code).
+    Error,
+    /// The per-call wall-clock deadline passed.
+    Timeout,
+    /// The operation budget ran out (e.g. an infinite loop).
+    Budget,
+    /// No rule is loaded for the request's task.
+    NoRule,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Error => "error",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Budget => "budget",
+            FailureKind::NoRule => "no_rule",
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Reference data (domain.md §9.4): the import format, and the facts rules read, grouped by subject.
+//!
+//! Facts are grouped by *subject* (a matricola, a codice fiscale, a sede, or the open requests of one task
+//! for one subject). Every subject has a version that any change to it bumps; a decision records the version
+//! of each subject it read, and the closing transaction refuses the decision if one of them moved.
+
+use serde::{Deserialize, Serialize};
+
+use super::request::FieldError;
+use super::time::is_iso_date;
+use super::validators;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sede {
+    pub codice: String,
+    pub denominazione: String,
+    pub provincia: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Azienda {
+    pub matricola: String,
+    pub cf: String,
+    pub ragione_sociale: String,
+    pub sede: String,
+    #[serde(default)]
+    pub pec_registro_imprese: Option<String>,
+    #[serde(default)]
+    pub rappresentanti_legali: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persona {
+    pub cf: String,
+    pub nome: String,
+    pub cognome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Intermediario {
+    pub cf: String,
+    pub categoria: String,
+    #[serde(default)]
+    pub albo: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[sqlx(type_name = "TEXT", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TipoDelega {
+    Intermediario,
+    Dipendente,
+    Subdelega,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[sqlx(type_name = "TEXT", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StatoDelega {
+    Attiva,
+    Revocata,
+    Scaduta,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[serde(deny_unknown_fields)]
+pub struct Delega {
+    pub id: String,
+    pub matricola: String,
+    pub delegato_cf: String,
+    pub tipo: TipoDelega,
+    pub stato: StatoDelega,
+    pub data_inizio: String,
+    #[serde(default)]
+    pub data_fine: Option<String>,
+    #[serde(default)]
+    pub data_revoca: Option<String>,
+    #[serde(default)]
+    pub padre: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TipoContatto {
+    Email,
+    Pec,
+    Cellulare,
+    Telefono,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StatoContatto {
+    Valido,
+    Anomalo,
+    Disabilitato,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contatto {
+    pub id: String,
+    pub titolare_cf: String,
+    #[serde(default)]
+    pub matricola: Option<String>,
+    pub tipo: TipoContatto,
+    pub valore: String,
+    #[serde(default)]
+    pub uso: Vec<String>,
+    pub stato: StatoContatto,
+    #[serde(default)]
+    pub anomalia: Option<String>,
+    #[serde(default)]
+    pub valid_from: Option<String>,
+    #[serde(default)]
+    pub valid_to: Option<String>,
+}
+
+/// A reference-data file, `version: 1` (domain.md §9.4). Records are upserted by their key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportFile {
+    pub version: u32,
+    #[serde(default)]
+    pub sedi: Vec<Sede>,
+    #[serde(default)]
+    pub aziende: Vec<Azienda>,
+    #[serde(default)]
+    pub persone: Vec<Persona>,
+    #[serde(default)]
+    pub intermediari: Vec<Intermediario>,
+    #[serde(default)]
+    pub deleghe: Vec<Delega>,
+    #[serde(default)]
+    pub contatti: Vec<Contatto>,
+}
+
+/// The only import format version this build reads.
+pub const IMPORT_VERSION: u32 = 1;
+
+/// A problem with one record of an import file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{record}: {error}")]
+pub struct RecordError {
+    /// e.g. `deleghe[2] (id D-3)`.
+    pub record: String,
+    pub error: FieldError,
+}
+
+fn rec(section: &str, index: usize, key: &str) -> String {
+    format!("{section}[{index}] ({key})")
+}
+
+fn check(ok: bool, record: &str, field: &str, problem: impl Into<String>) -> Result<(), RecordError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(RecordError { record: record.to_string(), error: FieldError::new(field, problem) })
+    }
+}
+
+fn check_cf(record: &str, field: &str, cf: &str) -> Result<(), RecordError> {
+    check(
+        validators::cf_or_partita_iva(cf),
+        record,
+        field,
+        format!("`{cf}` is not a valid codice fiscale (16 characters) or partita IVA (11 digits)"),
+    )
+}
+
+fn check_date(record: &str, field: &str, date: Option<&str>) -> Result<(), RecordError> {
+    match date {
+        Some(d) => check(is_iso_date(d), record, field, format!("`{d}` is not a date (expected YYYY-MM-DD)")),
+        None => Ok(()),
+    }
+}
+
+impl ImportFile {
+    /// Normalises codes to upper case and checks every record's formats and the references inside the file.
+    /// References to records already in the database (a delega's `padre`, an azienda's `sede`) are checked by
+    /// the store, inside the import transaction.
+    pub fn normalise_and_check(&mut self) -> Result<(), RecordError> {
+        check(
+            self.version == IMPORT_VERSION,
+            "file",
+            "version",
+            format!("unsupported version {} (this build reads version {IMPORT_VERSION})", self.version),
+        )?;
+        for (i, s) in self.sedi.iter().enumerate() {
+            let r = rec("sedi", i, &format!("codice {}", s.codice));
+            check(validators::codice_sede(&s.codice), &r, "codice", "expected 4 digits")?;
+            check(validators::email(&s.email).is_some(), &r, "email", "not a valid e-mail address")?;
+        }
+        for (i, a) in self.aziende.iter_mut().enumerate() {
+            let r = rec("aziende", i, &format!("matricola {}", a.matricola));
+            check(validators::matricola(&a.matricola), &r, "matricola", "expected 10 digits, as a quoted string")?;
+            check(validators::partita_iva(&a.cf).is_ok(), &r, "cf", format!("`{}` is not a valid 11-digit codice fiscale", a.cf))?;
+            check(validators::codice_sede(&a.sede), &r, "sede", "expected the 4-digit codice of a sede")?;
+            for (j, cf) in a.rappresentanti_legali.iter_mut().enumerate() {
+                *cf = cf.trim().to_uppercase();
+                check_cf(&r, &format!("rappresentanti_legali[{j}]"), cf)?;
+            }
+        }
+        for (i, p) in self.persone.iter_mut().enumerate() {
+            p.cf = p.cf.trim().to_uppercase();
+            let r = rec("persone", i, &format!("cf {}", p.cf));
+            check(validators::codice_fiscale(&p.cf).is_ok(), &r, "cf", "not a valid personal codice fiscale")?;
+        }
+        for (i, m) in self.intermediari.iter_mut().enumerate() {
+            m.cf = m.cf.trim().to_uppercase();
+            let r = rec("intermediari", i, &format!("cf {}", m.cf));
+            check_cf(&r, "cf", &m.cf)?;
+        }
+        for (i, d) in self.deleghe.iter_mut().enumerate() {
+            d.delegato_cf = d.delegato_cf.trim().to_uppercase();
+            let r = rec("deleghe", i, &format!("id {}", d.id));
+            check(!d.id.trim().is_empty(), &r, "id", "missing: expected a unique id")?;
+            check(validators::matricola(&d.matricola), &r, "matricola", "expected 10 digits, as a quoted string")?;
+            check_cf(&r, "delegato_cf", &d.delegato_cf)?;
+            check_date(&r, "data_inizio", Some(&d.data_inizio))?;
+            check_date(&r, "data_fine", d.data_fine.as_deref())?;
+            check_date(&r, "data_revoca", d.data_revoca.as_deref())?;
+            check(
+                (d.tipo == TipoDelega::Subdelega) == d.padre.is_some(),
+                &r,
+                "padre",
+                "a SUBDELEGA needs `padre` (the id of the delega it depends on); other kinds must not have one",
+            )?;
+        }
+        for (i, c) in self.contatti.iter_mut().enumerate() {
+            c.titolare_cf = c.titolare_cf.trim().to_uppercase();
+            let r = rec("contatti", i, &format!("id {}", c.id));
+            check_cf(&r, "titolare_cf", &c.titolare_cf)?;
+            if let Some(m) = &c.matricola {
+                check(validators::matricola(m), &r, "matricola", "expected 10 digits, as a quoted string")?;
+            }
+            let normalised = match c.tipo {
+                TipoContatto::Email | TipoContatto::Pec => validators::email(&c.valore),
+                TipoContatto::Cellulare => validators::mobile_e164(&c.valore),
+                TipoContatto::Telefono => Some(c.valore.trim().to_string()),
+            };
+            match normalised {
+                Some(v) => c.valore = v,
+                None => check(false, &r, "valore", format!("not a valid value for a contact of type {:?}", c.tipo))?,
+            }
+            check_date(&r, "valid_from", c.valid_from.as_deref())?;
+            check_date(&r, "valid_to", c.valid_to.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+/// A subject whose facts a rule can read; its `Display` form is the key of `subject_versions`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Subject {
+    Matricola(String),
+    Cf(String),
+    Sede(String),
+    /// The open requests of one task type for one subject.
+    Open { task: String, soggetto: String },
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Matricola(m) => write!(f, "m:{m}"),
+            Subject::Cf(cf) => write!(f, "cf:{cf}"),
+            Subject::Sede(s) => write!(f, "sede:{s}"),
+            Subject::Open { task, soggetto } => write!(f, "open:{task}:{soggetto}"),
+        }
+    }
+}
+
+/// Another request of the same task for the same subject, not closed yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenRequest {
+    pub id: i64,
+    pub protocollo: String,
+    pub creata_il: i64,
+}
+
+/// What a subject holds, as loaded from the store.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SubjectFacts {
+    pub version: i64,
+    pub azienda: Option<Azienda>,
+    pub persona: Option<Persona>,
+    pub intermediario: Option<Intermediario>,
+    pub sede: Option<Sede>,
+    /// For a matricola: every delega on it. For a codice fiscale: every delega held by that person.
+    pub deleghe: Vec<Delega>,
+    /// For a matricola: the contacts bound to it. For a codice fiscale: every contact of that person.
+    pub contatti: Vec<Contatto>,
+    pub open_requests: Vec<OpenRequest>,
+}
+
+/// The subjects whose versions change when a delega changes.
+pub fn delega_subjects(d: &Delega) -> [Subject; 2] {
+    [Subject::Matricola(d.matricola.clone()), Subject::Cf(d.delegato_cf.clone())]
+}
+
+impl ImportFile {
+    /// Every subject this import touches, whose version it must bump.
+    pub fn touched_subjects(&self) -> Vec<Subject> {
+        let mut out: Vec<Subject> = Vec::new();
+        out.extend(self.sedi.iter().map(|s| Subject::Sede(s.codice.clone())));
+        out.extend(self.aziende.iter().map(|a| Subject::Matricola(a.matricola.clone())));
+        out.extend(self.persone.iter().map(|p| Subject::Cf(p.cf.clone())));
+        out.extend(self.intermediari.iter().map(|i| Subject::Cf(i.cf.clone())));
+        out.extend(self.deleghe.iter().flat_map(delega_subjects));
+        for c in &self.contatti {
+            out.push(Subject::Cf(c.titolare_cf.clone()));
+            out.extend(c.matricola.iter().map(|m| Subject::Matricola(m.clone())));
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}

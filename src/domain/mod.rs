@@ -1,0 +1,10 @@
+//! The pure domain: requests, decisions, reference data and the validators of domain.md §6.
+//!
+//! Nothing here performs I/O or reads the clock; every other module may import it, it imports none of them.
+
+pub mod closing;
+pub mod decision;
+pub mod facts;
+pub mod request;
+pub mod time;
+pub mod validators;

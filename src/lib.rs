@@ -1,0 +1,9 @@
+//! smart-task: a daemon that decides INPS Smart-Task requests with Rhai rules.
+//!
+//! Layers, bottom up: [`domain`] (pure types, validators, the closing plan), [`config`], [`store`]
+//! (persistence), [`rules`] (the sandboxed rule engine), [`intake`], [`worker`] (the pipeline),
+//! [`daemon`] (lifecycle and signals), [`bench`], and [`cli`] at the top.
+
+pub mod config;
+pub mod domain;
+pub mod store;

@@ -1,0 +1,229 @@
+//! Persistence: requests and their queue state, history, decisions, the notification outbox and the
+//! reference data. One API, one implementation per backend (SQLite today; PostgreSQL slots in as a second
+//! variant of [`Store`] with the same methods and the same tests).
+//!
+//! Every write after a claim is fenced by the claim's lease token; batch closing computes its writes with
+//! the pure [`crate::domain::closing::plan`] and applies them in one transaction.
+
+mod sqlite;
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::domain::closing::{ClaimedRequest, ClosePlan, Evaluation, RetryPolicy};
+use crate::domain::facts::{ImportFile, Subject, SubjectFacts};
+use crate::domain::request::{Envelope, Stato};
+use crate::domain::time::Millis;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL `{0}`: expected sqlite:PATH (e.g. sqlite:/var/lib/smart-task/smart-task.db)")]
+    UnsupportedUrl(String),
+    #[error("{record}: field `{field}`: {problem}")]
+    Reference { record: String, field: String, problem: String },
+    #[error("stored data is not as expected: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A request accepted by intake, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub envelope: Envelope,
+    /// The whole request, normalised (codici fiscali upper-case, contacts normalised).
+    pub payload: Map<String, Value>,
+    pub soggetto: String,
+}
+
+/// The result of storing one submitted request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Submitted {
+    pub id: i64,
+    pub protocollo: String,
+    /// True when `chiave_idempotenza` matched an earlier request, which is returned instead.
+    pub duplicate: bool,
+}
+
+/// Counts of records written by a reference-data import.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    pub sedi: usize,
+    pub aziende: usize,
+    pub persone: usize,
+    pub intermediari: usize,
+    pub deleghe: usize,
+    pub contatti: usize,
+}
+
+/// One entry of a request's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventView {
+    pub tipo: String,
+    pub istante: String,
+    pub attore: String,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub dettaglio: Value,
+}
+
+/// A request as read back (domain.md §9.3).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestView {
+    pub id: i64,
+    pub protocollo: String,
+    pub task: String,
+    pub stato: String,
+    pub esito: Option<String>,
+    pub motivazioni: Vec<Value>,
+    pub effetti: Vec<Value>,
+    pub eventi: Vec<EventView>,
+    pub versione_regola: Option<String>,
+    pub creata_il: String,
+    pub chiusa_il: Option<String>,
+    pub sede: String,
+    pub soggetto: String,
+    /// `rinvio` (referred to an operator) or `errore` (rule failures), when waiting for an operator.
+    pub sospesa: Option<String>,
+    pub assegnata_sede: Option<String>,
+    pub errore: Option<String>,
+    pub richiesta: Value,
+}
+
+/// A line of `list`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestSummary {
+    pub id: i64,
+    pub protocollo: String,
+    pub task: String,
+    pub stato: String,
+    pub esito: Option<String>,
+    pub soggetto: String,
+    pub sospesa: Option<String>,
+    pub creata_il: String,
+    pub chiusa_il: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub stato: Option<Stato>,
+    pub task: Option<String>,
+    pub soggetto: Option<String>,
+    pub limit: i64,
+}
+
+/// Queue depth by state, for `exit-when-idle`, the benchmark and (later) metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    pub aperte: i64,
+    pub in_carico: i64,
+    pub chiuse: i64,
+    /// Not closed and waiting for an operator (referred or parked after failures).
+    pub sospese: i64,
+}
+
+impl QueueCounts {
+    /// Requests the pipeline still has to decide (including those waiting for a retry).
+    pub fn undecided(&self) -> i64 {
+        self.aperte + self.in_carico - self.sospese
+    }
+}
+
+/// The store, whichever backend the database URL selects.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to the database the URL names (creating a SQLite file if missing); does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(url, max_connections).await?))
+        } else {
+            Err(StoreError::UnsupportedUrl(url.to_string()))
+        }
+    }
+
+    /// Applies the embedded migrations that are not applied yet.
+    pub async fn migrate(&self) -> Result<()> {
+        dispatch!(self, s => s.migrate().await)
+    }
+
+    /// Stores accepted requests `aperta`, each with its protocol number, event and notifications, all in
+    /// one transaction. A request whose idempotency key is known returns the first request instead.
+    pub async fn submit(&self, requests: &[NewRequest], default_sede: &str, now: Millis) -> Result<Vec<Submitted>> {
+        dispatch!(self, s => s.submit(requests, default_sede, now).await)
+    }
+
+    /// Upserts reference data in one transaction and bumps the version of every subject it touches.
+    pub async fn import_facts(&self, file: &ImportFile) -> Result<ImportReport> {
+        dispatch!(self, s => s.import_facts(file).await)
+    }
+
+    /// Claims up to `limit` claimable requests for `owner` until `now + lease_ms`, moving new ones to
+    /// `in_carico` with their `smistamento` event and notifications.
+    pub async fn claim(&self, owner: &str, limit: u32, lease_ms: i64, now: Millis) -> Result<Vec<ClaimedRequest>> {
+        dispatch!(self, s => s.claim(owner, limit, lease_ms, now).await)
+    }
+
+    /// Reads the facts of the given subjects, each with its version, from one consistent snapshot.
+    pub async fn load_facts(&self, subjects: &[Subject]) -> Result<HashMap<Subject, SubjectFacts>> {
+        dispatch!(self, s => s.load_facts(subjects).await)
+    }
+
+    /// Closes a batch of evaluated requests in one transaction fenced by their lease tokens; returns the plan
+    /// that was applied.
+    pub async fn close_batch(
+        &self,
+        batch: &[(ClaimedRequest, Evaluation)],
+        policy: RetryPolicy,
+        now: Millis,
+        actor: &str,
+    ) -> Result<ClosePlan> {
+        dispatch!(self, s => s.close_batch(batch, policy, now, actor).await)
+    }
+
+    /// Gives back the leases of requests this owner still holds (graceful shutdown).
+    pub async fn release(&self, owner: &str, now: Millis) -> Result<u64> {
+        dispatch!(self, s => s.release(owner, now).await)
+    }
+
+    /// A request by internal id or protocol number, with its history and latest decision.
+    pub async fn request(&self, id_or_protocollo: &str) -> Result<Option<RequestView>> {
+        dispatch!(self, s => s.request(id_or_protocollo).await)
+    }
+
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<RequestSummary>> {
+        dispatch!(self, s => s.list(filter).await)
+    }
+
+    pub async fn counts(&self) -> Result<QueueCounts> {
+        dispatch!(self, s => s.counts().await)
+    }
+
+    /// Number of decisions recorded per request id (for exactly-once checks in tests and the benchmark).
+    pub async fn decisions_per_request(&self) -> Result<HashMap<i64, i64>> {
+        dispatch!(self, s => s.decisions_per_request().await)
+    }
+
+    /// Enqueue-to-close latencies of closed requests, in milliseconds.
+    pub async fn close_latencies(&self) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.close_latencies().await)
+    }
+}

@@ -1,0 +1,883 @@
+//! The SQLite backend: one file in WAL mode, one writer at a time (`BEGIN IMMEDIATE`), batch statements
+//! driven by `json_each` so that a batch costs a constant number of statements whatever its size.
+
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    ImportReport, ListFilter, NewRequest, QueueCounts, RequestSummary, RequestView, EventView, Result, StoreError,
+    Submitted,
+};
+use crate::domain::closing::{self, ClaimedRequest, ClosePlan, Evaluation, NewEvent, RetryPolicy, World, requester_notifications};
+use crate::domain::decision::Effect;
+use crate::domain::facts::{
+    Azienda, Contatto, Delega, ImportFile, Intermediario, OpenRequest, Persona, Sede, Subject, SubjectFacts,
+    delega_subjects,
+};
+use crate::domain::request::{ContattiNotifica, protocol_number};
+use crate::domain::time::{Millis, rfc3339, year};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+type Tx = Transaction<'static, Sqlite>;
+
+fn json_text<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("journal_size_limit", "67108864");
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn write_tx(&self) -> Result<Tx> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    pub async fn submit(&self, requests: &[NewRequest], default_sede: &str, now: Millis) -> Result<Vec<Submitted>> {
+        let mut tx = self.write_tx().await?;
+        let keys: Vec<&str> = requests.iter().filter_map(|r| r.envelope.chiave_idempotenza.as_deref()).collect();
+        let mut known: HashMap<String, Submitted> = HashMap::new();
+        if !keys.is_empty() {
+            let rows = sqlx::query(
+                "SELECT chiave_idempotenza, id, protocollo FROM requests
+                 WHERE chiave_idempotenza IN (SELECT value FROM json_each($1))",
+            )
+            .bind(json_text(&keys))
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                known.insert(r.try_get(0)?, Submitted { id: r.try_get(1)?, protocollo: r.try_get(2)?, duplicate: true });
+            }
+        }
+        let matricole: Vec<&str> = requests.iter().filter_map(|r| r.envelope.matricola.as_deref()).collect();
+        let sede_of: HashMap<String, String> = sqlx::query_as(
+            "SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_text(&matricole))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let anno = year(now);
+        let mut counters: HashMap<String, i64> = sqlx::query_as("SELECT sede, last FROM protocol_counters WHERE anno = $1")
+            .bind(anno)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        let mut next_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM requests").fetch_one(&mut *tx).await?;
+
+        let mut out = Vec::with_capacity(requests.len());
+        let mut rows = Vec::new();
+        let mut events = Vec::new();
+        let mut opened = Vec::new();
+        for r in requests {
+            if let Some(first) = r.envelope.chiave_idempotenza.as_ref().and_then(|k| known.get(k)) {
+                out.push(first.clone());
+                continue;
+            }
+            let sede = r.envelope.matricola.as_ref().and_then(|m| sede_of.get(m)).map_or(default_sede, String::as_str);
+            let progressive = counters.entry(sede.to_string()).or_insert(0);
+            *progressive += 1;
+            let submitted = Submitted { id: next_id, protocollo: protocol_number(sede, anno, *progressive), duplicate: false };
+            next_id += 1;
+            rows.push(json!([
+                submitted.id,
+                submitted.protocollo,
+                r.envelope.task,
+                r.soggetto,
+                sede,
+                json_text(&r.payload),
+                r.envelope.chiave_idempotenza,
+            ]));
+            events.push(NewEvent {
+                request_id: submitted.id,
+                kind: "protocollazione",
+                actor: "intake".into(),
+                detail: json!({ "protocollo": submitted.protocollo, "sede": sede }),
+                notifications: requester_notifications(&r.envelope.contatti),
+            });
+            opened.push(Subject::Open { task: r.envelope.task.clone(), soggetto: r.soggetto.clone() }.to_string());
+            if let Some(k) = &r.envelope.chiave_idempotenza {
+                known.insert(k.clone(), Submitted { duplicate: true, ..submitted.clone() });
+            }
+            out.push(submitted);
+        }
+        if !rows.is_empty() {
+            sqlx::query(
+                "INSERT INTO requests (id, protocollo, task, soggetto, sede, payload, chiave_idempotenza, stato,
+                                       creata_il, aggiornata_il, available_at)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
+                        'aperta', $2, $2, $2
+                 FROM json_each($1)",
+            )
+            .bind(json_text(&rows))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let counter_rows: Vec<(&String, &i64)> = counters.iter().collect();
+            sqlx::query(
+                "INSERT INTO protocol_counters (sede, anno, last)
+                 SELECT value ->> 0, $2, value ->> 1 FROM json_each($1) WHERE true
+                 ON CONFLICT (sede, anno) DO UPDATE SET last = excluded.last",
+            )
+            .bind(json_text(&counter_rows))
+            .bind(anno)
+            .execute(&mut *tx)
+            .await?;
+            bump_versions(&mut tx, &opened).await?;
+            insert_events(&mut tx, &events, now).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn import_facts(&self, file: &ImportFile) -> Result<ImportReport> {
+        let mut tx = self.write_tx().await?;
+        check_references(&mut tx, file).await?;
+        sqlx::query(
+            "INSERT INTO sedi (codice, denominazione, provincia, email)
+             SELECT value ->> 'codice', value ->> 'denominazione', value ->> 'provincia', value ->> 'email'
+             FROM json_each($1) WHERE true
+             ON CONFLICT (codice) DO UPDATE SET denominazione = excluded.denominazione,
+                 provincia = excluded.provincia, email = excluded.email",
+        )
+        .bind(json_text(&file.sedi))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO aziende (matricola, cf, ragione_sociale, sede, pec_registro_imprese, rappresentanti_legali)
+             SELECT value ->> 'matricola', value ->> 'cf', value ->> 'ragione_sociale', value ->> 'sede',
+                    value ->> 'pec_registro_imprese', value -> 'rappresentanti_legali'
+             FROM json_each($1) WHERE true
+             ON CONFLICT (matricola) DO UPDATE SET cf = excluded.cf, ragione_sociale = excluded.ragione_sociale,
+                 sede = excluded.sede, pec_registro_imprese = excluded.pec_registro_imprese,
+                 rappresentanti_legali = excluded.rappresentanti_legali",
+        )
+        .bind(json_text(&file.aziende))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO persone (cf, nome, cognome)
+             SELECT value ->> 'cf', value ->> 'nome', value ->> 'cognome' FROM json_each($1) WHERE true
+             ON CONFLICT (cf) DO UPDATE SET nome = excluded.nome, cognome = excluded.cognome",
+        )
+        .bind(json_text(&file.persone))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO intermediari (cf, categoria, albo)
+             SELECT value ->> 'cf', value ->> 'categoria', value ->> 'albo' FROM json_each($1) WHERE true
+             ON CONFLICT (cf) DO UPDATE SET categoria = excluded.categoria, albo = excluded.albo",
+        )
+        .bind(json_text(&file.intermediari))
+        .execute(&mut *tx)
+        .await?;
+        // Parents before children, so that the `padre` foreign key holds row by row.
+        let mut deleghe: Vec<&Delega> = file.deleghe.iter().collect();
+        deleghe.sort_by_key(|d| d.padre.is_some());
+        sqlx::query(
+            "INSERT INTO deleghe (id, matricola, delegato_cf, tipo, stato, data_inizio, data_fine, data_revoca, padre)
+             SELECT value ->> 'id', value ->> 'matricola', value ->> 'delegato_cf', value ->> 'tipo',
+                    value ->> 'stato', value ->> 'data_inizio', value ->> 'data_fine', value ->> 'data_revoca',
+                    value ->> 'padre'
+             FROM json_each($1) WHERE true
+             ON CONFLICT (id) DO UPDATE SET matricola = excluded.matricola, delegato_cf = excluded.delegato_cf,
+                 tipo = excluded.tipo, stato = excluded.stato, data_inizio = excluded.data_inizio,
+                 data_fine = excluded.data_fine, data_revoca = excluded.data_revoca, padre = excluded.padre",
+        )
+        .bind(json_text(&deleghe))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO contatti (id, titolare_cf, matricola, tipo, valore, uso, stato, anomalia, valid_from, valid_to)
+             SELECT value ->> 'id', value ->> 'titolare_cf', value ->> 'matricola', value ->> 'tipo',
+                    value ->> 'valore', value -> 'uso', value ->> 'stato', value ->> 'anomalia',
+                    value ->> 'valid_from', value ->> 'valid_to'
+             FROM json_each($1) WHERE true
+             ON CONFLICT (id) DO UPDATE SET titolare_cf = excluded.titolare_cf, matricola = excluded.matricola,
+                 tipo = excluded.tipo, valore = excluded.valore, uso = excluded.uso, stato = excluded.stato,
+                 anomalia = excluded.anomalia, valid_from = excluded.valid_from, valid_to = excluded.valid_to",
+        )
+        .bind(json_text(&file.contatti))
+        .execute(&mut *tx)
+        .await?;
+        let touched: Vec<String> = file.touched_subjects().iter().map(Subject::to_string).collect();
+        bump_versions(&mut tx, &touched).await?;
+        tx.commit().await?;
+        Ok(ImportReport {
+            sedi: file.sedi.len(),
+            aziende: file.aziende.len(),
+            persone: file.persone.len(),
+            intermediari: file.intermediari.len(),
+            deleghe: file.deleghe.len(),
+            contatti: file.contatti.len(),
+        })
+    }
+
+    pub async fn claim(&self, owner: &str, limit: u32, lease_ms: i64, now: Millis) -> Result<Vec<ClaimedRequest>> {
+        let mut tx = self.write_tx().await?;
+        let rows = sqlx::query(
+            "UPDATE requests SET stato = 'in_carico', claims = claims + 1, lease_token = claims + 1,
+                    lease_owner = $1, available_at = $2, aggiornata_il = $3,
+                    last_error = CASE WHEN lease_token IS NULL THEN last_error ELSE 'lease scaduta' END
+             WHERE id IN (SELECT id FROM requests
+                          WHERE stato <> 'chiusa' AND parked IS NULL AND available_at <= $3
+                          ORDER BY available_at, id LIMIT $4)
+             RETURNING id, protocollo, task, soggetto, sede, payload, claims, failures, creata_il, last_error",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut events = Vec::new();
+        for row in rows {
+            let payload: Map<String, Value> = parse_json("requests.payload", row.try_get::<&str, _>("payload")?)?;
+            let contatti: ContattiNotifica = payload
+                .get("contatti_notifica")
+                .map(|c| serde_json::from_value(c.clone()))
+                .transpose()
+                .map_err(|e| corrupt("requests.payload.contatti_notifica", e))?
+                .unwrap_or_default();
+            let token: i64 = row.try_get("claims")?;
+            let taken_over = row.try_get::<Option<&str>, _>("last_error")? == Some("lease scaduta");
+            let req = ClaimedRequest {
+                id: row.try_get("id")?,
+                protocollo: row.try_get("protocollo")?,
+                task: row.try_get("task")?,
+                soggetto: row.try_get("soggetto")?,
+                sede: row.try_get("sede")?,
+                payload,
+                contatti,
+                token,
+                failures: row.try_get("failures")?,
+                creata_il: row.try_get("creata_il")?,
+                taken_over,
+            };
+            if token == 1 {
+                events.push(NewEvent {
+                    request_id: req.id,
+                    kind: "smistamento",
+                    actor: owner.to_string(),
+                    detail: json!({ "sede": req.sede }),
+                    notifications: requester_notifications(&req.contatti),
+                });
+            } else if taken_over {
+                events.push(NewEvent {
+                    request_id: req.id,
+                    kind: "ripresa_lavorazione",
+                    actor: owner.to_string(),
+                    detail: json!({ "motivo": "lease scaduta" }),
+                    notifications: Vec::new(),
+                });
+            }
+            claimed.push(req);
+        }
+        insert_events(&mut tx, &events, now).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    pub async fn load_facts(&self, subjects: &[Subject]) -> Result<HashMap<Subject, SubjectFacts>> {
+        // One read transaction = one WAL snapshot: versions and data agree.
+        let mut tx = self.pool.begin().await?;
+        let keys: Vec<String> = subjects.iter().map(Subject::to_string).collect();
+        let versions: HashMap<String, i64> = sqlx::query_as(
+            "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_text(&keys))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let mut out: HashMap<Subject, SubjectFacts> = subjects
+            .iter()
+            .map(|s| (s.clone(), SubjectFacts { version: versions.get(&s.to_string()).copied().unwrap_or(0), ..Default::default() }))
+            .collect();
+        let mut matricole = Vec::new();
+        let mut cfs = Vec::new();
+        let mut sedi = Vec::new();
+        let mut open = Vec::new();
+        for s in subjects {
+            match s {
+                Subject::Matricola(m) => matricole.push(m.as_str()),
+                Subject::Cf(cf) => cfs.push(cf.as_str()),
+                Subject::Sede(c) => sedi.push(c.as_str()),
+                Subject::Open { task, soggetto } => open.push([task.as_str(), soggetto.as_str()]),
+            }
+        }
+        if !matricole.is_empty() {
+            let m = json_text(&matricole);
+            for row in sqlx::query("SELECT * FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))")
+                .bind(&m)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let a = azienda(&row)?;
+                if let Some(f) = out.get_mut(&Subject::Matricola(a.matricola.clone())) {
+                    f.azienda = Some(a);
+                }
+            }
+            for row in sqlx::query("SELECT * FROM deleghe WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id")
+                .bind(&m)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let d = delega(&row)?;
+                if let Some(f) = out.get_mut(&Subject::Matricola(d.matricola.clone())) {
+                    f.deleghe.push(d);
+                }
+            }
+            for row in sqlx::query("SELECT * FROM contatti WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY id")
+                .bind(&m)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let c = contatto(&row)?;
+                if let Some(f) = c.matricola.clone().and_then(|m| out.get_mut(&Subject::Matricola(m))) {
+                    f.contatti.push(c);
+                }
+            }
+        }
+        if !cfs.is_empty() {
+            let c = json_text(&cfs);
+            for row in sqlx::query("SELECT cf, nome, cognome FROM persone WHERE cf IN (SELECT value FROM json_each($1))")
+                .bind(&c)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let p = Persona { cf: row.try_get("cf")?, nome: row.try_get("nome")?, cognome: row.try_get("cognome")? };
+                if let Some(f) = out.get_mut(&Subject::Cf(p.cf.clone())) {
+                    f.persona = Some(p);
+                }
+            }
+            for row in sqlx::query("SELECT cf, categoria, albo FROM intermediari WHERE cf IN (SELECT value FROM json_each($1))")
+                .bind(&c)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let i = Intermediario { cf: row.try_get("cf")?, categoria: row.try_get("categoria")?, albo: row.try_get("albo")? };
+                if let Some(f) = out.get_mut(&Subject::Cf(i.cf.clone())) {
+                    f.intermediario = Some(i);
+                }
+            }
+            for row in sqlx::query("SELECT * FROM deleghe WHERE delegato_cf IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id")
+                .bind(&c)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let d = delega(&row)?;
+                if let Some(f) = out.get_mut(&Subject::Cf(d.delegato_cf.clone())) {
+                    f.deleghe.push(d);
+                }
+            }
+            for row in sqlx::query("SELECT * FROM contatti WHERE titolare_cf IN (SELECT value FROM json_each($1)) ORDER BY id")
+                .bind(&c)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let k = contatto(&row)?;
+                if let Some(f) = out.get_mut(&Subject::Cf(k.titolare_cf.clone())) {
+                    f.contatti.push(k);
+                }
+            }
+        }
+        if !sedi.is_empty() {
+            for row in sqlx::query("SELECT * FROM sedi WHERE codice IN (SELECT value FROM json_each($1))")
+                .bind(json_text(&sedi))
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let s = Sede {
+                    codice: row.try_get("codice")?,
+                    denominazione: row.try_get("denominazione")?,
+                    provincia: row.try_get("provincia")?,
+                    email: row.try_get("email")?,
+                };
+                if let Some(f) = out.get_mut(&Subject::Sede(s.codice.clone())) {
+                    f.sede = Some(s);
+                }
+            }
+        }
+        if !open.is_empty() {
+            for row in sqlx::query(
+                "SELECT r.id, r.protocollo, r.creata_il, r.task, r.soggetto
+                 FROM json_each($1) j JOIN requests r ON r.task = j.value ->> 0 AND r.soggetto = j.value ->> 1
+                 WHERE r.stato <> 'chiusa' ORDER BY r.id",
+            )
+            .bind(json_text(&open))
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                let key = Subject::Open { task: row.try_get("task")?, soggetto: row.try_get("soggetto")? };
+                if let Some(f) = out.get_mut(&key) {
+                    f.open_requests.push(OpenRequest {
+                        id: row.try_get("id")?,
+                        protocollo: row.try_get("protocollo")?,
+                        creata_il: row.try_get("creata_il")?,
+                    });
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub async fn close_batch(
+        &self,
+        batch: &[(ClaimedRequest, Evaluation)],
+        policy: RetryPolicy,
+        now: Millis,
+        actor: &str,
+    ) -> Result<ClosePlan> {
+        let mut tx = self.write_tx().await?;
+        let ids: Vec<i64> = batch.iter().map(|(r, _)| r.id).collect();
+        let mut world = World::default();
+        for row in sqlx::query("SELECT id, lease_token FROM requests WHERE id IN (SELECT value FROM json_each($1))")
+            .bind(json_text(&ids))
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            world.tokens.insert(row.try_get(0)?, row.try_get(1)?);
+        }
+        let targets: BTreeSet<&str> = batch
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Evaluation::Decided(d) => Some(d),
+                Evaluation::Failed(_) => None,
+            })
+            .flat_map(|d| d.effects.iter())
+            .map(|e| match e {
+                Effect::RevokeDelegation { delegation_id, .. } => delegation_id.as_str(),
+            })
+            .collect();
+        if !targets.is_empty() {
+            for row in sqlx::query(
+                "SELECT * FROM deleghe WHERE id IN (SELECT value FROM json_each($1))
+                                          OR padre IN (SELECT value FROM json_each($1))",
+            )
+            .bind(json_text(&targets))
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                let d = delega(&row)?;
+                world.deleghe.insert(d.id.clone(), d);
+            }
+        }
+        let mut subjects: BTreeSet<Subject> = BTreeSet::new();
+        for (req, eval) in batch {
+            subjects.insert(Subject::Open { task: req.task.clone(), soggetto: req.soggetto.clone() });
+            if let Evaluation::Decided(d) = eval {
+                subjects.extend(d.read_versions().map(|(s, _)| s.clone()));
+            }
+        }
+        subjects.extend(world.deleghe.values().flat_map(delega_subjects));
+        let keys: Vec<String> = subjects.iter().map(Subject::to_string).collect();
+        let current: HashMap<String, i64> = sqlx::query_as(
+            "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_text(&keys))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        world.versions = subjects
+            .into_iter()
+            .filter_map(|s| current.get(&s.to_string()).map(|v| (s, *v)))
+            .collect();
+
+        let plan = closing::plan(batch, &world, policy, now, actor, rand::random::<f64>);
+        apply_plan(&mut tx, &plan, now).await?;
+        tx.commit().await?;
+        Ok(plan)
+    }
+
+    pub async fn release(&self, owner: &str, now: Millis) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE requests SET lease_token = NULL, lease_owner = NULL, available_at = $2
+             WHERE lease_owner = $1 AND lease_token IS NOT NULL AND stato <> 'chiusa'",
+        )
+        .bind(owner)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn request(&self, key: &str) -> Result<Option<RequestView>> {
+        let by_id: i64 = key.parse().unwrap_or(-1);
+        let Some(row) = sqlx::query("SELECT * FROM requests WHERE protocollo = $1 OR id = $2")
+            .bind(key)
+            .bind(by_id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = row.try_get("id")?;
+        let eventi = sqlx::query("SELECT kind, at, actor, detail FROM events WHERE request_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|e| {
+                Ok(EventView {
+                    tipo: e.try_get("kind")?,
+                    istante: rfc3339(e.try_get("at")?),
+                    attore: e.try_get("actor")?,
+                    dettaglio: match e.try_get::<Option<&str>, _>("detail")? {
+                        Some(d) => parse_json("events.detail", d)?,
+                        None => Value::Null,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let decision = sqlx::query("SELECT reasons, effects, rule_version FROM decisions WHERE request_id = $1 ORDER BY id DESC LIMIT 1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let (motivazioni, effetti, versione_regola) = match decision {
+            Some(d) => (
+                parse_json("decisions.reasons", d.try_get("reasons")?)?,
+                parse_json("decisions.effects", d.try_get("effects")?)?,
+                Some(d.try_get("rule_version")?),
+            ),
+            None => (Vec::new(), Vec::new(), None),
+        };
+        Ok(Some(RequestView {
+            id,
+            protocollo: row.try_get("protocollo")?,
+            task: row.try_get("task")?,
+            stato: row.try_get("stato")?,
+            esito: row.try_get("esito")?,
+            motivazioni,
+            effetti,
+            eventi,
+            versione_regola,
+            creata_il: rfc3339(row.try_get("creata_il")?),
+            chiusa_il: row.try_get::<Option<i64>, _>("chiusa_il")?.map(rfc3339),
+            sede: row.try_get("sede")?,
+            soggetto: row.try_get("soggetto")?,
+            sospesa: row.try_get("parked")?,
+            assegnata_sede: row.try_get("assegnata_sede")?,
+            errore: row.try_get("last_error")?,
+            richiesta: parse_json("requests.payload", row.try_get("payload")?)?,
+        }))
+    }
+
+    pub async fn list(&self, f: &ListFilter) -> Result<Vec<RequestSummary>> {
+        let rows = sqlx::query(
+            "SELECT id, protocollo, task, stato, esito, soggetto, parked, creata_il, chiusa_il FROM requests
+             WHERE ($1 IS NULL OR stato = $1) AND ($2 IS NULL OR task = $2) AND ($3 IS NULL OR soggetto = $3)
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(f.stato.map(|s| s.as_str()))
+        .bind(f.task.as_deref())
+        .bind(f.soggetto.as_deref())
+        .bind(f.limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RequestSummary {
+                    id: r.try_get("id")?,
+                    protocollo: r.try_get("protocollo")?,
+                    task: r.try_get("task")?,
+                    stato: r.try_get("stato")?,
+                    esito: r.try_get("esito")?,
+                    soggetto: r.try_get("soggetto")?,
+                    sospesa: r.try_get("parked")?,
+                    creata_il: rfc3339(r.try_get("creata_il")?),
+                    chiusa_il: r.try_get::<Option<i64>, _>("chiusa_il")?.map(rfc3339),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn counts(&self) -> Result<QueueCounts> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(stato = 'aperta'), 0), COALESCE(SUM(stato = 'in_carico'), 0),
+                    COALESCE(SUM(stato = 'chiusa'), 0), COALESCE(SUM(stato <> 'chiusa' AND parked IS NOT NULL), 0)
+             FROM requests",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueCounts { aperte: row.try_get(0)?, in_carico: row.try_get(1)?, chiuse: row.try_get(2)?, sospese: row.try_get(3)? })
+    }
+
+    pub async fn decisions_per_request(&self) -> Result<HashMap<i64, i64>> {
+        Ok(sqlx::query_as("SELECT request_id, COUNT(*) FROM decisions GROUP BY request_id")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    pub async fn close_latencies(&self) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar("SELECT chiusa_il - creata_il FROM requests WHERE stato = 'chiusa' ORDER BY 1")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+}
+
+/// Refuses an import whose references point nowhere, naming the record and field.
+async fn check_references(tx: &mut Tx, file: &ImportFile) -> Result<()> {
+    let sedi: BTreeSet<String> = sqlx::query_scalar("SELECT codice FROM sedi").fetch_all(&mut **tx).await?.into_iter().collect();
+    for (i, a) in file.aziende.iter().enumerate() {
+        if !sedi.contains(&a.sede) && !file.sedi.iter().any(|s| s.codice == a.sede) {
+            return Err(StoreError::Reference {
+                record: format!("aziende[{i}] (matricola {})", a.matricola),
+                field: "sede".into(),
+                problem: format!("sede `{}` is neither in this file nor in the database", a.sede),
+            });
+        }
+    }
+    let padri: Vec<&str> = file.deleghe.iter().filter_map(|d| d.padre.as_deref()).collect();
+    let known: BTreeSet<String> = sqlx::query_scalar("SELECT id FROM deleghe WHERE id IN (SELECT value FROM json_each($1))")
+        .bind(json_text(&padri))
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    for (i, d) in file.deleghe.iter().enumerate() {
+        if let Some(p) = &d.padre {
+            if !known.contains(p) && !file.deleghe.iter().any(|x| &x.id == p) {
+                return Err(StoreError::Reference {
+                    record: format!("deleghe[{i}] (id {})", d.id),
+                    field: "padre".into(),
+                    problem: format!("delega `{p}` is neither in this file nor in the database"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn bump_versions(tx: &mut Tx, subjects: &[String]) -> Result<()> {
+    if subjects.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO subject_versions (subject, version) SELECT value, 1 FROM json_each($1) WHERE true
+         ON CONFLICT (subject) DO UPDATE SET version = version + 1",
+    )
+    .bind(json_text(&subjects))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Appends events with explicit ids (so their notifications can reference them without a round trip per
+/// row) and queues their notifications.
+async fn insert_events(tx: &mut Tx, events: &[NewEvent], now: Millis) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetch_one(&mut **tx).await?;
+    let mut rows = Vec::with_capacity(events.len());
+    let mut outbox = Vec::new();
+    for (event_id, e) in (first..).zip(events) {
+        rows.push(json!([event_id, e.request_id, e.kind, e.actor, json_text(&e.detail)]));
+        for n in &e.notifications {
+            outbox.push(json!([e.request_id, event_id, e.kind, n.channel, n.recipient, n.role]));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO events (id, request_id, kind, actor, detail, at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, $2 FROM json_each($1)",
+    )
+    .bind(json_text(&rows))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if !outbox.is_empty() {
+        sqlx::query(
+            "INSERT INTO outbox (request_id, event_id, event, channel, recipient, role, available_at, created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, $2, $2
+             FROM json_each($1)",
+        )
+        .bind(json_text(&outbox))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
+    if !p.closed.is_empty() {
+        sqlx::query(
+            "UPDATE requests SET stato = 'chiusa', esito = j.value ->> 1, chiusa_il = $2, aggiornata_il = $2,
+                    lease_token = NULL, lease_owner = NULL, last_error = NULL
+             FROM json_each($1) j WHERE requests.id = j.value ->> 0",
+        )
+        .bind(json_text(&p.closed))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !p.referred.is_empty() {
+        sqlx::query(
+            "UPDATE requests SET parked = 'rinvio', assegnata_sede = j.value ->> 1, aggiornata_il = $2,
+                    lease_token = NULL, lease_owner = NULL
+             FROM json_each($1) j WHERE requests.id = j.value ->> 0",
+        )
+        .bind(json_text(&p.referred))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !p.retried.is_empty() {
+        sqlx::query(
+            "UPDATE requests SET available_at = j.value ->> 1, last_error = j.value ->> 2, failures = failures + 1,
+                    aggiornata_il = $2, lease_token = NULL, lease_owner = NULL
+             FROM json_each($1) j WHERE requests.id = j.value ->> 0",
+        )
+        .bind(json_text(&p.retried))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !p.parked.is_empty() {
+        sqlx::query(
+            "UPDATE requests SET parked = 'errore', last_error = j.value ->> 1, failures = failures + 1,
+                    aggiornata_il = $2, lease_token = NULL, lease_owner = NULL
+             FROM json_each($1) j WHERE requests.id = j.value ->> 0",
+        )
+        .bind(json_text(&p.parked))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !p.released.is_empty() {
+        sqlx::query(
+            "UPDATE requests SET available_at = $2, lease_token = NULL, lease_owner = NULL
+             WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(json_text(&p.released))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !p.decisions.is_empty() {
+        let rows: Vec<Value> = p
+            .decisions
+            .iter()
+            .map(|(id, d)| {
+                json!([id, d.outcome.as_str(), json_text(&d.reasons), json_text(&d.effects), d.rule_version,
+                       json_text(&d.trace), d.duration_us])
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO decisions (request_id, outcome, reasons, effects, rule_version, trace, duration_us, decided_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, $2
+             FROM json_each($1)",
+        )
+        .bind(json_text(&rows))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !p.revocations.is_empty() {
+        let rows: Vec<Value> = p.revocations.iter().map(|r| json!([r.delega_id, r.data_revoca, r.request_id])).collect();
+        sqlx::query(
+            "UPDATE deleghe SET stato = 'REVOCATA', data_revoca = j.value ->> 1, revocata_da = j.value ->> 2
+             FROM json_each($1) j WHERE deleghe.id = j.value ->> 0",
+        )
+        .bind(json_text(&rows))
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !p.versions.is_empty() {
+        let rows: Vec<Value> = p.versions.iter().map(|(s, v)| json!([s.to_string(), v])).collect();
+        sqlx::query(
+            "INSERT INTO subject_versions (subject, version) SELECT value ->> 0, value ->> 1 FROM json_each($1) WHERE true
+             ON CONFLICT (subject) DO UPDATE SET version = excluded.version",
+        )
+        .bind(json_text(&rows))
+        .execute(&mut **tx)
+        .await?;
+    }
+    insert_events(tx, &p.events, now).await
+}
+
+fn azienda(row: &SqliteRow) -> Result<Azienda> {
+    Ok(Azienda {
+        matricola: row.try_get("matricola")?,
+        cf: row.try_get("cf")?,
+        ragione_sociale: row.try_get("ragione_sociale")?,
+        sede: row.try_get("sede")?,
+        pec_registro_imprese: row.try_get("pec_registro_imprese")?,
+        rappresentanti_legali: parse_json("aziende.rappresentanti_legali", row.try_get("rappresentanti_legali")?)?,
+    })
+}
+
+fn delega(row: &SqliteRow) -> Result<Delega> {
+    Ok(Delega {
+        id: row.try_get("id")?,
+        matricola: row.try_get("matricola")?,
+        delegato_cf: row.try_get("delegato_cf")?,
+        tipo: row.try_get("tipo")?,
+        stato: row.try_get("stato")?,
+        data_inizio: row.try_get("data_inizio")?,
+        data_fine: row.try_get("data_fine")?,
+        data_revoca: row.try_get("data_revoca")?,
+        padre: row.try_get("padre")?,
+    })
+}
+
+fn contatto(row: &SqliteRow) -> Result<Contatto> {
+    let text = |col: &str| -> Result<Value> { Ok(Value::String(row.try_get(col)?)) };
+    Ok(Contatto {
+        id: row.try_get("id")?,
+        titolare_cf: row.try_get("titolare_cf")?,
+        matricola: row.try_get("matricola")?,
+        tipo: serde_json::from_value(text("tipo")?).map_err(|e| corrupt("contatti.tipo", e))?,
+        valore: row.try_get("valore")?,
+        uso: parse_json("contatti.uso", row.try_get("uso")?)?,
+        stato: serde_json::from_value(text("stato")?).map_err(|e| corrupt("contatti.stato", e))?,
+        anomalia: row.try_get("anomalia")?,
+        valid_from: row.try_get("valid_from")?,
+        valid_to: row.try_get("valid_to")?,
+    })
+}
