@@ -220,7 +220,7 @@ mod tests {
         let text = format!("{MINIMAL}worker:\n  batch_sise: 10\n");
         let err = Config::parse(&text, Path::new("c.yaml")).expect_err("unknown key");
         let msg = err.to_string();
-        assert!(msg.contains("c.yaml") && msg.contains("batch_sise") && msg.contains("line 5"), "{msg}");
+        assert!(msg.contains("c.yaml") && msg.contains("batch_sise") && msg.contains("line 6"), "{msg}");
     }
 
     #[test]

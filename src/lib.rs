@@ -6,4 +6,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod intake;
 pub mod store;
+pub mod worker;
+pub mod rules;

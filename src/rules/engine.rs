@@ -1,0 +1,208 @@
+//! The one shared, sandboxed Rhai engine, and the evaluation of one request by its task's rule.
+//!
+//! Sandbox (see ARCHITECTURE.md): a raw engine with only the core, logic, math, array, map and string
+//! packages (no clock, no I/O, no modules), `eval` disabled, `sleep` overridden to fail, strict variables,
+//! failure on unknown map properties, size and depth limits, an operation budget and a per-call wall-clock
+//! deadline checked from `on_progress`.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rhai::packages::{
+    BasicArrayPackage, BasicMapPackage, BasicMathPackage, BasicStringPackage, CorePackage, LogicPackage,
+    MoreStringPackage, Package,
+};
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, OptimizationLevel, Scope};
+use serde_json::Value;
+
+use super::host::{COLLECTOR, Collector, Ctx, FactsView};
+use super::loader::TaskRule;
+use crate::domain::closing::{ClaimedRequest, Evaluation};
+use crate::domain::decision::{Decision, Effect, FailureKind, Outcome, Reason, RuleFailure, Trace};
+use crate::domain::time::{Millis, iso_date, rfc3339};
+
+/// Resource limits of one decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_operations: u64,
+    pub deadline: Duration,
+}
+
+thread_local! {
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+    static OPERATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Compiles and runs rules; cheap to share (`Arc`) between workers.
+pub struct Evaluator {
+    engine: Engine,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+fn not_allowed(what: &'static str) -> impl Fn(NativeArg) -> Result<(), Box<EvalAltResult>> {
+    move |_| Err(format!("{what} is not allowed in rules").into())
+}
+
+type NativeArg = Dynamic;
+
+impl Evaluator {
+    pub fn new(limits: Limits) -> Self {
+        let mut e = Engine::new_raw();
+        for module in [
+            CorePackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            BasicStringPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+        ] {
+            e.register_global_module(module);
+        }
+        e.set_max_strings_interned(1024);
+        e.set_optimization_level(OptimizationLevel::Simple);
+        e.set_strict_variables(true);
+        e.set_fail_on_invalid_map_property(true);
+        e.set_max_operations(limits.max_operations);
+        e.set_max_call_levels(32);
+        e.set_max_expr_depths(64, 32);
+        e.set_max_string_size(64 * 1024);
+        e.set_max_array_size(10_000);
+        e.set_max_map_size(1_000);
+        e.set_max_variables(512);
+        e.set_max_functions(256);
+        e.set_max_modules(0);
+        e.disable_symbol("eval");
+        e.register_fn("sleep", not_allowed("sleep()"));
+        e.register_fn("timestamp", || -> Result<(), Box<EvalAltResult>> {
+            Err("timestamp() is not allowed in rules: use ctx.now or ctx.today".into())
+        });
+        e.on_progress(|ops| {
+            OPERATIONS.with(|o| o.set(ops));
+            if ops & 0x3ff != 0 {
+                return None;
+            }
+            DEADLINE.with(|d| matches!(d.get(), Some(t) if Instant::now() >= t).then(|| Dynamic::from("deadline")))
+        });
+        super::host::register(&mut e);
+        Evaluator { engine: e, limits }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Compiles a script with this engine (sandbox options apply at compile time).
+    pub fn compile(&self, source: &str) -> Result<rhai::AST, String> {
+        self.engine.compile(source).map_err(|e| e.to_string())
+    }
+
+    /// Decides one request. Runs synchronously: call it off the async runtime.
+    pub fn evaluate(&self, rule: &TaskRule, req: &ClaimedRequest, view: Arc<FactsView>, now: Millis) -> Evaluation {
+        let started = Instant::now();
+        let today = iso_date(now);
+        let ctx = Ctx {
+            view,
+            today: today.clone().into(),
+            now: rfc3339(now).into(),
+            request_id: req.id,
+            task: req.task.clone(),
+            soggetto: req.soggetto.clone(),
+        };
+        let input = match request_dynamic(rule, req) {
+            Ok(d) => d,
+            Err(e) => return failure(FailureKind::Error, e),
+        };
+        COLLECTOR.with(|c| {
+            *c.borrow_mut() = Some(Collector { known_codes: rule.reasons.keys().cloned().collect(), ..Default::default() })
+        });
+        DEADLINE.with(|d| d.set(Some(started + self.limits.deadline)));
+        OPERATIONS.with(|o| o.set(0));
+        let result = self.engine.call_fn_with_options::<Dynamic>(
+            CallFnOptions::new().eval_ast(true).rewind_scope(true),
+            &mut Scope::new(),
+            &rule.ast,
+            "decide",
+            (input, ctx),
+        );
+        DEADLINE.with(|d| d.set(None));
+        let operations = OPERATIONS.with(Cell::get);
+        let collected = COLLECTOR.with(|c| c.borrow_mut().take()).unwrap_or_default();
+        if let Err(err) = result {
+            let kind = match err.unwrap_inner() {
+                EvalAltResult::ErrorTooManyOperations(_) => FailureKind::Budget,
+                EvalAltResult::ErrorTerminated(..) => FailureKind::Timeout,
+                _ => FailureKind::Error,
+            };
+            let message = match kind {
+                FailureKind::Budget => format!("operation budget of {} exhausted ({err})", self.limits.max_operations),
+                FailureKind::Timeout => format!("deadline of {} ms passed ({err})", self.limits.deadline.as_millis()),
+                _ => err.to_string(),
+            };
+            return failure(kind, format!("{}: {message}", rule.ast.source().unwrap_or(&rule.id)));
+        }
+        match build_decision(rule, collected, today, operations) {
+            Ok(mut d) => {
+                d.duration_us = started.elapsed().as_micros() as u64;
+                Evaluation::Decided(d)
+            }
+            Err(e) => failure(FailureKind::Error, format!("{}: {e}", rule.ast.source().unwrap_or(&rule.id))),
+        }
+    }
+}
+
+fn failure(kind: FailureKind, message: String) -> Evaluation {
+    Evaluation::Failed(RuleFailure { kind, message })
+}
+
+/// The request as the rule sees it: every envelope field and every field the schema declares is present
+/// (absent optional ones as `()`), so that a misspelt field is an error and not a silent `()`.
+fn request_dynamic(rule: &TaskRule, req: &ClaimedRequest) -> Result<Dynamic, String> {
+    let mut payload = req.payload.clone();
+    for field in crate::domain::request::ENVELOPE_FIELDS.iter().map(|f| f.to_string()).chain(rule.fields.iter().cloned()) {
+        payload.entry(field).or_insert(Value::Null);
+    }
+    payload.insert("protocollo".into(), req.protocollo.clone().into());
+    rhai::serde::to_dynamic(&payload).map_err(|e| format!("cannot pass the request to the rule: {e}"))
+}
+
+fn render(rule: &TaskRule, code: &str, params: &Value) -> Result<Reason, String> {
+    let template = rule.templates.get_template(code).map_err(|e| e.to_string())?;
+    let messaggio = template
+        .render(params)
+        .map_err(|e| format!("message of reason {code}: {e} (pass the values it uses: check(\"{code}\", cond, #{{ name: value }}))"))?;
+    Ok(Reason { codice: code.to_string(), messaggio })
+}
+
+fn build_decision(rule: &TaskRule, c: Collector, today: String, operations: u64) -> Result<Decision, String> {
+    let (outcome, reasons) = if !c.referrals.is_empty() {
+        (Outcome::Rinvio, c.referrals.iter().map(|(code, p)| render(rule, code, p)).collect::<Result<Vec<_>, _>>()?)
+    } else if !c.failed.is_empty() {
+        (Outcome::NonAccolta, c.failed.iter().map(|(code, p)| render(rule, code, p)).collect::<Result<Vec<_>, _>>()?)
+    } else {
+        (Outcome::Accolta, Vec::new())
+    };
+    let effects = if outcome == Outcome::NonAccolta {
+        Vec::new()
+    } else {
+        c.effects
+            .into_iter()
+            .map(|e| serde_json::from_value::<Effect>(e).map_err(|e| format!("bad effect: {e}")))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok(Decision {
+        outcome,
+        reasons,
+        effects,
+        rule_version: rule.version.clone(),
+        trace: Trace { checks: c.checks, facts: c.facts, today, operations },
+        duration_us: 0,
+    })
+}

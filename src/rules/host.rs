@@ -1,0 +1,230 @@
+//! The host API rules see: `ctx` (facts, recorded with their versions) and the global functions `check`,
+//! `refer`, `effect` and the validators of domain.md §6.
+//!
+//! Rhai gives registered functions no per-call context, so the collector of the running evaluation lives in
+//! a thread-local: an evaluation runs start to finish on one thread.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, NativeCallContext};
+use serde::Serialize;
+
+use crate::domain::decision::{CheckRecord, EFFECT_KINDS, FactRead};
+use crate::domain::facts::{Delega, StatoDelega, Subject, SubjectFacts, TipoDelega};
+use crate::domain::validators;
+
+/// Loads facts the batch did not prefetch (called on the evaluation thread, may block).
+pub trait FactLoader: Send + Sync {
+    fn load(&self, subjects: &[Subject]) -> Result<HashMap<Subject, SubjectFacts>, String>;
+}
+
+/// The facts a batch of evaluations reads: prefetched subjects, plus any a rule asks for beyond them.
+pub struct FactsView {
+    facts: Mutex<HashMap<Subject, Arc<SubjectFacts>>>,
+    loader: Option<Arc<dyn FactLoader>>,
+}
+
+impl FactsView {
+    pub fn new(facts: HashMap<Subject, SubjectFacts>, loader: Option<Arc<dyn FactLoader>>) -> Self {
+        FactsView { facts: Mutex::new(facts.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()), loader }
+    }
+
+    fn get(&self, subject: &Subject) -> Result<Arc<SubjectFacts>, Box<EvalAltResult>> {
+        let mut facts = self.facts.lock().map_err(|_| "facts cache poisoned")?;
+        if let Some(f) = facts.get(subject) {
+            return Ok(f.clone());
+        }
+        let loaded = match &self.loader {
+            Some(loader) => loader.load(std::slice::from_ref(subject)).map_err(|e| format!("cannot load facts: {e}"))?,
+            None => HashMap::new(),
+        };
+        let f = Arc::new(loaded.get(subject).cloned().unwrap_or_default());
+        facts.insert(subject.clone(), f.clone());
+        Ok(f)
+    }
+}
+
+/// What one evaluation records, in order.
+#[derive(Default)]
+pub(super) struct Collector {
+    pub checks: Vec<CheckRecord>,
+    pub failed: Vec<(String, serde_json::Value)>,
+    pub referrals: Vec<(String, serde_json::Value)>,
+    pub effects: Vec<serde_json::Value>,
+    pub facts: Vec<FactRead>,
+    pub known_codes: Vec<String>,
+}
+
+thread_local! {
+    pub(super) static COLLECTOR: RefCell<Option<Collector>> = const { RefCell::new(None) };
+}
+
+fn with_collector<T>(f: impl FnOnce(&mut Collector) -> Result<T, Box<EvalAltResult>>) -> Result<T, Box<EvalAltResult>> {
+    COLLECTOR.with(|c| match c.borrow_mut().as_mut() {
+        Some(col) => f(col),
+        None => Err("this function can only be called while a rule decides".into()),
+    })
+}
+
+/// `ctx`: the facts and the clock of one evaluation.
+#[derive(Clone)]
+pub struct Ctx {
+    pub(super) view: Arc<FactsView>,
+    pub(super) today: ImmutableString,
+    pub(super) now: ImmutableString,
+    pub(super) request_id: i64,
+    pub(super) task: String,
+    pub(super) soggetto: String,
+}
+
+impl Ctx {
+    /// Reads a subject, records the read with its version, and converts `pick(facts)` for the script.
+    fn read<T: Serialize>(
+        &self,
+        call: String,
+        subject: Subject,
+        pick: impl FnOnce(&SubjectFacts) -> T,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        let facts = self.view.get(&subject)?;
+        let value = serde_json::to_value(pick(&facts)).map_err(|e| e.to_string())?;
+        let dynamic = rhai::serde::to_dynamic(&value)?;
+        with_collector(|c| {
+            c.facts.push(FactRead { call, subject, version: facts.version, value });
+            Ok(())
+        })?;
+        Ok(dynamic)
+    }
+}
+
+fn same_cf(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b) || validators::same_person(a, b)
+}
+
+fn norm(s: &str) -> String {
+    s.trim().to_uppercase()
+}
+
+/// The delega a rule means by "the delega of `cf` on `matricola`": a direct one (not a sub-delega), the
+/// ATTIVA one if any, else the most recent.
+fn main_delega<'a>(deleghe: &'a [Delega], cf: &str) -> Option<&'a Delega> {
+    deleghe
+        .iter()
+        .filter(|d| d.tipo != TipoDelega::Subdelega && same_cf(&d.delegato_cf, cf))
+        .max_by(|a, b| {
+            (a.stato == StatoDelega::Attiva, &a.data_inizio).cmp(&(b.stato == StatoDelega::Attiva, &b.data_inizio))
+        })
+}
+
+fn params_json(params: rhai::Map) -> Result<serde_json::Value, Box<EvalAltResult>> {
+    rhai::serde::from_dynamic(&Dynamic::from_map(params))
+}
+
+fn known_code(c: &Collector, code: &str) -> Result<(), Box<EvalAltResult>> {
+    if c.known_codes.iter().any(|k| k == code) {
+        Ok(())
+    } else {
+        Err(format!("reason code `{code}` is not in the `reasons` catalogue of task.yaml (known: {})", c.known_codes.join(", ")).into())
+    }
+}
+
+fn record_check(ctx: &NativeCallContext, code: &str, passed: bool, params: serde_json::Value) -> Result<bool, Box<EvalAltResult>> {
+    let line = ctx.call_position().line().unwrap_or(0) as u32;
+    with_collector(|c| {
+        known_code(c, code)?;
+        c.checks.push(CheckRecord { codice: code.to_string(), passed, line });
+        if !passed {
+            c.failed.push((code.to_string(), params));
+        }
+        Ok(passed)
+    })
+}
+
+fn record_referral(code: &str, params: serde_json::Value) -> Result<(), Box<EvalAltResult>> {
+    with_collector(|c| {
+        known_code(c, code)?;
+        c.referrals.push((code.to_string(), params));
+        Ok(())
+    })
+}
+
+/// Registers the host API on the engine.
+pub(super) fn register(engine: &mut Engine) {
+    engine.register_type_with_name::<Ctx>("Ctx");
+    engine.register_get("today", |c: &mut Ctx| c.today.clone());
+    engine.register_get("now", |c: &mut Ctx| c.now.clone());
+
+    engine.register_fn("company", |c: &mut Ctx, matricola: &str| {
+        c.read(format!("company({matricola})"), Subject::Matricola(matricola.to_string()), |f| f.azienda.clone())
+    });
+    engine.register_fn("person", |c: &mut Ctx, cf: &str| {
+        c.read(format!("person({cf})"), Subject::Cf(norm(cf)), |f| f.persona.clone())
+    });
+    engine.register_fn("intermediary", |c: &mut Ctx, cf: &str| {
+        c.read(format!("intermediary({cf})"), Subject::Cf(norm(cf)), |f| f.intermediario.clone())
+    });
+    engine.register_fn("sede", |c: &mut Ctx, codice: &str| {
+        c.read(format!("sede({codice})"), Subject::Sede(codice.to_string()), |f| f.sede.clone())
+    });
+    engine.register_fn("delegation", |c: &mut Ctx, matricola: &str, cf: &str| {
+        c.read(format!("delegation({matricola}, {cf})"), Subject::Matricola(matricola.to_string()), |f| {
+            main_delega(&f.deleghe, cf).cloned()
+        })
+    });
+    engine.register_fn("delegations", |c: &mut Ctx, matricola: &str| {
+        c.read(format!("delegations({matricola})"), Subject::Matricola(matricola.to_string()), |f| f.deleghe.clone())
+    });
+    engine.register_fn("delegations_held", |c: &mut Ctx, cf: &str| {
+        c.read(format!("delegations_held({cf})"), Subject::Cf(norm(cf)), |f| f.deleghe.clone())
+    });
+    engine.register_fn("contacts", |c: &mut Ctx, cf: &str| {
+        c.read(format!("contacts({cf})"), Subject::Cf(norm(cf)), |f| f.contatti.clone())
+    });
+    engine.register_fn("position_contacts", |c: &mut Ctx, matricola: &str| {
+        c.read(format!("position_contacts({matricola})"), Subject::Matricola(matricola.to_string()), |f| f.contatti.clone())
+    });
+    engine.register_fn("open_requests", |c: &mut Ctx| {
+        let subject = Subject::Open { task: c.task.clone(), soggetto: c.soggetto.clone() };
+        let me = c.request_id;
+        c.read("open_requests()".into(), subject, |f| {
+            // Only earlier requests count: of two identical requests, the first goes ahead.
+            f.open_requests.iter().filter(|r| r.id < me).cloned().collect::<Vec<_>>()
+        })
+    });
+
+    engine.register_fn("check", |ctx: NativeCallContext, code: &str, cond: bool| {
+        record_check(&ctx, code, cond, serde_json::Value::Null)
+    });
+    engine.register_fn("check", |ctx: NativeCallContext, code: &str, cond: bool, params: rhai::Map| {
+        record_check(&ctx, code, cond, params_json(params)?)
+    });
+    engine.register_fn("refer", |code: &str| record_referral(code, serde_json::Value::Null));
+    engine.register_fn("refer", |code: &str, params: rhai::Map| record_referral(code, params_json(params)?));
+    engine.register_fn("effect", |kind: &str, args: rhai::Map| -> Result<(), Box<EvalAltResult>> {
+        if !EFFECT_KINDS.contains(&kind) {
+            return Err(format!("unknown effect `{kind}` (known: {})", EFFECT_KINDS.join(", ")).into());
+        }
+        let mut value = params_json(args)?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("tipo".into(), kind.into());
+        }
+        serde_json::from_value::<crate::domain::decision::Effect>(value.clone())
+            .map_err(|e| format!("effect `{kind}`: {e}"))?;
+        with_collector(|c| {
+            c.effects.push(value);
+            Ok(())
+        })
+    });
+
+    engine.register_fn("cf_valid", |cf: &str| validators::codice_fiscale(cf).is_ok());
+    engine.register_fn("piva_valid", |p: &str| validators::partita_iva(p.trim()).is_ok());
+    engine.register_fn("cf_or_piva_valid", validators::cf_or_partita_iva);
+    engine.register_fn("same_person", same_cf);
+    engine.register_fn("contains_person", |list: Array, cf: &str| {
+        list.iter().any(|v| v.clone().into_immutable_string().is_ok_and(|s| same_cf(&s, cf)))
+    });
+    engine.register_fn("matricola_valid", validators::matricola);
+    engine.register_fn("email_valid", |s: &str| validators::email(s).is_some());
+    engine.register_fn("mobile_e164", |s: &str| validators::mobile_e164(s).map_or(Dynamic::UNIT, Dynamic::from));
+}

@@ -1,0 +1,189 @@
+//! Loading a rules directory into a [`RuleSet`]: every task folder compiled and checked, or an error that
+//! names the file (and line:col where there is one) and says what to do.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::engine::Evaluator;
+
+/// A problem with the rules directory.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> LoadError {
+    LoadError::Invalid { path: path.to_path_buf(), message: message.into() }
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })
+}
+
+/// Rollout mode of a task (only `enforce` is implemented in this version).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+}
+
+/// `task.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskFile {
+    id: String,
+    label: String,
+    #[serde(default)]
+    mode: Mode,
+    /// JSON Schema (in YAML) of the task's own fields, envelope excluded.
+    schema: serde_json::Value,
+    /// Reason code → Italian message template (minijinja, e.g. `{{ prot }}`).
+    reasons: BTreeMap<String, String>,
+}
+
+/// One task type, ready to decide.
+pub struct TaskRule {
+    pub id: String,
+    pub label: String,
+    pub mode: Mode,
+    /// Content hash of task.yaml, rule.rhai and the shared library: the rule version recorded with decisions.
+    pub version: String,
+    pub schema: jsonschema::Validator,
+    /// Top-level properties the schema declares: absent optional ones are passed to the rule as `()`.
+    pub fields: Vec<String>,
+    /// Reason code → message template source.
+    pub reasons: BTreeMap<String, String>,
+    /// The reason messages, compiled (template name = reason code).
+    pub templates: minijinja::Environment<'static>,
+    pub ast: rhai::AST,
+    pub dir: PathBuf,
+}
+
+impl std::fmt::Debug for TaskRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskRule").field("id", &self.id).field("version", &self.version).finish_non_exhaustive()
+    }
+}
+
+/// Every task type of a rules directory.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub tasks: BTreeMap<String, Arc<TaskRule>>,
+}
+
+impl RuleSet {
+    pub fn get(&self, task: &str) -> Option<&Arc<TaskRule>> {
+        self.tasks.get(task)
+    }
+}
+
+/// Loads and compiles every task folder of `dir` (a folder with a `task.yaml`); `lib/*.rhai` are shared
+/// functions merged into every rule.
+pub fn load_rule_set(dir: &Path, evaluator: &Evaluator) -> Result<RuleSet, LoadError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read { path: dir.to_path_buf(), source })?;
+    let mut folders: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("task.yaml").is_file())
+        .collect();
+    folders.sort();
+    if folders.is_empty() {
+        return Err(invalid(dir, "no task folders found (each task is a folder with task.yaml and rule.rhai)"));
+    }
+    let (lib_ast, lib_hash) = load_lib(&dir.join("lib"), evaluator)?;
+    let mut set = RuleSet::default();
+    for folder in folders {
+        let rule = load_task(&folder, evaluator, &lib_ast, &lib_hash)?;
+        if let Some(other) = set.tasks.get(&rule.id) {
+            return Err(invalid(
+                &folder.join("task.yaml"),
+                format!("task id `{}` is already defined in {}", rule.id, other.dir.display()),
+            ));
+        }
+        set.tasks.insert(rule.id.clone(), Arc::new(rule));
+    }
+    Ok(set)
+}
+
+fn load_lib(dir: &Path, evaluator: &Evaluator) -> Result<(rhai::AST, Vec<u8>), LoadError> {
+    let mut ast = rhai::AST::empty();
+    let mut hasher = Sha256::new();
+    if !dir.is_dir() {
+        return Ok((ast, hasher.finalize().to_vec()));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| LoadError::Read { path: dir.to_path_buf(), source })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
+    files.sort();
+    for file in files {
+        let source = read(&file)?;
+        hasher.update(file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        hasher.update(source.as_bytes());
+        let lib = evaluator.compile(&source).map_err(|e| invalid(&file, e))?;
+        ast = ast.merge(&lib);
+    }
+    Ok((ast, hasher.finalize().to_vec()))
+}
+
+fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[u8]) -> Result<TaskRule, LoadError> {
+    let task_path = folder.join("task.yaml");
+    let rule_path = folder.join("rule.rhai");
+    let task_text = read(&task_path)?;
+    let rule_text = read(&rule_path)?;
+    let task: TaskFile = serde_saphyr::from_str(&task_text).map_err(|e| invalid(&task_path, e.to_string()))?;
+    if task.id.is_empty() || !task.id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+        return Err(invalid(&task_path, format!("`id`: `{}` must be UPPER_SNAKE_CASE, e.g. REVOCA_DELEGA_INTERMEDIARIO", task.id)));
+    }
+    let schema = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&task.schema)
+        .map_err(|e| invalid(&task_path, format!("`schema` is not a valid JSON Schema: {e}")))?;
+    let fields = task
+        .schema
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut templates = minijinja::Environment::new();
+    templates.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    for (code, message) in &task.reasons {
+        templates
+            .add_template_owned(code.clone(), message.clone())
+            .map_err(|e| invalid(&task_path, format!("`reasons.{code}`: the message is not a valid template: {e}")))?;
+    }
+    let rule_ast = evaluator.compile(&rule_text).map_err(|e| invalid(&rule_path, e))?;
+    if !rule_ast.iter_functions().any(|f| f.name == "decide" && f.params.len() == 2) {
+        return Err(invalid(&rule_path, "no `fn decide(req, ctx)` with two parameters: every rule needs one, it is what the daemon calls"));
+    }
+    let mut ast = lib.merge(&rule_ast);
+    let mut hasher = Sha256::new();
+    hasher.update(task_text.as_bytes());
+    hasher.update([0]);
+    hasher.update(rule_text.as_bytes());
+    hasher.update([0]);
+    hasher.update(lib_hash);
+    let digest = hasher.finalize();
+    let version: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    ast.set_source(format!("{}@{}", task.id, version));
+    Ok(TaskRule {
+        id: task.id,
+        label: task.label,
+        mode: task.mode,
+        version,
+        schema,
+        fields,
+        reasons: task.reasons,
+        templates,
+        ast,
+        dir: folder.to_path_buf(),
+    })
+}
