@@ -61,6 +61,9 @@ pub fn validate(mut obj: Map<String, Value>, rules: &RuleSet) -> Result<NewReque
         let known: Vec<&str> = rules.tasks.keys().map(String::as_str).collect();
         FieldError::new("task", format!("unknown task `{}` (known: {})", envelope.task, known.join(", ")))
     })?;
+    if rule.requires_matricola && envelope.matricola.is_none() {
+        return Err(FieldError::new("matricola", format!("missing: task {} requires the matricola of the position (10 digits)", rule.id)));
+    }
     // Codici fiscali are compared by rules: store them trimmed and upper-case.
     for (key, value) in obj.iter_mut() {
         if key.starts_with("cf_") {

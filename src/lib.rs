@@ -4,9 +4,13 @@
 //! (persistence), [`rules`] (the sandboxed rule engine), [`intake`], [`worker`] (the pipeline),
 //! [`daemon`] (lifecycle and signals), [`bench`], and [`cli`] at the top.
 
+pub mod bench;
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod domain;
 pub mod intake;
 pub mod store;
+pub mod telemetry;
 pub mod worker;
 pub mod rules;

@@ -277,7 +277,16 @@ pub fn partita_iva(p: &str) -> Result<(), PivaError> {
     if !((1..=100).contains(&office) || matches!(office, 120 | 121 | 888 | 999)) {
         return Err(PivaError::Ufficio);
     }
-    let sum: u32 = digits[..10]
+    if piva_check_digit(&digits[..10]) == digits[10] {
+        Ok(())
+    } else {
+        Err(PivaError::Check)
+    }
+}
+
+/// The check digit of the first 10 digits of a partita IVA (§6.2).
+fn piva_check_digit(first10: &[u32]) -> u32 {
+    let sum: u32 = first10
         .iter()
         .enumerate()
         .map(|(i, &d)| {
@@ -289,11 +298,35 @@ pub fn partita_iva(p: &str) -> Result<(), PivaError> {
             }
         })
         .sum();
-    if (10 - sum % 10) % 10 == digits[10] {
-        Ok(())
-    } else {
-        Err(PivaError::Check)
+    (10 - sum % 10) % 10
+}
+
+/// Appends the check digit to 10 digits, giving a partita IVA (for synthetic data and tests).
+#[must_use]
+pub fn complete_partita_iva(first10: &str) -> Option<String> {
+    let b = first10.as_bytes();
+    if b.len() != 10 || !b.iter().all(u8::is_ascii_digit) {
+        return None;
     }
+    let digits: Vec<u32> = b.iter().map(|&c| u32::from(c - b'0')).collect();
+    Some(format!("{first10}{}", piva_check_digit(&digits)))
+}
+
+/// Appends the check character to the first 15 characters of a codice fiscale (for synthetic data and
+/// tests); None when they do not have the layout of §6.1.
+#[must_use]
+pub fn complete_codice_fiscale(first15: &str) -> Option<String> {
+    let mut probe = first15.to_ascii_uppercase().into_bytes();
+    if probe.len() != 15 {
+        return None;
+    }
+    probe.push(b'A');
+    if !cf_layout_ok(&probe) {
+        return None;
+    }
+    let check = cf_check_char(&probe[..15]);
+    probe[15] = check;
+    String::from_utf8(probe).ok()
 }
 
 /// Either a valid personal CF (16 chars) or a valid 11-digit numeric CF; used for intermediaries, which may be firms.
@@ -407,6 +440,19 @@ pub fn looks_like_pec(address: &str) -> bool {
                 .strip_suffix(known)
                 .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
         })
+}
+
+#[cfg(test)]
+mod completion_tests {
+    use super::*;
+
+    #[test]
+    fn completed_codes_validate() {
+        assert_eq!(complete_codice_fiscale("RSSMRA80A01H501").as_deref(), Some("RSSMRA80A01H501U"));
+        assert_eq!(complete_partita_iva("0074311015").as_deref(), Some("00743110157"));
+        assert_eq!(complete_codice_fiscale("RSSMRA80A01H50"), None);
+        assert_eq!(complete_partita_iva("007431101X"), None);
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ struct TaskFile {
     label: String,
     #[serde(default)]
     mode: Mode,
+    /// Whether the envelope's `matricola` is required for this task.
+    #[serde(default)]
+    requires_matricola: bool,
     /// JSON Schema (in YAML) of the task's own fields, envelope excluded.
     schema: serde_json::Value,
     /// Reason code → Italian message template (minijinja, e.g. `{{ prot }}`).
@@ -54,6 +57,7 @@ pub struct TaskRule {
     pub id: String,
     pub label: String,
     pub mode: Mode,
+    pub requires_matricola: bool,
     /// Content hash of task.yaml, rule.rhai and the shared library: the rule version recorded with decisions.
     pub version: String,
     pub schema: jsonschema::Validator,
@@ -178,6 +182,7 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[
         id: task.id,
         label: task.label,
         mode: task.mode,
+        requires_matricola: task.requires_matricola,
         version,
         schema,
         fields,

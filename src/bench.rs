@@ -1,0 +1,202 @@
+//! `smart-taskd bench`: a synthetic world and a realistic mix of requests, decided by the real pipeline on
+//! a real SQLite file (in a temporary directory), measured end to end.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::domain::facts::{
+    Azienda, Delega, ImportFile, Intermediario, Persona, Sede, StatoDelega, TipoDelega, IMPORT_VERSION,
+};
+use crate::domain::validators::{complete_codice_fiscale, complete_partita_iva};
+use crate::worker::now_ms;
+use crate::{daemon, intake};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Requests to decide
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    /// Concurrent workers [default: worker.workers of the configuration]
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Requests per batch [default: worker.batch_size of the configuration]
+    #[arg(long)]
+    pub batch_size: Option<u32>,
+    /// Keep the database file and print its path
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// A synthetic personal codice fiscale, unique per `n`.
+fn person_cf(n: usize) -> String {
+    let mut letters = [b'A'; 6];
+    let mut x = n;
+    for l in letters.iter_mut().rev() {
+        *l = b'A' + (x % 26) as u8;
+        x /= 26;
+    }
+    let prefix = String::from_utf8_lossy(&letters).into_owned();
+    complete_codice_fiscale(&format!("{prefix}80A01H501")).unwrap_or_default()
+}
+
+/// A world of `n` companies, each with a legal representative and an intermediary holding an ATTIVA delega.
+pub fn world(n: usize) -> ImportFile {
+    let sedi = [("7000", "Roma Tiburtino", "RM"), ("1300", "Milano Nord", "MI"), ("5100", "Napoli", "NA")];
+    let mut file = ImportFile {
+        version: IMPORT_VERSION,
+        sedi: sedi
+            .iter()
+            .map(|(c, d, p)| Sede {
+                codice: c.to_string(),
+                denominazione: d.to_string(),
+                provincia: p.to_string(),
+                email: format!("aziende.{}@inps.it", p.to_lowercase()),
+            })
+            .collect(),
+        ..Default::default()
+    };
+    for i in 0..n {
+        let matricola = format!("{:010}", 5_000_000_000_u64 + i as u64);
+        let (rep, intermediary) = (person_cf(3 * i), person_cf(3 * i + 1));
+        file.aziende.push(Azienda {
+            matricola: matricola.clone(),
+            cf: complete_partita_iva(&format!("{:07}{:03}", 1_000_000 + i % 8_000_000, 1 + i % 100)).unwrap_or_default(),
+            ragione_sociale: format!("Azienda sintetica {i} S.r.l."),
+            sede: sedi[i % sedi.len()].0.to_string(),
+            pec_registro_imprese: Some(format!("azienda{i}@pec.example.it")),
+            rappresentanti_legali: vec![rep.clone()],
+        });
+        for (cf, nome) in [(&rep, "Rappresentante"), (&intermediary, "Consulente")] {
+            file.persone.push(Persona { cf: cf.clone(), nome: nome.into(), cognome: format!("Sintetico{i}") });
+        }
+        file.intermediari.push(Intermediario { cf: intermediary.clone(), categoria: "CONSULENTE_LAVORO".into(), albo: None });
+        file.deleghe.push(Delega {
+            id: format!("B-{i}"),
+            matricola,
+            delegato_cf: intermediary,
+            tipo: TipoDelega::Intermediario,
+            stato: StatoDelega::Attiva,
+            data_inizio: "2023-01-10".into(),
+            data_fine: None,
+            data_revoca: None,
+            padre: None,
+        });
+    }
+    file
+}
+
+/// Request `i` of the mix: 65% accepted (the intermediary or the company), the rest rejected for one of
+/// RDI-01, RDI-02, RDI-05, GEN-02 and GEN-03.
+pub fn request(i: usize, today: &str) -> Value {
+    let matricola = format!("{:010}", 5_000_000_000_u64 + i as u64);
+    let (rep, intermediary, stranger) = (person_cf(3 * i), person_cf(3 * i + 1), person_cf(3 * i + 2));
+    let mut r = json!({
+        "task": "REVOCA_DELEGA_INTERMEDIARIO",
+        "richiedente_cf": intermediary,
+        "profilo_richiedente": "INTERMEDIARIO",
+        "matricola": matricola,
+        "cf_intermediario": intermediary,
+        "motivazione": "RINUNCIA",
+        "data_decorrenza": today,
+        "contatti_notifica": { "email": format!("richiedente{i}@example.it"), "consenso_email": true,
+                               "cellulare": "+393471234567", "consenso_sms": i % 2 == 0 },
+        "chiave_idempotenza": format!("bench-{i}"),
+    });
+    match i % 20 {
+        0..=9 => {}
+        10..=12 => {
+            r["richiedente_cf"] = rep.into();
+            r["profilo_richiedente"] = "AZIENDA".into();
+            r["motivazione"] = "REVOCA".into();
+        }
+        13 | 14 => r["cf_intermediario"] = stranger.into(),
+        15 | 16 => r["richiedente_cf"] = stranger.into(),
+        17 => r["data_decorrenza"] = "2020-01-01".into(),
+        18 => {
+            let mut bad = intermediary.clone();
+            bad.replace_range(15..16, if bad.ends_with('A') { "B" } else { "A" });
+            r["cf_intermediario"] = bad.into();
+        }
+        _ => r["matricola"] = format!("{:010}", 9_900_000_000_u64 + i as u64).into(),
+    }
+    r
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("smart-task-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut config = config.clone();
+    config.database.url = format!("sqlite://{}", dir.join("bench.db").display());
+    if let Some(w) = args.workers {
+        config.worker.workers = w.max(1);
+    }
+    if let Some(b) = args.batch_size {
+        config.worker.batch_size = b.max(1);
+    }
+    config.worker.poll_interval_ms = config.worker.poll_interval_ms.min(50);
+    let n = args.requests;
+    println!("bench: {n} requests, {} workers, batch {}, database {}", config.worker.workers, config.worker.batch_size, dir.join("bench.db").display());
+
+    let store = daemon::open_store(&config).await?;
+    let started = Instant::now();
+    store.import_facts(&world(n)).await?;
+    println!("world: {n} aziende imported in {:.2} s", started.elapsed().as_secs_f64());
+
+    let pipeline = daemon::pipeline(&config, store.clone())?;
+    let today = crate::domain::time::iso_date(now_ms());
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(2_000) {
+        let items = chunk.iter().filter_map(|&i| request(i, &today).as_object().cloned()).collect();
+        let valid = intake::validate_all(items, &pipeline.rules.load(), "bench")
+            .map_err(|e| anyhow::anyhow!("synthetic request refused: {}", e[0]))?;
+        store.submit(&valid, &config.intake.sede_predefinita, now_ms()).await?;
+    }
+    let intake_s = started.elapsed().as_secs_f64();
+    println!("intake: {n} requests in {intake_s:.2} s ({:.0}/s)", n as f64 / intake_s);
+
+    let started = Instant::now();
+    daemon::run(&config, pipeline, true).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+
+    let counts = store.counts().await?;
+    let decisions = store.decisions_per_request().await?;
+    let twice = decisions.values().filter(|&&c| c != 1).count();
+    let latencies = store.close_latencies().await?;
+    println!(
+        "decide: {} closed, {} referred/parked, {} decided more than once, in {elapsed:.2} s",
+        counts.chiuse, counts.sospese, twice
+    );
+    println!("throughput: {:.0} decisions/s", counts.chiuse as f64 / elapsed);
+    println!(
+        "enqueue-to-close latency: p50 {} ms, p99 {} ms (burn-down: all {n} were queued before the first decision)",
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99)
+    );
+    if let Some(kib) = peak_rss_kib() {
+        println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
+    }
+    if args.keep {
+        println!("database kept: {}", dir.join("bench.db").display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if counts.chiuse as usize != n || twice != 0 {
+        anyhow::bail!("expected {n} requests closed exactly once, got {} closed and {twice} with other than one decision", counts.chiuse);
+    }
+    Ok(())
+}

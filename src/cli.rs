@@ -1,0 +1,299 @@
+//! The `smart-taskd` command line. Exit codes: 0 success; 1 operational failure (database, I/O);
+//! 2 invalid input (usage, configuration, rules, a request or a facts file); 3 not found.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::domain::facts::ImportFile;
+use crate::domain::request::Stato;
+use crate::store::{ListFilter, RequestView};
+use crate::worker::now_ms;
+use crate::{bench, daemon, intake, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "smart-taskd", version, about = "Decides INPS Smart-Task requests with Rhai rules", long_about = None)]
+pub struct Cli {
+    /// Configuration file [default: config/smart-task.yaml, then /etc/smart-task/config.yaml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: claim, decide and close queued requests until SIGTERM/SIGINT
+    Run {
+        /// Decide everything queued (including retries), then exit: for batch use and tests
+        #[arg(long)]
+        exit_when_idle: bool,
+    },
+    /// Submit requests from a JSON or YAML file (one request or a list; `-` reads standard input)
+    Submit {
+        file: String,
+        /// Print the stored requests as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a request (by id or protocol number) with its history, reasons and effects
+    Show {
+        id_or_protocollo: String,
+        /// Print the fields of the wire contract as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List requests, newest first
+    List {
+        /// aperta | in_carico | chiusa
+        #[arg(long)]
+        stato: Option<String>,
+        #[arg(long)]
+        task: Option<String>,
+        /// The subject: a matricola or a codice fiscale
+        #[arg(long)]
+        soggetto: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reference data (sedi, aziende, persone, intermediari, deleghe, contatti)
+    Facts {
+        #[command(subcommand)]
+        command: FactsCommand,
+    },
+    /// Validate the configuration and the rules; non-zero exit with a report on any problem
+    CheckConfig,
+    /// Apply pending database migrations
+    Migrate,
+    /// Measure the pipeline on a synthetic world in a temporary SQLite file
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum FactsCommand {
+    /// Import a reference-data file (YAML or JSON, `version: 1`) in one transaction
+    Import { file: PathBuf },
+}
+
+/// A failed command: the message and the exit code.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn input(error: impl Into<anyhow::Error>) -> Failure {
+    Failure { code: 2, error: error.into() }
+}
+
+fn runtime(error: impl Into<anyhow::Error>) -> Failure {
+    Failure { code: 1, error: error.into() }
+}
+
+type Outcome = Result<(), Failure>;
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("smart-taskd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("smart-taskd: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Outcome {
+    let mut config = Config::load(cli.config.as_deref()).map_err(input)?;
+    if matches!(cli.command, Command::Bench(_)) {
+        // Per-decision log lines would dominate what the benchmark measures.
+        config.log.level = "warn".into();
+    }
+    telemetry::init(&config.log);
+    match cli.command {
+        Command::Run { exit_when_idle } => {
+            let store = daemon::open_store(&config).await.map_err(runtime)?;
+            let pipeline = daemon::pipeline(&config, store).map_err(input)?;
+            daemon::run(&config, pipeline, exit_when_idle).await.map_err(runtime)
+        }
+        Command::Submit { file, json } => submit(&config, &file, json).await,
+        Command::Show { id_or_protocollo, json } => show(&config, &id_or_protocollo, json).await,
+        Command::List { stato, task, soggetto, limit, json } => {
+            let stato = stato
+                .map(|s| Stato::parse(&s).ok_or_else(|| input(anyhow::anyhow!("--stato `{s}`: expected aperta, in_carico or chiusa"))))
+                .transpose()?;
+            let store = daemon::open_store(&config).await.map_err(runtime)?;
+            let rows = store.list(&ListFilter { stato, task, soggetto, limit }).await.map_err(runtime)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows).map_err(runtime)?);
+            } else {
+                for r in rows {
+                    let esito = r.esito.as_deref().or(r.sospesa.as_deref().map(|s| if s == "rinvio" { "rinviata" } else { "sospesa" }));
+                    println!("{:<18} {:>6}  {:<36} {:<10} {:<12} {}", r.protocollo, r.id, r.task, r.stato, esito.unwrap_or("-"), r.creata_il);
+                }
+            }
+            Ok(())
+        }
+        Command::Facts { command: FactsCommand::Import { file } } => import_facts(&config, &file).await,
+        Command::CheckConfig => check_config(&config),
+        Command::Migrate => {
+            daemon::open_store(&config).await.map_err(runtime)?;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(&config, args).await.map_err(runtime),
+    }
+}
+
+fn read_input(file: &str) -> Result<String, Failure> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("cannot read standard input").map_err(input)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}")).map_err(input)
+    }
+}
+
+async fn submit(config: &Config, file: &str, json: bool) -> Outcome {
+    let text = read_input(file)?;
+    let name = if file == "-" { "<stdin>" } else { file };
+    let evaluator = daemon::evaluator(config);
+    let rules = daemon::load_rules(config, &evaluator).map_err(input)?;
+    let items = intake::parse_submission(&text, name).map_err(input)?;
+    let requests = intake::validate_all(items, &rules, name).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        input(anyhow::anyhow!("{}\nnothing was queued", lines.join("\n")))
+    })?;
+    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let stored = store.submit(&requests, &config.intake.sede_predefinita, now_ms()).await.map_err(runtime)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stored).map_err(runtime)?);
+    } else {
+        for (s, r) in stored.iter().zip(&requests) {
+            let note = if s.duplicate { "  (già presentata: stessa chiave_idempotenza)" } else { "" };
+            println!("{}  id {}  {}  aperta{note}", s.protocollo, s.id, r.envelope.task);
+        }
+    }
+    Ok(())
+}
+
+async fn show(config: &Config, key: &str, json: bool) -> Outcome {
+    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let Some(view) = store.request(key).await.map_err(runtime)? else {
+        return Err(Failure { code: 3, error: anyhow::anyhow!("no request with id or protocol number `{key}`") });
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view).map_err(runtime)?);
+    } else {
+        print!("{}", render_view(&view));
+    }
+    Ok(())
+}
+
+/// The readable form of `show`.
+pub fn render_view(v: &RequestView) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "Richiesta {} (id {})", v.protocollo, v.id);
+    let _ = writeln!(s, "  task:       {}", v.task);
+    let stato = match (&v.esito, &v.sospesa) {
+        (Some(e), _) => format!("{} — esito: {e}", v.stato),
+        (None, Some(p)) if p == "rinvio" => format!("{} — rinviata all'operatore della sede {}", v.stato, v.assegnata_sede.as_deref().unwrap_or("?")),
+        (None, Some(_)) => format!("{} — sospesa per errore della regola", v.stato),
+        (None, None) => v.stato.clone(),
+    };
+    let _ = writeln!(s, "  stato:      {stato}");
+    let _ = writeln!(s, "  sede:       {}", v.sede);
+    let _ = writeln!(s, "  creata il:  {}", v.creata_il);
+    if let Some(c) = &v.chiusa_il {
+        let _ = writeln!(s, "  chiusa il:  {c}");
+    }
+    if let Some(r) = &v.versione_regola {
+        let _ = writeln!(s, "  regola:     {r}");
+    }
+    if let Some(e) = &v.errore {
+        let _ = writeln!(s, "  errore:     {e}");
+    }
+    if !v.motivazioni.is_empty() {
+        let _ = writeln!(s, "  motivazioni:");
+        for m in &v.motivazioni {
+            let _ = writeln!(s, "    - {}: {}", m["codice"].as_str().unwrap_or("?"), m["messaggio"].as_str().unwrap_or(""));
+        }
+    }
+    if !v.effetti.is_empty() {
+        let _ = writeln!(s, "  effetti:");
+        for e in &v.effetti {
+            let _ = writeln!(s, "    - {e}");
+        }
+    }
+    let _ = writeln!(s, "  storico:");
+    for e in &v.eventi {
+        let _ = writeln!(s, "    {}  {:<22} {}", e.istante, e.tipo, e.attore);
+    }
+    s
+}
+
+/// Parses a reference-data file (JSON when it starts with `{`, else YAML) and checks its records.
+pub fn parse_facts(text: &str, path: &Path) -> anyhow::Result<ImportFile> {
+    let mut file: ImportFile = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", path.display()))?
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    };
+    file.normalise_and_check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(file)
+}
+
+async fn import_facts(config: &Config, path: &Path) -> Outcome {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display())).map_err(input)?;
+    let file = parse_facts(&text, path).map_err(input)?;
+    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let report = store.import_facts(&file).await.map_err(|e| match e {
+        crate::store::StoreError::Reference { .. } => input(anyhow::anyhow!("{}: {e}; nothing was imported", path.display())),
+        other => runtime(other),
+    })?;
+    println!(
+        "imported {}: {} sedi, {} aziende, {} persone, {} intermediari, {} deleghe, {} contatti",
+        path.display(),
+        report.sedi,
+        report.aziende,
+        report.persone,
+        report.intermediari,
+        report.deleghe,
+        report.contatti
+    );
+    Ok(())
+}
+
+fn check_config(config: &Config) -> Outcome {
+    println!("config:  {} — ok", config.source.display());
+    println!("database: {}", config.database.url);
+    let evaluator = daemon::evaluator(config);
+    match daemon::load_rules(config, &evaluator) {
+        Ok(rules) => {
+            println!("rules:   {} — {} task(s)", config.rules.dir.display(), rules.tasks.len());
+            for r in rules.tasks.values() {
+                println!("  {:<36} {}  {} reason code(s)  — {}", r.id, r.version, r.reasons.len(), r.label);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            println!("rules:   FAILED");
+            Err(input(e))
+        }
+    }
+}
