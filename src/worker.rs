@@ -88,6 +88,7 @@ impl Pipeline {
     /// Claims, decides and closes one batch as `owner`.
     pub async fn run_batch(&self, owner: &str) -> Result<BatchStats, StoreError> {
         let lease_ms = (self.config.lease_seconds * 1000) as i64;
+        let started = std::time::Instant::now();
         let claimed = self.store.claim(owner, self.config.batch_size, lease_ms, now_ms()).await?;
         if claimed.is_empty() {
             return Ok(BatchStats::default());
@@ -96,7 +97,9 @@ impl Pipeline {
         if taken_over > 0 {
             warn!(owner, taken_over, "took over requests whose lease expired");
         }
+        let claim_us = started.elapsed().as_micros();
         let facts = self.store.load_facts(&prefetch_subjects(&claimed)).await?;
+        let facts_us = started.elapsed().as_micros() - claim_us;
         let loader: Arc<dyn FactLoader> =
             Arc::new(StoreLoader { store: self.store.clone(), runtime: tokio::runtime::Handle::current() });
         let view = Arc::new(FactsView::new(facts, Some(loader)));
@@ -120,6 +123,7 @@ impl Pipeline {
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("evaluation thread failed: {e}")))?;
+        let eval_us = started.elapsed().as_micros() - claim_us - facts_us;
         let plan = self.store.close_batch(&evaluated, self.policy(), now_ms(), owner).await?;
         let mut stats = BatchStats { claimed: evaluated.len(), ..Default::default() };
         for ((req, eval), (_, fate)) in evaluated.iter().zip(&plan.fates) {
@@ -153,7 +157,8 @@ impl Pipeline {
                 Fate::Stale => stats.stale += 1,
             }
         }
-        debug!(owner, ?stats, "batch done");
+        let close_us = started.elapsed().as_micros() - claim_us - facts_us - eval_us;
+        debug!(owner, ?stats, claim_us, facts_us, eval_us, close_us, "batch done");
         Ok(stats)
     }
 
