@@ -1,0 +1,148 @@
+//! Intake and reference data: idempotent resubmission, and every kind of bad input refused with the field
+//! named, exit code 2, and nothing queued or imported.
+
+mod common;
+
+use common::{Env, rdi, stderr};
+
+const VERDI: &str = "VRDGPP80A41H501Y";
+const ROSSI: &str = "RSSMRA80A01H501U";
+
+fn good() -> String {
+    rdi(ROSSI, "AZIENDA", "1234567890", VERDI, "chiave_idempotenza: portal-7f3a9c\n")
+}
+
+#[test]
+fn resubmission_with_the_same_key_returns_the_first_request() {
+    let env = Env::new();
+    env.import_examples();
+    let first = env.submit(&good());
+    let again = env.submit(&good());
+    assert_eq!(first[0]["id"], again[0]["id"]);
+    assert_eq!(first[0]["protocollo"], again[0]["protocollo"]);
+    assert_eq!(first[0]["duplicate"], false);
+    assert_eq!(again[0]["duplicate"], true);
+    // Twice in one list: one request.
+    let text = rdi(ROSSI, "AZIENDA", "1234567890", VERDI, "chiave_idempotenza: other\n");
+    let list = format!("- {}\n- {}", text.replace('\n', "\n  "), text.replace('\n', "\n  "));
+    let both = env.submit(&list);
+    assert_eq!(both[0]["id"], both[1]["id"]);
+    assert_eq!(env.list().len(), 2);
+    assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'protocollazione'")[0][0], 2);
+}
+
+#[test]
+fn protocol_numbers_are_per_sede_and_year() {
+    let env = Env::new();
+    env.import_examples();
+    let a = env.submit(&rdi(ROSSI, "AZIENDA", "1234567890", VERDI, ""));
+    let b = env.submit(&rdi("BNCGPP72C15F205Z", "AZIENDA", "2345678901", VERDI, ""));
+    let c = env.submit(&rdi("FRRLCU75D05H501G", "AZIENDA", "4567890123", VERDI, ""));
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert_eq!(a[0]["protocollo"], format!("7000.{year}.0000001"));
+    assert_eq!(b[0]["protocollo"], format!("1300.{year}.0000001"));
+    assert_eq!(c[0]["protocollo"], format!("7000.{year}.0000002"));
+}
+
+/// Submits `text` expecting a refusal that names `field`; checks that nothing was queued.
+fn refused(env: &Env, text: &str, field: &str) {
+    let p = env.write("bad.yaml", text);
+    let out = env.run(&["submit", p.to_str().expect("path")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("`{field}`")), "error should name `{field}`: {err}");
+    assert!(err.contains("bad.yaml"), "error should name the file: {err}");
+    assert!(err.contains("nothing was queued") || err.contains("document"), "{err}");
+    assert!(env.list().is_empty(), "nothing may be queued after: {err}");
+}
+
+#[test]
+fn bad_input_is_refused_with_the_field_named_and_nothing_queued() {
+    let env = Env::new();
+    env.import_examples();
+    let g = good();
+    refused(&env, &g.replace("motivazione: REVOCA\n", ""), "motivazione");
+    refused(&env, &g.replace("motivazione: REVOCA", "motivazione: STANCHEZZA"), "motivazione");
+    refused(&env, &g.replace("matricola: \"1234567890\"", "matricola: 1234567890"), "matricola");
+    refused(&env, &g.replace("matricola: \"1234567890\"", "matricola: \"12345\""), "matricola");
+    refused(&env, &g.replace("matricola: \"1234567890\"\n", ""), "matricola");
+    refused(&env, &g.replace("task: REVOCA_DELEGA_INTERMEDIARIO", "task: REVOCA_DELEGA_ALTRUI"), "task");
+    refused(&env, &g.replace("profilo_richiedente: AZIENDA", "profilo_richiedente: CAF"), "profilo_richiedente");
+    refused(&env, &g.replace("richiedente_cf: RSSMRA80A01H501U\n", ""), "richiedente_cf");
+    refused(&env, &format!("{g}data_decorrenza: 2026-13-45\n"), "data_decorrenza");
+    refused(&env, &format!("{g}data_decorrenza: \"01/02/2026\"\n"), "data_decorrenza");
+    refused(&env, &format!("{g}cf_intermediari: {VERDI}\n"), "cf_intermediari");
+    refused(&env, &g.replace("consenso_email: true", "consenso_email: \"si\""), "contatti_notifica");
+    refused(&env, &g.replace("email: richiedente@example.it", "email: non-una-mail"), "contatti_notifica.email");
+    // One bad request in a list: the good one is not queued either.
+    let list = format!("- {}\n- {}", g.replace('\n', "\n  "), g.replace("motivazione: REVOCA\n", "").replace('\n', "\n  "));
+    refused(&env, &list, "motivazione");
+}
+
+#[test]
+fn malformed_documents_are_refused() {
+    let env = Env::new();
+    env.import_examples();
+    for (text, expected) in [
+        ("task: [unclosed", "not valid YAML"),
+        ("{\"task\": ", "not valid JSON"),
+        ("[]", "empty"),
+        ("42", "expected a request"),
+    ] {
+        let p = env.write("bad.yaml", text);
+        let out = env.run(&["submit", p.to_str().expect("path")]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr(&out).contains(expected), "{}", stderr(&out));
+    }
+    assert!(env.list().is_empty());
+}
+
+#[test]
+fn submit_reads_standard_input_and_json() {
+    use std::io::Write;
+    let env = Env::new();
+    env.import_examples();
+    let json = format!(
+        r#"{{"task":"REVOCA_DELEGA_INTERMEDIARIO","richiedente_cf":"{ROSSI}","profilo_richiedente":"AZIENDA",
+            "matricola":"1234567890","cf_intermediario":"{VERDI}","motivazione":"REVOCA"}}"#
+    );
+    let mut child = env
+        .command(&["submit", "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().expect("stdin").write_all(json.as_bytes()).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stored: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(stored[0]["id"], 1);
+}
+
+#[test]
+fn facts_import_errors_name_the_record_and_field_and_change_nothing() {
+    let env = Env::new();
+    let base = std::fs::read_to_string(common::repo().join("examples/facts.yaml")).expect("examples");
+    for (from, to, expected) in [
+        ("matricola: \"2345678901\"", "matricola: \"23456\"", "aziende[1] (matricola 23456): field `matricola`"),
+        ("padre: D-1,", "padre: D-99,", "deleghe[2] (id D-3): field `padre`"),
+        ("sede: \"5100\"", "sede: \"5200\"", "aziende[2] (matricola 3456789012): field `sede`"),
+        ("stato: REVOCATA,", "stato: SOSPESA,", "SOSPESA"),
+        ("version: 1", "version: 2", "unsupported version 2"),
+        ("data_inizio: 2023-03-01", "data_inizio: 2023-02-30", "deleghe[1] (id D-2): field `data_inizio`"),
+        ("valore: studio.verdi@pec.it", "valore: studio.verdi", "contatti[0] (id C-1): field `valore`"),
+    ] {
+        let p = env.write("facts.yaml", &base.replacen(from, to, 1));
+        let out = env.run(&["facts", "import", p.to_str().expect("path")]);
+        assert_eq!(out.status.code(), Some(2), "{from}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "expected `{expected}` in: {}", stderr(&out));
+    }
+    // A YAML syntax error gives line and column.
+    let p = env.write("facts.yaml", &base.replacen("persone:", "persone: [", 1));
+    let out = env.run(&["facts", "import", p.to_str().expect("path")]);
+    assert!(stderr(&out).contains("line"), "{}", stderr(&out));
+    // Nothing of the refused files was imported.
+    assert_eq!(env.sql("SELECT COUNT(*) FROM aziende")[0][0], 0);
+    env.import_examples();
+    assert_eq!(env.sql("SELECT COUNT(*) FROM aziende")[0][0], 6);
+}
