@@ -54,15 +54,15 @@ pub fn parse_submission(text: &str, source_name: &str) -> Result<Vec<Map<String,
         .collect()
 }
 
-/// Checks and normalises one request against its task.
-pub fn validate(mut obj: Map<String, Value>, rules: &RuleSet) -> Result<NewRequest, FieldError> {
-    let envelope = request::parse_envelope(&obj)?;
+/// Checks and normalises one request against its task; every schema problem is reported.
+pub fn validate(mut obj: Map<String, Value>, rules: &RuleSet) -> Result<NewRequest, Vec<FieldError>> {
+    let envelope = request::parse_envelope(&obj).map_err(|e| vec![e])?;
     let rule = rules.get(&envelope.task).ok_or_else(|| {
         let known: Vec<&str> = rules.tasks.keys().map(String::as_str).collect();
-        FieldError::new("task", format!("unknown task `{}` (known: {})", envelope.task, known.join(", ")))
+        vec![FieldError::new("task", format!("unknown task `{}` (known: {})", envelope.task, known.join(", ")))]
     })?;
     if rule.requires_matricola && envelope.matricola.is_none() {
-        return Err(FieldError::new("matricola", format!("missing: task {} requires the matricola of the position (10 digits)", rule.id)));
+        return Err(vec![FieldError::new("matricola", format!("missing: task {} requires the matricola of the position (10 digits)", rule.id))]);
     }
     // Codici fiscali are compared by rules: store them trimmed and upper-case.
     for (key, value) in obj.iter_mut() {
@@ -75,8 +75,9 @@ pub fn validate(mut obj: Map<String, Value>, rules: &RuleSet) -> Result<NewReque
     let task_fields: Map<String, Value> =
         obj.iter().filter(|(k, _)| !ENVELOPE_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
     let task_value = Value::Object(task_fields);
-    if let Some(err) = rule.schema.iter_errors(&task_value).next() {
-        return Err(schema_error(&err));
+    let errors: Vec<FieldError> = rule.schema.iter_errors(&task_value).map(|e| schema_error(&e)).collect();
+    if !errors.is_empty() {
+        return Err(errors);
     }
     obj.insert("richiedente_cf".into(), envelope.richiedente_cf.clone().into());
     obj.insert("contatti_notifica".into(), serde_json::to_value(&envelope.contatti).unwrap_or(Value::Null));
@@ -110,11 +111,11 @@ pub fn validate_all(items: Vec<Map<String, Value>>, rules: &RuleSet, source_name
     for (i, item) in items.into_iter().enumerate() {
         match validate(item, rules) {
             Ok(r) => ok.push(r),
-            Err(error) => errors.push(IntakeError {
+            Err(found) => errors.extend(found.into_iter().map(|error| IntakeError {
                 source_name: source_name.to_string(),
                 position: format!("request {} of {total}", i + 1),
                 error,
-            }),
+            })),
         }
     }
     if errors.is_empty() { Ok(ok) } else { Err(errors) }

@@ -1,0 +1,214 @@
+//! The pipeline under failure: a worker whose lease expires (fencing), a daemon killed mid-batch, rules
+//! that loop forever or run past their deadline, and a graceful SIGTERM.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Env, Settings, codes, rdi};
+use serde_json::Value;
+use smart_task::config::Config;
+use smart_task::domain::closing::Fate;
+use smart_task::{bench, daemon};
+
+fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill");
+    assert!(status.success());
+}
+
+/// A synthetic world of `n` companies and `n` requests (65% accepted), submitted through the binary.
+fn synthetic(env: &Env, n: usize) {
+    let world = serde_json::to_string(&bench::world(n)).expect("world json");
+    let facts = env.write("world.json", &world);
+    env.ok(&["facts", "import", facts.to_str().expect("path")]);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let requests: Vec<Value> = (0..n).map(|i| bench::request(i, &today)).collect();
+    let file = env.write("requests.json", &serde_json::to_string(&requests).expect("json"));
+    env.ok(&["submit", file.to_str().expect("path")]);
+}
+
+/// Every request closed exactly once, its effects applied once and one notification per event and channel.
+/// `revocations` counts the deleghe the accepted requests revoke (sub-deleghe included); None = one each.
+fn assert_exactly_once(env: &Env, n: i64, revocations: Option<i64>) {
+    assert_eq!(env.sql("SELECT COUNT(*) FROM requests WHERE stato = 'chiusa'")[0][0], n);
+    assert_eq!(env.sql("SELECT COUNT(*) FROM decisions")[0][0], n, "one decision per request");
+    assert!(env.sql("SELECT request_id FROM events WHERE kind = 'chiusura' GROUP BY request_id HAVING COUNT(*) > 1").is_empty());
+    assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'chiusura'")[0][0], n);
+    assert!(env.sql("SELECT request_id FROM events WHERE kind = 'smistamento' GROUP BY request_id HAVING COUNT(*) > 1").is_empty());
+    let accepted = env.sql("SELECT COUNT(*) FROM requests WHERE esito = 'accolta'")[0][0].clone();
+    let expected = revocations.map_or(accepted.clone(), Value::from);
+    assert_eq!(env.sql("SELECT COUNT(*) FROM deleghe WHERE revocata_da IS NOT NULL")[0][0], expected, "revocations");
+    assert_eq!(env.sql("SELECT COUNT(DISTINCT revocata_da) FROM deleghe")[0][0], accepted);
+    assert!(
+        env.sql("SELECT event_id, channel FROM outbox GROUP BY event_id, channel HAVING COUNT(*) > 1").is_empty(),
+        "one notification per event and channel"
+    );
+    let expected_mail = env.sql("SELECT COUNT(*) FROM events WHERE kind IN ('protocollazione', 'smistamento', 'chiusura')")[0][0].clone();
+    assert_eq!(env.sql("SELECT COUNT(*) FROM outbox WHERE channel = 'email'")[0][0], expected_mail);
+}
+
+#[test]
+fn a_stale_worker_cannot_close_what_another_took_over() {
+    let env = Env::new();
+    env.import_examples();
+    let text = rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", "VRDGPP80A41H501Y", "");
+    let other = rdi("FRRLCU75D05H501G", "AZIENDA", "4567890123", "VRDGPP80A41H501Y", "");
+    env.submit(&format!("- {}\n- {}", text.replace('\n', "\n  "), other.replace('\n', "\n  ")));
+
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let config = Config::load(Some(&env.config)).expect("config");
+        let store = daemon::open_store(&config).await.expect("store");
+        let pipeline = daemon::pipeline(&config, store.clone()).expect("pipeline");
+        let now = smart_task::worker::now_ms();
+        // Worker A claims with a lease that expires at once, and stalls (a GC pause, a dead process...).
+        let stalled = store.claim("A", 10, 1, now).await.expect("claim");
+        assert_eq!(stalled.len(), 2);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Worker B takes both over and closes them.
+        let stats = pipeline.run_batch("B").await.expect("batch");
+        assert_eq!((stats.claimed, stats.closed), (2, 2));
+        // A wakes up, decides and tries to close: fenced out, nothing written.
+        let evaluated = pipeline.evaluate_batch(stalled).await.expect("evaluate");
+        let plan = store.close_batch(&evaluated, pipeline.policy(), smart_task::worker::now_ms(), "A").await.expect("close");
+        assert!(plan.fates.iter().all(|(_, f)| *f == Fate::Stale), "{:?}", plan.fates);
+        assert!(plan.decisions.is_empty() && plan.revocations.is_empty() && plan.events.is_empty());
+    });
+    assert_exactly_once(&env, 2, Some(3)); // D-1 with its sub-delega D-3, and D-6
+    assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'ripresa_lavorazione'")[0][0], 2);
+}
+
+#[test]
+fn a_daemon_killed_mid_batch_loses_nothing_and_decides_nothing_twice() {
+    let env = Env::with(Settings { lease_seconds: 1, batch_size: 50, ..Default::default() });
+    let n = 3000;
+    synthetic(&env, n);
+    let mut child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let closed = env.sql("SELECT COUNT(*) FROM requests WHERE stato = 'chiusa'")[0][0].as_i64().unwrap_or(0);
+        if closed >= 300 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kill(child.id(), "KILL");
+    child.wait().expect("wait");
+    let leased = env.sql("SELECT COUNT(*) FROM requests WHERE lease_token IS NOT NULL")[0][0].as_i64().unwrap_or(0);
+    let closed = env.sql("SELECT COUNT(*) FROM requests WHERE stato = 'chiusa'")[0][0].as_i64().unwrap_or(0);
+    assert!(closed < n as i64, "killed too late to test anything");
+    assert!(leased > 0, "the kill should leave claimed requests behind");
+    // A new daemon takes the expired leases over and finishes.
+    env.decide_all();
+    assert_exactly_once(&env, n as i64, None);
+}
+
+/// A copy of the shipped rules plus a task whose rule is `body`.
+fn rules_with(dir: &Path, task: &str, body: &str) {
+    let src = common::repo().join("rules");
+    for entry in walk(&src) {
+        let rel = entry.strip_prefix(&src).expect("prefix");
+        let dest = dir.join(rel);
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&entry, &dest).expect("copy");
+    }
+    let folder = dir.join(task.to_lowercase());
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(
+        folder.join("task.yaml"),
+        format!("id: {task}\nlabel: Prova\nschema:\n  type: object\n  additionalProperties: false\nreasons:\n  X-01: \"Motivo di prova.\"\n"),
+    )
+    .expect("task.yaml");
+    std::fs::write(folder.join("rule.rhai"), body).expect("rule.rhai");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+fn parked_rule_failure(settings: impl FnOnce(std::path::PathBuf) -> Settings, body: &str, expected_kind: &str) {
+    let rules = tempfile::tempdir().expect("tempdir");
+    rules_with(rules.path(), "PROVA_CICLO", body);
+    let env = Env::with(settings(rules.path().to_path_buf()));
+    env.import_examples();
+    let looping = env.submit("task: PROVA_CICLO\nrichiedente_cf: RSSMRA80A01H501U\nprofilo_richiedente: AZIENDA\n");
+    let normal = env.submit(&rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", "VRDGPP80A41H501Y", ""));
+    let started = Instant::now();
+    env.decide_all();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The daemon went on: the other request is decided.
+    assert_eq!(env.show(normal[0]["protocollo"].as_str().expect("p"))["esito"], "accolta");
+    // The looping one is parked for an operator with the error visible.
+    let view = env.show(looping[0]["protocollo"].as_str().expect("p"));
+    assert_eq!(view["stato"], "in_carico", "{view:#}");
+    assert_eq!(view["sospesa"], "errore", "{view:#}");
+    let error = view["errore"].as_str().expect("errore");
+    assert!(error.starts_with(expected_kind) && error.contains("PROVA_CICLO@"), "{error}");
+    let kinds: Vec<&str> = view["eventi"].as_array().expect("eventi").iter().filter_map(|e| e["tipo"].as_str()).collect();
+    assert_eq!(kinds, ["protocollazione", "smistamento", "errore_regola", "sospesa_errore_regola"]);
+    assert!(codes(&view).is_empty());
+    let readable = env.ok(&["show", looping[0]["protocollo"].as_str().expect("p")]);
+    assert!(readable.contains("sospesa per errore della regola") && readable.contains(expected_kind), "{readable}");
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_by_the_operation_budget_and_parked() {
+    parked_rule_failure(
+        |rules_dir| Settings { rules_dir, max_failures: 2, ..Default::default() },
+        "fn decide(req, ctx) { loop { } }",
+        "budget",
+    );
+}
+
+#[test]
+fn a_rule_past_its_deadline_is_stopped_and_parked() {
+    parked_rule_failure(
+        |rules_dir| Settings { rules_dir, max_failures: 2, max_operations: 10_000_000_000, deadline_ms: 50, ..Default::default() },
+        "fn decide(req, ctx) { let x = 0; while true { x += 1; } }",
+        "timeout",
+    );
+}
+
+#[test]
+fn a_rule_error_names_the_rule_version_and_line() {
+    parked_rule_failure(
+        |rules_dir| Settings { rules_dir, max_failures: 2, ..Default::default() },
+        "fn decide(req, ctx) {\n    check(\"X-01\", req.campo_inesistente == 1);\n}",
+        "error",
+    );
+}
+
+#[test]
+fn sigterm_stops_claiming_releases_leases_and_exits_zero() {
+    let env = Env::with(Settings { batch_size: 20, ..Default::default() });
+    synthetic(&env, 1500);
+    let child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.sql("SELECT COUNT(*) FROM requests WHERE stato = 'chiusa'")[0][0].as_i64().unwrap_or(0) < 100 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    kill(child.id(), "TERM");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SIGTERM"));
+    assert_eq!(env.sql("SELECT COUNT(*) FROM requests WHERE lease_token IS NOT NULL")[0][0], 0, "no lease left behind");
+    // What was not decided is still queued and is decided by the next run, once.
+    env.decide_all();
+    let counts: HashMap<String, i64> = env
+        .sql("SELECT stato, COUNT(*) FROM requests GROUP BY stato")
+        .into_iter()
+        .map(|r| (r[0].as_str().unwrap_or("").to_string(), r[1].as_i64().unwrap_or(0)))
+        .collect();
+    assert_eq!(counts.get("chiusa"), Some(&1500), "{counts:?}");
+    assert_exactly_once(&env, 1500, None);
+}
