@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::domain::facts::{
-    Azienda, Delega, ImportFile, Intermediario, Persona, Sede, StatoDelega, TipoDelega, IMPORT_VERSION,
+    Azienda, Delega, IMPORT_VERSION, ImportFile, Intermediario, Persona, Sede, StatoDelega, TipoDelega,
 };
 use crate::domain::validators::{complete_codice_fiscale, complete_partita_iva};
 use crate::worker::now_ms;
@@ -63,7 +63,8 @@ pub fn world(n: usize) -> ImportFile {
         let (rep, intermediary) = (person_cf(3 * i), person_cf(3 * i + 1));
         file.aziende.push(Azienda {
             matricola: matricola.clone(),
-            cf: complete_partita_iva(&format!("{:07}{:03}", 1_000_000 + i % 8_000_000, 1 + i % 100)).unwrap_or_default(),
+            cf: complete_partita_iva(&format!("{:07}{:03}", 1_000_000 + i % 8_000_000, 1 + i % 100))
+                .unwrap_or_default(),
             ragione_sociale: format!("Azienda sintetica {i} S.r.l."),
             sede: sedi[i % sedi.len()].0.to_string(),
             pec_registro_imprese: Some(format!("azienda{i}@pec.example.it")),
@@ -72,7 +73,11 @@ pub fn world(n: usize) -> ImportFile {
         for (cf, nome) in [(&rep, "Rappresentante"), (&intermediary, "Consulente")] {
             file.persone.push(Persona { cf: cf.clone(), nome: nome.into(), cognome: format!("Sintetico{i}") });
         }
-        file.intermediari.push(Intermediario { cf: intermediary.clone(), categoria: "CONSULENTE_LAVORO".into(), albo: None });
+        file.intermediari.push(Intermediario {
+            cf: intermediary.clone(),
+            categoria: "CONSULENTE_LAVORO".into(),
+            albo: None,
+        });
         file.deleghe.push(Delega {
             id: format!("B-{i}"),
             matricola,
@@ -102,7 +107,7 @@ pub fn request(i: usize, today: &str) -> Value {
         "motivazione": "RINUNCIA",
         "data_decorrenza": today,
         "contatti_notifica": { "email": format!("richiedente{i}@example.it"), "consenso_email": true,
-                               "cellulare": "+393471234567", "consenso_sms": i % 2 == 0 },
+                               "cellulare": "+393471234567", "consenso_sms": i.is_multiple_of(2) },
         "chiave_idempotenza": format!("bench-{i}"),
     });
     match i % 20 {
@@ -127,7 +132,10 @@ pub fn request(i: usize, today: &str) -> Value {
 
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn percentile(sorted: &[i64], p: f64) -> i64 {
@@ -150,7 +158,12 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     config.worker.poll_interval_ms = config.worker.poll_interval_ms.min(50);
     let n = args.requests;
-    println!("bench: {n} requests, {} workers, batch {}, database {}", config.worker.workers, config.worker.batch_size, dir.join("bench.db").display());
+    println!(
+        "bench: {n} requests, {} workers, batch {}, database {}",
+        config.worker.workers,
+        config.worker.batch_size,
+        dir.join("bench.db").display()
+    );
 
     let store = daemon::open_store(&config).await?;
     let started = Instant::now();
@@ -196,7 +209,10 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     if counts.chiuse as usize != n || twice != 0 {
-        anyhow::bail!("expected {n} requests closed exactly once, got {} closed and {twice} with other than one decision", counts.chiuse);
+        anyhow::bail!(
+            "expected {n} requests closed exactly once, got {} closed and {twice} with other than one decision",
+            counts.chiuse
+        );
     }
     Ok(())
 }

@@ -133,7 +133,10 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Show { id_or_protocollo, json } => show(&config, &id_or_protocollo, json).await,
         Command::List { stato, task, soggetto, limit, json } => {
             let stato = stato
-                .map(|s| Stato::parse(&s).ok_or_else(|| input(anyhow::anyhow!("--stato `{s}`: expected aperta, in_carico or chiusa"))))
+                .map(|s| {
+                    Stato::parse(&s)
+                        .ok_or_else(|| input(anyhow::anyhow!("--stato `{s}`: expected aperta, in_carico or chiusa")))
+                })
                 .transpose()?;
             let store = daemon::open_store(&config).await.map_err(runtime)?;
             let rows = store.list(&ListFilter { stato, task, soggetto, limit }).await.map_err(runtime)?;
@@ -141,8 +144,19 @@ async fn dispatch(cli: Cli) -> Outcome {
                 println!("{}", serde_json::to_string_pretty(&rows).map_err(runtime)?);
             } else {
                 for r in rows {
-                    let esito = r.esito.as_deref().or(r.sospesa.as_deref().map(|s| if s == "rinvio" { "rinviata" } else { "sospesa" }));
-                    println!("{:<18} {:>6}  {:<36} {:<10} {:<12} {}", r.protocollo, r.id, r.task, r.stato, esito.unwrap_or("-"), r.creata_il);
+                    let esito = r
+                        .esito
+                        .as_deref()
+                        .or(r.sospesa.as_deref().map(|s| if s == "rinvio" { "rinviata" } else { "sospesa" }));
+                    println!(
+                        "{:<18} {:>6}  {:<36} {:<10} {:<12} {}",
+                        r.protocollo,
+                        r.id,
+                        r.task,
+                        r.stato,
+                        esito.unwrap_or("-"),
+                        r.creata_il
+                    );
                 }
             }
             Ok(())
@@ -212,7 +226,9 @@ pub fn render_view(v: &RequestView) -> String {
     let _ = writeln!(s, "  task:       {}", v.task);
     let stato = match (&v.esito, &v.sospesa) {
         (Some(e), _) => format!("{} — esito: {e}", v.stato),
-        (None, Some(p)) if p == "rinvio" => format!("{} — rinviata all'operatore della sede {}", v.stato, v.assegnata_sede.as_deref().unwrap_or("?")),
+        (None, Some(p)) if p == "rinvio" => {
+            format!("{} — rinviata all'operatore della sede {}", v.stato, v.assegnata_sede.as_deref().unwrap_or("?"))
+        }
         (None, Some(_)) => format!("{} — sospesa per errore della regola", v.stato),
         (None, None) => v.stato.clone(),
     };
@@ -231,7 +247,8 @@ pub fn render_view(v: &RequestView) -> String {
     if !v.motivazioni.is_empty() {
         let _ = writeln!(s, "  motivazioni:");
         for m in &v.motivazioni {
-            let _ = writeln!(s, "    - {}: {}", m["codice"].as_str().unwrap_or("?"), m["messaggio"].as_str().unwrap_or(""));
+            let _ =
+                writeln!(s, "    - {}: {}", m["codice"].as_str().unwrap_or("?"), m["messaggio"].as_str().unwrap_or(""));
         }
     }
     if !v.effetti.is_empty() {
@@ -259,11 +276,14 @@ pub fn parse_facts(text: &str, path: &Path) -> anyhow::Result<ImportFile> {
 }
 
 async fn import_facts(config: &Config, path: &Path) -> Outcome {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display())).map_err(input)?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display())).map_err(input)?;
     let file = parse_facts(&text, path).map_err(input)?;
     let store = daemon::open_store(config).await.map_err(runtime)?;
     let report = store.import_facts(&file).await.map_err(|e| match e {
-        crate::store::StoreError::Reference { .. } => input(anyhow::anyhow!("{}: {e}; nothing was imported", path.display())),
+        crate::store::StoreError::Reference { .. } => {
+            input(anyhow::anyhow!("{}: {e}; nothing was imported", path.display()))
+        }
         other => runtime(other),
     })?;
     println!(

@@ -159,7 +159,8 @@ impl Config {
         let mut config: Config = serde_saphyr::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         config.source = path.to_path_buf();
-        let invalid = |field, problem: &str| ConfigError::Invalid { path: path.to_path_buf(), field, problem: problem.into() };
+        let invalid =
+            |field, problem: &str| ConfigError::Invalid { path: path.to_path_buf(), field, problem: problem.into() };
         if !crate::domain::validators::codice_sede(&config.intake.sede_predefinita) {
             return Err(invalid("intake.sede_predefinita", "expected the 4-digit codice of a sede, e.g. \"7000\""));
         }
@@ -170,7 +171,10 @@ impl Config {
             return Err(invalid("worker.max_failures", "must be at least 1"));
         }
         if config.rules.max_operations == 0 || config.rules.deadline_ms == 0 {
-            return Err(invalid("rules", "`max_operations` and `deadline_ms` must be at least 1 (0 would mean no limit)"));
+            return Err(invalid(
+                "rules",
+                "`max_operations` and `deadline_ms` must be at least 1 (0 would mean no limit)",
+            ));
         }
         if config.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));

@@ -34,7 +34,12 @@ pub fn parse_submission(text: &str, source_name: &str) -> Result<Vec<Map<String,
     let items = match value {
         Value::Array(items) => items,
         Value::Object(_) => vec![value],
-        other => return Err(whole(format!("expected a request (a map) or a list of requests, found {}", request::json_kind(&other)))),
+        other => {
+            return Err(whole(format!(
+                "expected a request (a map) or a list of requests, found {}",
+                request::json_kind(&other)
+            )));
+        }
     };
     if items.is_empty() {
         return Err(whole("the list of requests is empty".into()));
@@ -48,7 +53,10 @@ pub fn parse_submission(text: &str, source_name: &str) -> Result<Vec<Map<String,
             other => Err(IntakeError {
                 source_name: source_name.to_string(),
                 position: format!("request {} of {total}", i + 1),
-                error: FieldError::new("(request)", format!("expected a map of fields, found {}", request::json_kind(&other))),
+                error: FieldError::new(
+                    "(request)",
+                    format!("expected a map of fields, found {}", request::json_kind(&other)),
+                ),
             }),
         })
         .collect()
@@ -62,18 +70,24 @@ pub fn validate(mut obj: Map<String, Value>, rules: &RuleSet) -> Result<NewReque
         vec![FieldError::new("task", format!("unknown task `{}` (known: {})", envelope.task, known.join(", ")))]
     })?;
     if rule.requires_matricola && envelope.matricola.is_none() {
-        return Err(vec![FieldError::new("matricola", format!("missing: task {} requires the matricola of the position (10 digits)", rule.id))]);
+        return Err(vec![FieldError::new(
+            "matricola",
+            format!("missing: task {} requires the matricola of the position (10 digits)", rule.id),
+        )]);
     }
     // Codici fiscali are compared by rules: store them trimmed and upper-case.
     for (key, value) in obj.iter_mut() {
-        if key.starts_with("cf_") {
-            if let Value::String(s) = value {
-                *s = s.trim().to_uppercase();
-            }
+        if key.starts_with("cf_")
+            && let Value::String(s) = value
+        {
+            *s = s.trim().to_uppercase();
         }
     }
-    let task_fields: Map<String, Value> =
-        obj.iter().filter(|(k, _)| !ENVELOPE_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let task_fields: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| !ENVELOPE_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let task_value = Value::Object(task_fields);
     let errors: Vec<FieldError> = rule.schema.iter_errors(&task_value).map(|e| schema_error(&e)).collect();
     if !errors.is_empty() {
@@ -95,7 +109,9 @@ fn schema_error(err: &jsonschema::ValidationError<'_>) -> FieldError {
     };
     let problem = match err.kind() {
         K::Required { .. } => "missing: this task requires it".to_string(),
-        K::AdditionalProperties { .. } => "unknown field for this task (check the spelling against the task's schema)".to_string(),
+        K::AdditionalProperties { .. } => {
+            "unknown field for this task (check the spelling against the task's schema)".to_string()
+        }
         K::Format { format } if format == "date" => format!("{} is not a date: expected YYYY-MM-DD", err.instance()),
         K::Enum { options } => format!("{} is not one of {options}", err.instance()),
         _ => err.to_string(),
@@ -104,7 +120,11 @@ fn schema_error(err: &jsonschema::ValidationError<'_>) -> FieldError {
 }
 
 /// Validates every request of a submission; all problems are reported, and any problem refuses the whole.
-pub fn validate_all(items: Vec<Map<String, Value>>, rules: &RuleSet, source_name: &str) -> Result<Vec<NewRequest>, Vec<IntakeError>> {
+pub fn validate_all(
+    items: Vec<Map<String, Value>>,
+    rules: &RuleSet,
+    source_name: &str,
+) -> Result<Vec<NewRequest>, Vec<IntakeError>> {
     let total = items.len();
     let mut ok = Vec::with_capacity(total);
     let mut errors = Vec::new();

@@ -10,7 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod intake;
+pub mod rules;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
-pub mod rules;

@@ -87,7 +87,10 @@ impl Pipeline {
     }
 
     /// Reads the facts of a claimed batch and decides each request, off the async runtime.
-    pub async fn evaluate_batch(&self, claimed: Vec<ClaimedRequest>) -> Result<Vec<(ClaimedRequest, Evaluation)>, StoreError> {
+    pub async fn evaluate_batch(
+        &self,
+        claimed: Vec<ClaimedRequest>,
+    ) -> Result<Vec<(ClaimedRequest, Evaluation)>, StoreError> {
         let facts = self.store.load_facts(&prefetch_subjects(&claimed)).await?;
         let loader: Arc<dyn FactLoader> =
             Arc::new(StoreLoader { store: self.store.clone(), runtime: tokio::runtime::Handle::current() });

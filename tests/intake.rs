@@ -75,7 +75,8 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_queued() {
     refused(&env, &g.replace("consenso_email: true", "consenso_email: \"si\""), "contatti_notifica");
     refused(&env, &g.replace("email: richiedente@example.it", "email: non-una-mail"), "contatti_notifica.email");
     // One bad request in a list: the good one is not queued either.
-    let list = format!("- {}\n- {}", g.replace('\n', "\n  "), g.replace("motivazione: REVOCA\n", "").replace('\n', "\n  "));
+    let list =
+        format!("- {}\n- {}", g.replace('\n', "\n  "), g.replace("motivazione: REVOCA\n", "").replace('\n', "\n  "));
     refused(&env, &list, "motivazione");
 }
 

@@ -35,9 +35,15 @@ fn synthetic(env: &Env, n: usize) {
 fn assert_exactly_once(env: &Env, n: i64, revocations: Option<i64>) {
     assert_eq!(env.sql("SELECT COUNT(*) FROM requests WHERE stato = 'chiusa'")[0][0], n);
     assert_eq!(env.sql("SELECT COUNT(*) FROM decisions")[0][0], n, "one decision per request");
-    assert!(env.sql("SELECT request_id FROM events WHERE kind = 'chiusura' GROUP BY request_id HAVING COUNT(*) > 1").is_empty());
+    assert!(
+        env.sql("SELECT request_id FROM events WHERE kind = 'chiusura' GROUP BY request_id HAVING COUNT(*) > 1")
+            .is_empty()
+    );
     assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'chiusura'")[0][0], n);
-    assert!(env.sql("SELECT request_id FROM events WHERE kind = 'smistamento' GROUP BY request_id HAVING COUNT(*) > 1").is_empty());
+    assert!(
+        env.sql("SELECT request_id FROM events WHERE kind = 'smistamento' GROUP BY request_id HAVING COUNT(*) > 1")
+            .is_empty()
+    );
     let accepted = env.sql("SELECT COUNT(*) FROM requests WHERE esito = 'accolta'")[0][0].clone();
     let expected = revocations.map_or(accepted.clone(), Value::from);
     assert_eq!(env.sql("SELECT COUNT(*) FROM deleghe WHERE revocata_da IS NOT NULL")[0][0], expected, "revocations");
@@ -46,7 +52,9 @@ fn assert_exactly_once(env: &Env, n: i64, revocations: Option<i64>) {
         env.sql("SELECT event_id, channel FROM outbox GROUP BY event_id, channel HAVING COUNT(*) > 1").is_empty(),
         "one notification per event and channel"
     );
-    let expected_mail = env.sql("SELECT COUNT(*) FROM events WHERE kind IN ('protocollazione', 'smistamento', 'chiusura')")[0][0].clone();
+    let expected_mail = env
+        .sql("SELECT COUNT(*) FROM events WHERE kind IN ('protocollazione', 'smistamento', 'chiusura')")[0][0]
+        .clone();
     assert_eq!(env.sql("SELECT COUNT(*) FROM outbox WHERE channel = 'email'")[0][0], expected_mail);
 }
 
@@ -73,7 +81,8 @@ fn a_stale_worker_cannot_close_what_another_took_over() {
         assert_eq!((stats.claimed, stats.closed), (2, 2));
         // A wakes up, decides and tries to close: fenced out, nothing written.
         let evaluated = pipeline.evaluate_batch(stalled).await.expect("evaluate");
-        let plan = store.close_batch(&evaluated, pipeline.policy(), smart_task::worker::now_ms(), "A").await.expect("close");
+        let plan =
+            store.close_batch(&evaluated, pipeline.policy(), smart_task::worker::now_ms(), "A").await.expect("close");
         assert!(plan.fates.iter().all(|(_, f)| *f == Fate::Stale), "{:?}", plan.fates);
         assert!(plan.decisions.is_empty() && plan.revocations.is_empty() && plan.events.is_empty());
     });
@@ -153,7 +162,8 @@ fn parked_rule_failure(settings: impl FnOnce(std::path::PathBuf) -> Settings, bo
     assert_eq!(view["sospesa"], "errore", "{view:#}");
     let error = view["errore"].as_str().expect("errore");
     assert!(error.starts_with(expected_kind) && error.contains("PROVA_CICLO@"), "{error}");
-    let kinds: Vec<&str> = view["eventi"].as_array().expect("eventi").iter().filter_map(|e| e["tipo"].as_str()).collect();
+    let kinds: Vec<&str> =
+        view["eventi"].as_array().expect("eventi").iter().filter_map(|e| e["tipo"].as_str()).collect();
     assert_eq!(kinds, ["protocollazione", "smistamento", "errore_regola", "sospesa_errore_regola"]);
     assert!(codes(&view).is_empty());
     let readable = env.ok(&["show", looping[0]["protocollo"].as_str().expect("p")]);
@@ -172,7 +182,13 @@ fn an_infinite_loop_is_stopped_by_the_operation_budget_and_parked() {
 #[test]
 fn a_rule_past_its_deadline_is_stopped_and_parked() {
     parked_rule_failure(
-        |rules_dir| Settings { rules_dir, max_failures: 2, max_operations: 10_000_000_000, deadline_ms: 50, ..Default::default() },
+        |rules_dir| Settings {
+            rules_dir,
+            max_failures: 2,
+            max_operations: 10_000_000_000,
+            deadline_ms: 50,
+            ..Default::default()
+        },
         "fn decide(req, ctx) { let x = 0; while true { x += 1; } }",
         "timeout",
     );

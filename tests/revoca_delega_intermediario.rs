@@ -39,7 +39,8 @@ fn intermediary_renouncing_is_accepted_and_cascades_to_the_sub_delega() {
     assert_eq!(view["effetti"][0]["tipo"], "revoke_delegation");
     assert_eq!(view["effetti"][0]["delegation_id"], "D-1");
     assert!(view["versione_regola"].as_str().is_some_and(|v| v.len() == 16));
-    let kinds: Vec<&str> = view["eventi"].as_array().expect("eventi").iter().filter_map(|e| e["tipo"].as_str()).collect();
+    let kinds: Vec<&str> =
+        view["eventi"].as_array().expect("eventi").iter().filter_map(|e| e["tipo"].as_str()).collect();
     assert_eq!(kinds, ["protocollazione", "smistamento", "chiusura"]);
 
     // D-1 and its sub-delega D-3 revoked by this request; the employee's delega D-2 untouched.
@@ -57,7 +58,8 @@ fn intermediary_renouncing_is_accepted_and_cascades_to_the_sub_delega() {
     // The decision records its checks and the facts it read, with their versions.
     let trace = env.sql("SELECT trace FROM decisions");
     let trace: Value = serde_json::from_str(trace[0][0].as_str().expect("trace")).expect("trace json");
-    let checks: Vec<&str> = trace["checks"].as_array().expect("checks").iter().filter_map(|c| c["codice"].as_str()).collect();
+    let checks: Vec<&str> =
+        trace["checks"].as_array().expect("checks").iter().filter_map(|c| c["codice"].as_str()).collect();
     assert_eq!(checks, ["GEN-02", "GEN-03", "GEN-04", "GEN-01", "RDI-01", "RDI-04", "RDI-02", "RDI-05"]);
     assert!(trace["facts"].as_array().expect("facts").iter().any(|f| f["call"] == "delegations(1234567890)"));
 }
@@ -106,7 +108,8 @@ fn gen_03_unknown_matricola_goes_to_the_default_sede() {
 fn gen_04_and_gen_05_an_open_referred_request_blocks_a_second_one() {
     let env = Env::new();
     env.import_examples();
-    let first = decide(&env, &rdi("RCCFNC79B12H501Q", "AZIENDA", "6789012345", VERDI, "").replace("REVOCA\n", "ALTRO\n"));
+    let first =
+        decide(&env, &rdi("RCCFNC79B12H501Q", "AZIENDA", "6789012345", VERDI, "").replace("REVOCA\n", "ALTRO\n"));
     assert_eq!(first["stato"], "in_carico", "{first:#}");
     assert_eq!(first["esito"], Value::Null);
     assert_eq!(first["sospesa"], "rinvio");
@@ -154,7 +157,10 @@ fn rdi_04_delega_already_revoked() {
 fn rdi_05_retroactive_revocation_and_every_reason_at_once() {
     let env = Env::new();
     env.import_examples();
-    rejected_with(&decide(&env, &rdi(ROSSI, "AZIENDA", "1234567890", VERDI, "data_decorrenza: 2020-01-01\n")), &["RDI-05"]);
+    rejected_with(
+        &decide(&env, &rdi(ROSSI, "AZIENDA", "1234567890", VERDI, "data_decorrenza: 2020-01-01\n")),
+        &["RDI-05"],
+    );
     rejected_with(
         &decide(&env, &rdi("CLMNNA82R55F205H", "INTERMEDIARIO", "5678901234", GALLI, "data_decorrenza: 2024-01-01\n")),
         &["RDI-02", "RDI-05"],

@@ -148,9 +148,8 @@ pub fn plan(
     mut jitter: impl FnMut() -> f64,
 ) -> ClosePlan {
     let mut p = ClosePlan::default();
-    let version = |p: &ClosePlan, s: &Subject| {
-        p.versions.get(s).or_else(|| world.versions.get(s)).copied().unwrap_or(0)
-    };
+    let version =
+        |p: &ClosePlan, s: &Subject| p.versions.get(s).or_else(|| world.versions.get(s)).copied().unwrap_or(0);
     for (req, eval) in batch {
         if world.tokens.get(&req.id).copied().flatten() != Some(req.token) {
             p.fates.push((req.id, Fate::Stale));
@@ -176,8 +175,10 @@ pub fn plan(
                         let next = version(&p, &s) + 1;
                         p.versions.insert(s, next);
                     }
-                    p.revocations.extend(changes.revocations.into_iter().map(|(delega_id, data_revoca)| {
-                        Revocation { delega_id, data_revoca, request_id: req.id }
+                    p.revocations.extend(changes.revocations.into_iter().map(|(delega_id, data_revoca)| Revocation {
+                        delega_id,
+                        data_revoca,
+                        request_id: req.id,
                     }));
                 }
                 Err(message) => {
@@ -317,11 +318,7 @@ mod tests {
             soggetto: "1234567890".into(),
             sede: "7000".into(),
             payload: Default::default(),
-            contatti: ContattiNotifica {
-                email: Some("a@b.it".into()),
-                consenso_email: true,
-                ..Default::default()
-            },
+            contatti: ContattiNotifica { email: Some("a@b.it".into()), consenso_email: true, ..Default::default() },
             token,
             failures: 0,
             creata_il: 0,

@@ -157,11 +157,7 @@ fn rec(section: &str, index: usize, key: &str) -> String {
 }
 
 fn check(ok: bool, record: &str, field: &str, problem: impl Into<String>) -> Result<(), RecordError> {
-    if ok {
-        Ok(())
-    } else {
-        Err(RecordError { record: record.to_string(), error: FieldError::new(field, problem) })
-    }
+    if ok { Ok(()) } else { Err(RecordError { record: record.to_string(), error: FieldError::new(field, problem) }) }
 }
 
 fn check_cf(record: &str, field: &str, cf: &str) -> Result<(), RecordError> {
@@ -199,7 +195,12 @@ impl ImportFile {
         for (i, a) in self.aziende.iter_mut().enumerate() {
             let r = rec("aziende", i, &format!("matricola {}", a.matricola));
             check(validators::matricola(&a.matricola), &r, "matricola", "expected 10 digits, as a quoted string")?;
-            check(validators::partita_iva(&a.cf).is_ok(), &r, "cf", format!("`{}` is not a valid 11-digit codice fiscale", a.cf))?;
+            check(
+                validators::partita_iva(&a.cf).is_ok(),
+                &r,
+                "cf",
+                format!("`{}` is not a valid 11-digit codice fiscale", a.cf),
+            )?;
             check(validators::codice_sede(&a.sede), &r, "sede", "expected the 4-digit codice of a sede")?;
             for (j, cf) in a.rappresentanti_legali.iter_mut().enumerate() {
                 *cf = cf.trim().to_uppercase();
@@ -262,7 +263,10 @@ pub enum Subject {
     Cf(String),
     Sede(String),
     /// The open requests of one task type for one subject.
-    Open { task: String, soggetto: String },
+    Open {
+        task: String,
+        soggetto: String,
+    },
 }
 
 impl std::fmt::Display for Subject {

@@ -4,15 +4,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Envelope fields reserved on every task; everything else in a request belongs to the task's input schema.
-pub const ENVELOPE_FIELDS: &[&str] = &[
-    "task",
-    "richiedente_cf",
-    "profilo_richiedente",
-    "matricola",
-    "contatti_notifica",
-    "chiave_idempotenza",
-    "note",
-];
+pub const ENVELOPE_FIELDS: &[&str] =
+    &["task", "richiedente_cf", "profilo_richiedente", "matricola", "contatti_notifica", "chiave_idempotenza", "note"];
 
 /// The requester's profile (`profilo_richiedente`).
 pub const PROFILES: &[&str] = &["AZIENDA", "INTERMEDIARIO", "DIPENDENTE"];
@@ -115,12 +108,14 @@ pub fn json_kind(v: &Value) -> &'static str {
 /// not checked here: it is an istruttoria check (GEN-02) so that the requester gets a reasoned Non Accolta.
 pub fn parse_envelope(obj: &Map<String, Value>) -> Result<Envelope, FieldError> {
     let task = required(obj, "task", "the task type id, e.g. REVOCA_DELEGA_INTERMEDIARIO")?.to_string();
-    let richiedente_cf =
-        required(obj, "richiedente_cf", "the requester's codice fiscale")?.trim().to_uppercase();
+    let richiedente_cf = required(obj, "richiedente_cf", "the requester's codice fiscale")?.trim().to_uppercase();
     if richiedente_cf.len() != 16 && richiedente_cf.len() != 11 {
         return Err(FieldError::new(
             "richiedente_cf",
-            format!("expected a codice fiscale of 16 characters (or 11 digits), found {} characters", richiedente_cf.len()),
+            format!(
+                "expected a codice fiscale of 16 characters (or 11 digits), found {} characters",
+                richiedente_cf.len()
+            ),
         ));
     }
     let profilo = required(obj, "profilo_richiedente", "one of AZIENDA, INTERMEDIARIO, DIPENDENTE")?;
@@ -142,10 +137,10 @@ pub fn parse_envelope(obj: &Map<String, Value>) -> Result<Envelope, FieldError> 
     };
     let contatti = parse_contatti(obj.get("contatti_notifica"))?;
     let chiave_idempotenza = string_field(obj, "chiave_idempotenza")?.map(str::to_string);
-    if let Some(k) = &chiave_idempotenza {
-        if k.is_empty() || k.len() > 200 {
-            return Err(FieldError::new("chiave_idempotenza", "expected a non-empty string of at most 200 characters"));
-        }
+    if let Some(k) = &chiave_idempotenza
+        && (k.is_empty() || k.len() > 200)
+    {
+        return Err(FieldError::new("chiave_idempotenza", "expected a non-empty string of at most 200 characters"));
     }
     string_field(obj, "note")?;
     Ok(Envelope {
@@ -173,14 +168,23 @@ fn parse_contatti(value: Option<&Value>) -> Result<ContattiNotifica, FieldError>
     }
     if let Some(cell) = &contatti.cellulare {
         contatti.cellulare = Some(super::validators::mobile_e164(cell).ok_or_else(|| {
-            FieldError::new(format!("{FIELD}.cellulare"), "not an Italian mobile number (expected e.g. +39 347 1234567)")
+            FieldError::new(
+                format!("{FIELD}.cellulare"),
+                "not an Italian mobile number (expected e.g. +39 347 1234567)",
+            )
         })?);
     }
     if contatti.consenso_email && contatti.email.is_none() {
-        return Err(FieldError::new(format!("{FIELD}.email"), "missing: consenso_email is true but no e-mail is given"));
+        return Err(FieldError::new(
+            format!("{FIELD}.email"),
+            "missing: consenso_email is true but no e-mail is given",
+        ));
     }
     if contatti.consenso_sms && contatti.cellulare.is_none() {
-        return Err(FieldError::new(format!("{FIELD}.cellulare"), "missing: consenso_sms is true but no mobile number is given"));
+        return Err(FieldError::new(
+            format!("{FIELD}.cellulare"),
+            "missing: consenso_sms is true but no mobile number is given",
+        ));
     }
     Ok(contatti)
 }

@@ -16,9 +16,7 @@ const OMO: &[u8; 10] = b"LMNPQRSTUV";
 
 /// Values of the characters in odd (1-based) positions, indexed by letter
 /// `A..=Z`; the digits `0..=9` take the values of `A..=J` (§6.1 `ODD`).
-const ODD: [u32; 26] = [
-    1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23,
-];
+const ODD: [u32; 26] = [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23];
 
 /// 0-based indices of the seven numeric positions of a personal codice
 /// fiscale (1-based 7, 8, 10, 11, 13, 14, 15), where omocodia letters may appear.
@@ -86,17 +84,13 @@ fn omo_digit(b: u8) -> Option<u32> {
     if b.is_ascii_digit() {
         Some(u32::from(b - b'0'))
     } else {
-        OMO.iter()
-            .position(|&l| l == b)
-            .and_then(|d| u32::try_from(d).ok())
+        OMO.iter().position(|&l| l == b).and_then(|d| u32::try_from(d).ok())
     }
 }
 
 /// Integer value of a run of numeric-position characters (§6.1 `n(x)`).
 fn omo_number(bytes: &[u8]) -> Option<u32> {
-    bytes
-        .iter()
-        .try_fold(0u32, |acc, &b| Some(acc * 10 + omo_digit(b)?))
+    bytes.iter().try_fold(0u32, |acc, &b| Some(acc * 10 + omo_digit(b)?))
 }
 
 /// True when `b` may stand at a numeric position: a digit or an omocodia letter.
@@ -161,10 +155,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 
 /// True when day/month exist in 19yy or in 20yy (the code does not tell the century).
 fn date_ok(yy: u32, month: u32, day: u32) -> bool {
-    day >= 1
-        && [1900 + yy, 2000 + yy]
-            .iter()
-            .any(|&year| day <= days_in_month(year, month))
+    day >= 1 && [1900 + yy, 2000 + yy].iter().any(|&year| day <= days_in_month(year, month))
 }
 
 /// Validates a 16-char personal codice fiscale (trims, uppercases). Ok = the normalised (uppercase) code as written.
@@ -194,11 +185,8 @@ pub fn codice_fiscale(cf: &str) -> Result<String, CfError> {
         return Err(CfError::Luogo);
     }
     let yy = omo_number(&b[6..8]).ok_or(CfError::Formato)?;
-    let month = MONTHS
-        .iter()
-        .position(|&m| m == b[8])
-        .and_then(|m| u32::try_from(m + 1).ok())
-        .ok_or(CfError::Formato)?;
+    let month =
+        MONTHS.iter().position(|&m| m == b[8]).and_then(|m| u32::try_from(m + 1).ok()).ok_or(CfError::Formato)?;
     let raw_day = omo_number(&b[9..11]).ok_or(CfError::Formato)?;
     let day = if raw_day > 40 { raw_day - 40 } else { raw_day };
     if !date_ok(yy, month, day) {
@@ -223,10 +211,7 @@ pub fn de_omocodia(cf: &str) -> String {
         .enumerate()
         .map(|(i, c)| {
             let restored = if NUMERIC_POSITIONS.contains(&i) && !c.is_ascii_digit() {
-                u8::try_from(c)
-                    .ok()
-                    .and_then(omo_digit)
-                    .and_then(|d| char::from_digit(d, 10))
+                u8::try_from(c).ok().and_then(omo_digit).and_then(|d| char::from_digit(d, 10))
             } else {
                 None
             };
@@ -243,10 +228,7 @@ pub fn de_omocodia(cf: &str) -> String {
 #[must_use]
 pub fn same_person(a: &str, b: &str) -> bool {
     match (codice_fiscale(a), codice_fiscale(b)) {
-        (Ok(a), Ok(b)) => de_omocodia(&a)
-            .chars()
-            .take(15)
-            .eq(de_omocodia(&b).chars().take(15)),
+        (Ok(a), Ok(b)) => de_omocodia(&a).chars().take(15).eq(de_omocodia(&b).chars().take(15)),
         _ => false,
     }
 }
@@ -277,11 +259,7 @@ pub fn partita_iva(p: &str) -> Result<(), PivaError> {
     if !((1..=100).contains(&office) || matches!(office, 120 | 121 | 888 | 999)) {
         return Err(PivaError::Ufficio);
     }
-    if piva_check_digit(&digits[..10]) == digits[10] {
-        Ok(())
-    } else {
-        Err(PivaError::Check)
-    }
+    if piva_check_digit(&digits[..10]) == digits[10] { Ok(()) } else { Err(PivaError::Check) }
 }
 
 /// The check digit of the first 10 digits of a partita IVA (§6.2).
@@ -365,17 +343,10 @@ pub fn codice_sede(s: &str) -> bool {
 /// out landlines (starting with 0) and foreign numbers.
 #[must_use]
 pub fn mobile_e164(s: &str) -> Option<String> {
-    let compact: String = s
-        .chars()
-        .filter(|&c| !(c.is_whitespace() || matches!(c, '-' | '.' | '/')))
-        .collect();
-    let national = ["(+39)", "+39", "0039"]
-        .iter()
-        .find_map(|prefix| compact.strip_prefix(prefix))
-        .unwrap_or(&compact);
+    let compact: String = s.chars().filter(|&c| !(c.is_whitespace() || matches!(c, '-' | '.' | '/'))).collect();
+    let national = ["(+39)", "+39", "0039"].iter().find_map(|prefix| compact.strip_prefix(prefix)).unwrap_or(&compact);
     let b = national.as_bytes();
-    let second_ok =
-        |range: std::ops::RangeInclusive<u8>| b.get(1).is_some_and(|c| range.contains(c));
+    let second_ok = |range: std::ops::RangeInclusive<u8>| b.get(1).is_some_and(|c| range.contains(c));
     let is_mobile = b.iter().all(u8::is_ascii_digit)
         && b.first() == Some(&b'3')
         && match b.len() {
@@ -399,27 +370,16 @@ pub fn email(s: &str) -> Option<String> {
         return None;
     }
     let (local, domain) = address.split_once('@')?;
-    let local_ok = !local.is_empty()
-        && local
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._%+-".contains(&b));
+    let local_ok = !local.is_empty() && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"._%+-".contains(&b));
     // The TLD `[A-Za-z]{2,}` holds no dot, so it follows the last dot.
     let (host, tld) = domain.rsplit_once('.')?;
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
     let tld_ok = tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic());
     (local_ok && host_ok && tld_ok).then(|| address.to_ascii_lowercase())
 }
 
 /// Domains of PEC providers whose names do not contain "pec".
-const PEC_DOMAINS: [&str; 4] = [
-    "legalmail.it",
-    "postecert.it",
-    "sicurezzapostale.it",
-    "actaliscertymail.it",
-];
+const PEC_DOMAINS: [&str; 4] = ["legalmail.it", "postecert.it", "sicurezzapostale.it", "actaliscertymail.it"];
 
 /// §6.6: a domain that looks like a PEC provider (contains "pec", or is legalmail.it / postecert.it …). Only ever a warning.
 ///
@@ -430,16 +390,11 @@ const PEC_DOMAINS: [&str; 4] = [
 #[must_use]
 pub fn looks_like_pec(address: &str) -> bool {
     let trimmed = address.trim();
-    let domain = trimmed
-        .rsplit_once('@')
-        .map_or(trimmed, |(_, d)| d)
-        .to_ascii_lowercase();
+    let domain = trimmed.rsplit_once('@').map_or(trimmed, |(_, d)| d).to_ascii_lowercase();
     domain.contains("pec")
-        || PEC_DOMAINS.iter().any(|known| {
-            domain
-                .strip_suffix(known)
-                .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
-        })
+        || PEC_DOMAINS
+            .iter()
+            .any(|known| domain.strip_suffix(known).is_some_and(|rest| rest.is_empty() || rest.ends_with('.')))
 }
 
 #[cfg(test)]
@@ -494,33 +449,19 @@ mod tests {
     fn cf_table_data_and_luogo_rows_have_correct_check_char() {
         // The table says DATA/LUOGO rows carry a correct check character, so
         // only the date or place makes them fail.
-        for code in [
-            "RSSMRA80A32H501C",
-            "RSSMRA80B30H501X",
-            "RSSMRA80A01H000J",
-            "RSSMRA80A01J501W",
-        ] {
+        for code in ["RSSMRA80A32H501C", "RSSMRA80B30H501X", "RSSMRA80A01H000J", "RSSMRA80A01J501W"] {
             assert_eq!(with_check(&code[..15]), code);
         }
     }
 
     #[test]
     fn cf_lowercase_and_spaces_accepted() {
-        assert_eq!(
-            codice_fiscale("  rssmra85t10a562s\n"),
-            Ok("RSSMRA85T10A562S".to_string())
-        );
-        assert_eq!(
-            codice_fiscale("rssmra80a01hrlms"),
-            Ok("RSSMRA80A01HRLMS".to_string())
-        );
+        assert_eq!(codice_fiscale("  rssmra85t10a562s\n"), Ok("RSSMRA85T10A562S".to_string()));
+        assert_eq!(codice_fiscale("rssmra80a01hrlms"), Ok("RSSMRA80A01HRLMS".to_string()));
         // Inner spaces are not removed.
         assert_eq!(codice_fiscale("RSSMRA 85T10A562S"), Err(CfError::Formato));
         // Non-ASCII that uppercases to ASCII ("ﬀ" → "FF") is not accepted.
-        assert_eq!(
-            codice_fiscale("RSSMRA85T10A562\u{FB00}"),
-            Err(CfError::Formato)
-        );
+        assert_eq!(codice_fiscale("RSSMRA85T10A562\u{FB00}"), Err(CfError::Formato));
         assert_eq!(codice_fiscale(""), Err(CfError::Formato));
     }
 
@@ -529,31 +470,16 @@ mod tests {
         // Feb 29: year 00 is valid (2000 is leap), 04 valid, 01 never.
         assert!(codice_fiscale(&with_check("RSSMRA00B29H501")).is_ok());
         assert!(codice_fiscale(&with_check("RSSMRA04B29H501")).is_ok());
-        assert_eq!(
-            codice_fiscale(&with_check("RSSMRA01B29H501")),
-            Err(CfError::Data)
-        );
+        assert_eq!(codice_fiscale(&with_check("RSSMRA01B29H501")), Err(CfError::Data));
         // Female days: 41 = 1st, 71 = 31st; 40, 72 and 00 are impossible.
         assert!(codice_fiscale(&with_check("RSSMRA80A41H501")).is_ok());
         assert!(codice_fiscale(&with_check("RSSMRA80A71H501")).is_ok());
-        assert_eq!(
-            codice_fiscale(&with_check("RSSMRA80A40H501")),
-            Err(CfError::Data)
-        );
-        assert_eq!(
-            codice_fiscale(&with_check("RSSMRA80A72H501")),
-            Err(CfError::Data)
-        );
-        assert_eq!(
-            codice_fiscale(&with_check("RSSMRA80A00H501")),
-            Err(CfError::Data)
-        );
+        assert_eq!(codice_fiscale(&with_check("RSSMRA80A40H501")), Err(CfError::Data));
+        assert_eq!(codice_fiscale(&with_check("RSSMRA80A72H501")), Err(CfError::Data));
+        assert_eq!(codice_fiscale(&with_check("RSSMRA80A00H501")), Err(CfError::Data));
         // April has 30 days, female April 30 = 70.
         assert!(codice_fiscale(&with_check("RSSMRA80D70H501")).is_ok());
-        assert_eq!(
-            codice_fiscale(&with_check("RSSMRA80D31H501")),
-            Err(CfError::Data)
-        );
+        assert_eq!(codice_fiscale(&with_check("RSSMRA80D31H501")), Err(CfError::Data));
         // Omocodic day "MS" = 16 is read through de-omocodia.
         assert!(codice_fiscale(&with_check("RSSMRA80AMSH501")).is_ok());
     }
@@ -562,14 +488,8 @@ mod tests {
     fn cf_places() {
         // Foreign country (Z) is valid; Z000 and an omocodic "LLL" (= 000) are not.
         assert!(codice_fiscale(&with_check("RSSMRA80A01Z404")).is_ok());
-        assert_eq!(
-            codice_fiscale(&with_check("RSSMRA80A01Z000")),
-            Err(CfError::Luogo)
-        );
-        assert_eq!(
-            codice_fiscale(&with_check("RSSMRA80A01HLLL")),
-            Err(CfError::Luogo)
-        );
+        assert_eq!(codice_fiscale(&with_check("RSSMRA80A01Z000")), Err(CfError::Luogo));
+        assert_eq!(codice_fiscale(&with_check("RSSMRA80A01HLLL")), Err(CfError::Luogo));
     }
 
     #[test]
@@ -704,10 +624,7 @@ mod tests {
 
     #[test]
     fn mobile_6_5() {
-        assert_eq!(
-            mobile_e164("+39 347 123 4567").as_deref(),
-            Some("+393471234567")
-        );
+        assert_eq!(mobile_e164("+39 347 123 4567").as_deref(), Some("+393471234567"));
         assert_eq!(mobile_e164("3201234567").as_deref(), Some("+393201234567"));
         assert_eq!(mobile_e164("0612345678"), None); // landline
         assert_eq!(mobile_e164("30012345678"), None); // 11 digits
@@ -716,17 +633,8 @@ mod tests {
 
     #[test]
     fn mobile_normalisation() {
-        for input in [
-            "0039 347-123.4567",
-            "(+39) 347/123 45 67",
-            "+39-347-1234567",
-            "\t347 1234567 ",
-        ] {
-            assert_eq!(
-                mobile_e164(input).as_deref(),
-                Some("+393471234567"),
-                "{input}"
-            );
+        for input in ["0039 347-123.4567", "(+39) 347/123 45 67", "+39-347-1234567", "\t347 1234567 "] {
+            assert_eq!(mobile_e164(input).as_deref(), Some("+393471234567"), "{input}");
         }
         // Old 9-digit ranges: 3[2-9] followed by 7 digits.
         assert_eq!(mobile_e164("331234567").as_deref(), Some("+39331234567"));
@@ -742,14 +650,8 @@ mod tests {
 
     #[test]
     fn email_6_6() {
-        assert_eq!(
-            email("  Mario.Rossi+inps@Example.IT ").as_deref(),
-            Some("mario.rossi+inps@example.it")
-        );
-        assert_eq!(
-            email("studio_rossi%1@pec.studio-rossi.it").as_deref(),
-            Some("studio_rossi%1@pec.studio-rossi.it")
-        );
+        assert_eq!(email("  Mario.Rossi+inps@Example.IT ").as_deref(), Some("mario.rossi+inps@example.it"));
+        assert_eq!(email("studio_rossi%1@pec.studio-rossi.it").as_deref(), Some("studio_rossi%1@pec.studio-rossi.it"));
         for bad in [
             "",
             "mario.rossi",
@@ -808,22 +710,12 @@ mod tests {
             CfError::Formato.to_string(),
             "formato non valido (attesi 16 caratteri: 6 lettere, anno, mese, giorno, luogo, carattere di controllo)"
         );
-        assert_eq!(
-            CfError::Luogo.to_string(),
-            "codice del luogo di nascita non valido"
-        );
+        assert_eq!(CfError::Luogo.to_string(), "codice del luogo di nascita non valido");
         assert_eq!(CfError::Data.to_string(), "data di nascita non valida");
         assert_eq!(CfError::Check.to_string(), "carattere di controllo errato");
-        assert_eq!(
-            PivaError::Ufficio.to_string(),
-            "codice ufficio provinciale non valido"
-        );
+        assert_eq!(PivaError::Ufficio.to_string(), "codice ufficio provinciale non valido");
         assert_eq!(PivaError::Check.to_string(), "cifra di controllo errata");
-        assert!(
-            PivaError::Formato
-                .to_string()
-                .starts_with("formato non valido")
-        );
+        assert!(PivaError::Formato.to_string().starts_with("formato non valido"));
         let boxed: Box<dyn Error> = Box::new(CfError::Check);
         assert_eq!(boxed.to_string(), "carattere di controllo errato");
         let boxed: Box<dyn Error + Send + Sync> = Box::new(PivaError::Formato);

@@ -46,11 +46,11 @@ impl std::fmt::Debug for Evaluator {
     }
 }
 
-fn not_allowed(what: &'static str) -> impl Fn(NativeArg) -> Result<(), Box<EvalAltResult>> {
-    move |_| Err(format!("{what} is not allowed in rules").into())
+/// Refuses `sleep`: it would block a worker thread. Registered for both numeric types, so that the exact
+/// signature overrides the standard library's.
+fn refuse_sleep<T>(_: T) -> Result<(), Box<EvalAltResult>> {
+    Err("sleep() is not allowed in rules".into())
 }
-
-type NativeArg = Dynamic;
 
 impl Evaluator {
     pub fn new(limits: Limits) -> Self {
@@ -80,7 +80,10 @@ impl Evaluator {
         e.set_max_functions(256);
         e.set_max_modules(0);
         e.disable_symbol("eval");
-        e.register_fn("sleep", not_allowed("sleep()"));
+        e.disable_symbol("import");
+        e.disable_symbol("export");
+        e.register_fn("sleep", refuse_sleep::<rhai::INT>);
+        e.register_fn("sleep", refuse_sleep::<rhai::FLOAT>);
         e.register_fn("timestamp", || -> Result<(), Box<EvalAltResult>> {
             Err("timestamp() is not allowed in rules: use ctx.now or ctx.today".into())
         });
@@ -121,7 +124,8 @@ impl Evaluator {
             Err(e) => return failure(FailureKind::Error, e),
         };
         COLLECTOR.with(|c| {
-            *c.borrow_mut() = Some(Collector { known_codes: rule.reasons.keys().cloned().collect(), ..Default::default() })
+            *c.borrow_mut() =
+                Some(Collector { known_codes: rule.reasons.keys().cloned().collect(), ..Default::default() })
         });
         DEADLINE.with(|d| d.set(Some(started + self.limits.deadline)));
         OPERATIONS.with(|o| o.set(0));
@@ -166,7 +170,9 @@ fn failure(kind: FailureKind, message: String) -> Evaluation {
 /// (absent optional ones as `()`), so that a misspelt field is an error and not a silent `()`.
 fn request_dynamic(rule: &TaskRule, req: &ClaimedRequest) -> Result<Dynamic, String> {
     let mut payload = req.payload.clone();
-    for field in crate::domain::request::ENVELOPE_FIELDS.iter().map(|f| f.to_string()).chain(rule.fields.iter().cloned()) {
+    for field in
+        crate::domain::request::ENVELOPE_FIELDS.iter().map(|f| f.to_string()).chain(rule.fields.iter().cloned())
+    {
         payload.entry(field).or_insert(Value::Null);
     }
     payload.insert("protocollo".into(), req.protocollo.clone().into());
@@ -175,9 +181,16 @@ fn request_dynamic(rule: &TaskRule, req: &ClaimedRequest) -> Result<Dynamic, Str
 
 fn render(rule: &TaskRule, code: &str, params: &Value) -> Result<Reason, String> {
     let template = rule.templates.get_template(code).map_err(|e| e.to_string())?;
-    let messaggio = template
-        .render(params)
-        .map_err(|e| format!("message of reason {code}: {e} (pass the values it uses: check(\"{code}\", cond, #{{ name: value }}))"))?;
+    let messaggio = template.render(params).map_err(|e| {
+        let mut names: Vec<String> = template.undeclared_variables(false).into_iter().collect();
+        names.sort();
+        let pass: Vec<String> = names.iter().map(|n| format!("{n}: …")).collect();
+        format!(
+            "message of reason {code}: {e}; it uses {}: pass them as check(\"{code}\", cond, #{{ {} }})",
+            names.join(", "),
+            pass.join(", ")
+        )
+    })?;
     Ok(Reason { codice: code.to_string(), messaggio })
 }
 

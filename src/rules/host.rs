@@ -37,7 +37,9 @@ impl FactsView {
             return Ok(f.clone());
         }
         let loaded = match &self.loader {
-            Some(loader) => loader.load(std::slice::from_ref(subject)).map_err(|e| format!("cannot load facts: {e}"))?,
+            Some(loader) => {
+                loader.load(std::slice::from_ref(subject)).map_err(|e| format!("cannot load facts: {e}"))?
+            }
             None => HashMap::new(),
         };
         let f = Arc::new(loaded.get(subject).cloned().unwrap_or_default());
@@ -109,12 +111,9 @@ fn norm(s: &str) -> String {
 /// The delega a rule means by "the delega of `cf` on `matricola`": a direct one (not a sub-delega), the
 /// ATTIVA one if any, else the most recent.
 fn main_delega<'a>(deleghe: &'a [Delega], cf: &str) -> Option<&'a Delega> {
-    deleghe
-        .iter()
-        .filter(|d| d.tipo != TipoDelega::Subdelega && same_cf(&d.delegato_cf, cf))
-        .max_by(|a, b| {
-            (a.stato == StatoDelega::Attiva, &a.data_inizio).cmp(&(b.stato == StatoDelega::Attiva, &b.data_inizio))
-        })
+    deleghe.iter().filter(|d| d.tipo != TipoDelega::Subdelega && same_cf(&d.delegato_cf, cf)).max_by(|a, b| {
+        (a.stato == StatoDelega::Attiva, &a.data_inizio).cmp(&(b.stato == StatoDelega::Attiva, &b.data_inizio))
+    })
 }
 
 fn params_json(params: rhai::Map) -> Result<serde_json::Value, Box<EvalAltResult>> {
@@ -125,11 +124,20 @@ fn known_code(c: &Collector, code: &str) -> Result<(), Box<EvalAltResult>> {
     if c.known_codes.iter().any(|k| k == code) {
         Ok(())
     } else {
-        Err(format!("reason code `{code}` is not in the `reasons` catalogue of task.yaml (known: {})", c.known_codes.join(", ")).into())
+        Err(format!(
+            "reason code `{code}` is not in the `reasons` catalogue of task.yaml (known: {})",
+            c.known_codes.join(", ")
+        )
+        .into())
     }
 }
 
-fn record_check(ctx: &NativeCallContext, code: &str, passed: bool, params: serde_json::Value) -> Result<bool, Box<EvalAltResult>> {
+fn record_check(
+    ctx: &NativeCallContext,
+    code: &str,
+    passed: bool,
+    params: serde_json::Value,
+) -> Result<bool, Box<EvalAltResult>> {
     let line = ctx.call_position().line().unwrap_or(0) as u32;
     with_collector(|c| {
         known_code(c, code)?;
@@ -182,7 +190,9 @@ pub(super) fn register(engine: &mut Engine) {
         c.read(format!("contacts({cf})"), Subject::Cf(norm(cf)), |f| f.contatti.clone())
     });
     engine.register_fn("position_contacts", |c: &mut Ctx, matricola: &str| {
-        c.read(format!("position_contacts({matricola})"), Subject::Matricola(matricola.to_string()), |f| f.contatti.clone())
+        c.read(format!("position_contacts({matricola})"), Subject::Matricola(matricola.to_string()), |f| {
+            f.contatti.clone()
+        })
     });
     engine.register_fn("open_requests", |c: &mut Ctx| {
         let subject = Subject::Open { task: c.task.clone(), soggetto: c.soggetto.clone() };

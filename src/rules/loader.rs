@@ -93,10 +93,8 @@ impl RuleSet {
 /// functions merged into every rule.
 pub fn load_rule_set(dir: &Path, evaluator: &Evaluator) -> Result<RuleSet, LoadError> {
     let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read { path: dir.to_path_buf(), source })?;
-    let mut folders: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("task.yaml").is_file())
-        .collect();
+    let mut folders: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("task.yaml").is_file()).collect();
     folders.sort();
     if folders.is_empty() {
         return Err(invalid(dir, "no task folders found (each task is a folder with task.yaml and rule.rhai)"));
@@ -145,7 +143,10 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[
     let rule_text = read(&rule_path)?;
     let task: TaskFile = serde_saphyr::from_str(&task_text).map_err(|e| invalid(&task_path, e.to_string()))?;
     if task.id.is_empty() || !task.id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
-        return Err(invalid(&task_path, format!("`id`: `{}` must be UPPER_SNAKE_CASE, e.g. REVOCA_DELEGA_INTERMEDIARIO", task.id)));
+        return Err(invalid(
+            &task_path,
+            format!("`id`: `{}` must be UPPER_SNAKE_CASE, e.g. REVOCA_DELEGA_INTERMEDIARIO", task.id),
+        ));
     }
     let schema = jsonschema::options()
         .should_validate_formats(true)
@@ -166,7 +167,10 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[
     }
     let rule_ast = evaluator.compile(&rule_text).map_err(|e| invalid(&rule_path, e))?;
     if !rule_ast.iter_functions().any(|f| f.name == "decide" && f.params.len() == 2) {
-        return Err(invalid(&rule_path, "no `fn decide(req, ctx)` with two parameters: every rule needs one, it is what the daemon calls"));
+        return Err(invalid(
+            &rule_path,
+            "no `fn decide(req, ctx)` with two parameters: every rule needs one, it is what the daemon calls",
+        ));
     }
     let mut ast = lib.merge(&rule_ast);
     let mut hasher = Sha256::new();

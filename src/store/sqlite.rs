@@ -6,14 +6,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    ImportReport, ListFilter, NewRequest, QueueCounts, RequestSummary, RequestView, EventView, Result, StoreError,
+    EventView, ImportReport, ListFilter, NewRequest, QueueCounts, RequestSummary, RequestView, Result, StoreError,
     Submitted,
 };
-use crate::domain::closing::{self, ClaimedRequest, ClosePlan, Evaluation, NewEvent, RetryPolicy, World, requester_notifications};
+use crate::domain::closing::{
+    self, ClaimedRequest, ClosePlan, Evaluation, NewEvent, RetryPolicy, World, requester_notifications,
+};
 use crate::domain::decision::Effect;
 use crate::domain::facts::{
     Azienda, Contatto, Delega, ImportFile, Intermediario, OpenRequest, Persona, Sede, Subject, SubjectFacts,
@@ -52,10 +56,10 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("journal_size_limit", "67108864");
-        if let Some(dir) = options.get_filename().parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-            }
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
         }
         let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
         Ok(SqliteStore { pool })
@@ -83,26 +87,28 @@ impl SqliteStore {
             .fetch_all(&mut *tx)
             .await?;
             for r in rows {
-                known.insert(r.try_get(0)?, Submitted { id: r.try_get(1)?, protocollo: r.try_get(2)?, duplicate: true });
+                known
+                    .insert(r.try_get(0)?, Submitted { id: r.try_get(1)?, protocollo: r.try_get(2)?, duplicate: true });
             }
         }
         let matricole: Vec<&str> = requests.iter().filter_map(|r| r.envelope.matricola.as_deref()).collect();
-        let sede_of: HashMap<String, String> = sqlx::query_as(
-            "SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))",
-        )
-        .bind(json_text(&matricole))
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        let sede_of: HashMap<String, String> =
+            sqlx::query_as("SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))")
+                .bind(json_text(&matricole))
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
         let anno = year(now);
-        let mut counters: HashMap<String, i64> = sqlx::query_as("SELECT sede, last FROM protocol_counters WHERE anno = $1")
-            .bind(anno)
-            .fetch_all(&mut *tx)
-            .await?
-            .into_iter()
-            .collect();
-        let mut next_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM requests").fetch_one(&mut *tx).await?;
+        let mut counters: HashMap<String, i64> =
+            sqlx::query_as("SELECT sede, last FROM protocol_counters WHERE anno = $1")
+                .bind(anno)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let mut next_id: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM requests").fetch_one(&mut *tx).await?;
 
         let mut out = Vec::with_capacity(requests.len());
         let mut rows = Vec::new();
@@ -116,7 +122,8 @@ impl SqliteStore {
             let sede = r.envelope.matricola.as_ref().and_then(|m| sede_of.get(m)).map_or(default_sede, String::as_str);
             let progressive = counters.entry(sede.to_string()).or_insert(0);
             *progressive += 1;
-            let submitted = Submitted { id: next_id, protocollo: protocol_number(sede, anno, *progressive), duplicate: false };
+            let submitted =
+                Submitted { id: next_id, protocollo: protocol_number(sede, anno, *progressive), duplicate: false };
             next_id += 1;
             rows.push(json!([
                 submitted.id,
@@ -332,7 +339,12 @@ impl SqliteStore {
         .collect();
         let mut out: HashMap<Subject, SubjectFacts> = subjects
             .iter()
-            .map(|s| (s.clone(), SubjectFacts { version: versions.get(&s.to_string()).copied().unwrap_or(0), ..Default::default() }))
+            .map(|s| {
+                (
+                    s.clone(),
+                    SubjectFacts { version: versions.get(&s.to_string()).copied().unwrap_or(0), ..Default::default() },
+                )
+            })
             .collect();
         let mut matricole = Vec::new();
         let mut cfs = Vec::new();
@@ -358,20 +370,23 @@ impl SqliteStore {
                     f.azienda = Some(a);
                 }
             }
-            for row in sqlx::query("SELECT * FROM deleghe WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id")
-                .bind(&m)
-                .fetch_all(&mut *tx)
-                .await?
+            for row in sqlx::query(
+                "SELECT * FROM deleghe WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id",
+            )
+            .bind(&m)
+            .fetch_all(&mut *tx)
+            .await?
             {
                 let d = delega(&row)?;
                 if let Some(f) = out.get_mut(&Subject::Matricola(d.matricola.clone())) {
                     f.deleghe.push(d);
                 }
             }
-            for row in sqlx::query("SELECT * FROM contatti WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY id")
-                .bind(&m)
-                .fetch_all(&mut *tx)
-                .await?
+            for row in
+                sqlx::query("SELECT * FROM contatti WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY id")
+                    .bind(&m)
+                    .fetch_all(&mut *tx)
+                    .await?
             {
                 let c = contatto(&row)?;
                 if let Some(f) = c.matricola.clone().and_then(|m| out.get_mut(&Subject::Matricola(m))) {
@@ -381,40 +396,51 @@ impl SqliteStore {
         }
         if !cfs.is_empty() {
             let c = json_text(&cfs);
-            for row in sqlx::query("SELECT cf, nome, cognome FROM persone WHERE cf IN (SELECT value FROM json_each($1))")
-                .bind(&c)
-                .fetch_all(&mut *tx)
-                .await?
+            for row in
+                sqlx::query("SELECT cf, nome, cognome FROM persone WHERE cf IN (SELECT value FROM json_each($1))")
+                    .bind(&c)
+                    .fetch_all(&mut *tx)
+                    .await?
             {
-                let p = Persona { cf: row.try_get("cf")?, nome: row.try_get("nome")?, cognome: row.try_get("cognome")? };
+                let p =
+                    Persona { cf: row.try_get("cf")?, nome: row.try_get("nome")?, cognome: row.try_get("cognome")? };
                 if let Some(f) = out.get_mut(&Subject::Cf(p.cf.clone())) {
                     f.persona = Some(p);
                 }
             }
-            for row in sqlx::query("SELECT cf, categoria, albo FROM intermediari WHERE cf IN (SELECT value FROM json_each($1))")
-                .bind(&c)
-                .fetch_all(&mut *tx)
-                .await?
+            for row in sqlx::query(
+                "SELECT cf, categoria, albo FROM intermediari WHERE cf IN (SELECT value FROM json_each($1))",
+            )
+            .bind(&c)
+            .fetch_all(&mut *tx)
+            .await?
             {
-                let i = Intermediario { cf: row.try_get("cf")?, categoria: row.try_get("categoria")?, albo: row.try_get("albo")? };
+                let i = Intermediario {
+                    cf: row.try_get("cf")?,
+                    categoria: row.try_get("categoria")?,
+                    albo: row.try_get("albo")?,
+                };
                 if let Some(f) = out.get_mut(&Subject::Cf(i.cf.clone())) {
                     f.intermediario = Some(i);
                 }
             }
-            for row in sqlx::query("SELECT * FROM deleghe WHERE delegato_cf IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id")
-                .bind(&c)
-                .fetch_all(&mut *tx)
-                .await?
+            for row in sqlx::query(
+                "SELECT * FROM deleghe WHERE delegato_cf IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id",
+            )
+            .bind(&c)
+            .fetch_all(&mut *tx)
+            .await?
             {
                 let d = delega(&row)?;
                 if let Some(f) = out.get_mut(&Subject::Cf(d.delegato_cf.clone())) {
                     f.deleghe.push(d);
                 }
             }
-            for row in sqlx::query("SELECT * FROM contatti WHERE titolare_cf IN (SELECT value FROM json_each($1)) ORDER BY id")
-                .bind(&c)
-                .fetch_all(&mut *tx)
-                .await?
+            for row in
+                sqlx::query("SELECT * FROM contatti WHERE titolare_cf IN (SELECT value FROM json_each($1)) ORDER BY id")
+                    .bind(&c)
+                    .fetch_all(&mut *tx)
+                    .await?
             {
                 let k = contatto(&row)?;
                 if let Some(f) = out.get_mut(&Subject::Cf(k.titolare_cf.clone())) {
@@ -521,10 +547,7 @@ impl SqliteStore {
         .await?
         .into_iter()
         .collect();
-        world.versions = subjects
-            .into_iter()
-            .filter_map(|s| current.get(&s.to_string()).map(|v| (s, *v)))
-            .collect();
+        world.versions = subjects.into_iter().filter_map(|s| current.get(&s.to_string()).map(|v| (s, *v))).collect();
 
         let plan = closing::plan(batch, &world, policy, now, actor, rand::random::<f64>);
         apply_plan(&mut tx, &plan, now).await?;
@@ -572,10 +595,12 @@ impl SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let decision = sqlx::query("SELECT reasons, effects, rule_version FROM decisions WHERE request_id = $1 ORDER BY id DESC LIMIT 1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let decision = sqlx::query(
+            "SELECT reasons, effects, rule_version FROM decisions WHERE request_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         let (motivazioni, effetti, versione_regola) = match decision {
             Some(d) => (
                 parse_json("decisions.reasons", d.try_get("reasons")?)?,
@@ -642,7 +667,12 @@ impl SqliteStore {
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok(QueueCounts { aperte: row.try_get(0)?, in_carico: row.try_get(1)?, chiuse: row.try_get(2)?, sospese: row.try_get(3)? })
+        Ok(QueueCounts {
+            aperte: row.try_get(0)?,
+            in_carico: row.try_get(1)?,
+            chiuse: row.try_get(2)?,
+            sospese: row.try_get(3)?,
+        })
     }
 
     pub async fn decisions_per_request(&self) -> Result<HashMap<i64, i64>> {
@@ -662,7 +692,8 @@ impl SqliteStore {
 
 /// Refuses an import whose references point nowhere, naming the record and field.
 async fn check_references(tx: &mut Tx, file: &ImportFile) -> Result<()> {
-    let sedi: BTreeSet<String> = sqlx::query_scalar("SELECT codice FROM sedi").fetch_all(&mut **tx).await?.into_iter().collect();
+    let sedi: BTreeSet<String> =
+        sqlx::query_scalar("SELECT codice FROM sedi").fetch_all(&mut **tx).await?.into_iter().collect();
     for (i, a) in file.aziende.iter().enumerate() {
         if !sedi.contains(&a.sede) && !file.sedi.iter().any(|s| s.codice == a.sede) {
             return Err(StoreError::Reference {
@@ -673,21 +704,23 @@ async fn check_references(tx: &mut Tx, file: &ImportFile) -> Result<()> {
         }
     }
     let padri: Vec<&str> = file.deleghe.iter().filter_map(|d| d.padre.as_deref()).collect();
-    let known: BTreeSet<String> = sqlx::query_scalar("SELECT id FROM deleghe WHERE id IN (SELECT value FROM json_each($1))")
-        .bind(json_text(&padri))
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect();
+    let known: BTreeSet<String> =
+        sqlx::query_scalar("SELECT id FROM deleghe WHERE id IN (SELECT value FROM json_each($1))")
+            .bind(json_text(&padri))
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
     for (i, d) in file.deleghe.iter().enumerate() {
-        if let Some(p) = &d.padre {
-            if !known.contains(p) && !file.deleghe.iter().any(|x| &x.id == p) {
-                return Err(StoreError::Reference {
-                    record: format!("deleghe[{i}] (id {})", d.id),
-                    field: "padre".into(),
-                    problem: format!("delega `{p}` is neither in this file nor in the database"),
-                });
-            }
+        if let Some(p) = &d.padre
+            && !known.contains(p)
+            && !file.deleghe.iter().any(|x| &x.id == p)
+        {
+            return Err(StoreError::Reference {
+                record: format!("deleghe[{i}] (id {})", d.id),
+                field: "padre".into(),
+                problem: format!("delega `{p}` is neither in this file nor in the database"),
+            });
         }
     }
     Ok(())
@@ -804,8 +837,15 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
             .decisions
             .iter()
             .map(|(id, d)| {
-                json!([id, d.outcome.as_str(), json_text(&d.reasons), json_text(&d.effects), d.rule_version,
-                       json_text(&d.trace), d.duration_us])
+                json!([
+                    id,
+                    d.outcome.as_str(),
+                    json_text(&d.reasons),
+                    json_text(&d.effects),
+                    d.rule_version,
+                    json_text(&d.trace),
+                    d.duration_us
+                ])
             })
             .collect();
         sqlx::query(
@@ -819,7 +859,8 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
         .await?;
     }
     if !p.revocations.is_empty() {
-        let rows: Vec<Value> = p.revocations.iter().map(|r| json!([r.delega_id, r.data_revoca, r.request_id])).collect();
+        let rows: Vec<Value> =
+            p.revocations.iter().map(|r| json!([r.delega_id, r.data_revoca, r.request_id])).collect();
         sqlx::query(
             "UPDATE deleghe SET stato = 'REVOCATA', data_revoca = j.value ->> 1, revocata_da = j.value ->> 2
              FROM json_each($1) j WHERE deleghe.id = j.value ->> 0",

@@ -91,7 +91,12 @@ impl Env {
     /// Runs the binary and fails the test unless it exits 0.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "smart-taskd {args:?} failed: {}\n{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "smart-taskd {args:?} failed: {}\n{}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
