@@ -8,10 +8,11 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::decision::{Decision, Effect, Outcome, RuleFailure};
-use super::facts::{Delega, StatoDelega, Subject, delega_subjects};
+use super::decision::{Ambito, Channel, Decision, Effect, NewContact, Outcome, RuleFailure};
+use super::facts::{Contatto, Delega, StatoContatto, StatoDelega, Subject, TipoContatto, delega_subjects};
 use super::request::ContattiNotifica;
-use super::time::{Millis, is_iso_date};
+use super::time::{Millis, iso_date, is_iso_date};
+use super::validators;
 
 /// A request as a worker holds it between claim and close.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,42 @@ pub struct World {
     pub versions: HashMap<Subject, i64>,
     /// The deleghe that effects target, and every delega whose `padre` is one of them.
     pub deleghe: HashMap<String, Delega>,
+    /// The contacts that effects target: by id, and every contact of the holders whose contacts change.
+    pub contatti: HashMap<String, Contatto>,
+    /// PEC addresses of the Registro Imprese of the companies whose contacts change: never touched here.
+    pub pec_registro_imprese: Vec<String>,
+}
+
+impl World {
+    /// What the batch's effects refer to: what the store must load into the world.
+    pub fn targets(batch: &[(ClaimedRequest, Evaluation)]) -> EffectTargets {
+        let mut t = EffectTargets::default();
+        let effects = batch
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Evaluation::Decided(d) => Some(d),
+                Evaluation::Failed(_) => None,
+            })
+            .flat_map(|d| d.effects.iter());
+        for effect in effects {
+            match effect {
+                Effect::RevokeDelegation { delegation_id, .. } => t.deleghe.push(delegation_id.clone()),
+                Effect::ReplaceContacts { titolare_cf, .. } => t.titolari.push(titolare_cf.clone()),
+                Effect::DisableContacts { contact_ids, .. } => t.contatti.extend(contact_ids.iter().cloned()),
+                Effect::AddContact { titolare_cf, .. } => t.titolari.push(titolare_cf.clone()),
+                Effect::Notify { .. } => {}
+            }
+        }
+        t
+    }
+}
+
+/// What the batch's effects refer to (see [`World::targets`]).
+#[derive(Debug, Default)]
+pub struct EffectTargets {
+    pub deleghe: Vec<String>,
+    pub contatti: Vec<String>,
+    pub titolari: Vec<String>,
 }
 
 /// Retry schedule of rule failures.
@@ -72,17 +109,17 @@ impl RetryPolicy {
 pub struct Notification {
     pub channel: &'static str,
     pub recipient: String,
-    pub role: &'static str,
+    pub role: String,
 }
 
 /// The requester's notifications for an event, as consented in `contatti_notifica`.
 pub fn requester_notifications(c: &ContattiNotifica) -> Vec<Notification> {
     let mut out = Vec::new();
     if let (true, Some(email)) = (c.consenso_email, &c.email) {
-        out.push(Notification { channel: "email", recipient: email.clone(), role: "richiedente" });
+        out.push(Notification { channel: "email", recipient: email.clone(), role: "richiedente".into() });
     }
     if let (true, Some(cell)) = (c.consenso_sms, &c.cellulare) {
-        out.push(Notification { channel: "sms", recipient: cell.clone(), role: "richiedente" });
+        out.push(Notification { channel: "sms", recipient: cell.clone(), role: "richiedente".into() });
     }
     out
 }
@@ -95,6 +132,16 @@ pub struct NewEvent {
     pub actor: String,
     pub detail: serde_json::Value,
     pub notifications: Vec<Notification>,
+}
+
+/// A change to a contact row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContactChange {
+    /// Replaced: archived from `valid_to` on, anomaly flags cleared.
+    Archive { id: String, valid_to: String },
+    /// Disabled for notifications (soft delete; the anomaly stays for audit).
+    Disable { id: String, valid_to: String },
+    Insert(Contatto),
 }
 
 /// A delega the batch revokes.
@@ -134,6 +181,7 @@ pub struct ClosePlan {
     pub decisions: Vec<(i64, Decision)>,
     pub events: Vec<NewEvent>,
     pub revocations: Vec<Revocation>,
+    pub contacts: Vec<ContactChange>,
     /// New versions of the subjects the batch changed.
     pub versions: HashMap<Subject, i64>,
 }
@@ -168,8 +216,9 @@ pub fn plan(
             p.fates.push((req.id, Fate::Conflict));
             continue;
         }
+        let mut counterparts = Vec::new();
         if decision.outcome == Outcome::Accolta {
-            match effect_changes(decision, world, &p.revocations) {
+            match effect_changes(decision, world, &p, req.id, now) {
                 Ok(changes) => {
                     for s in changes.subjects {
                         let next = version(&p, &s) + 1;
@@ -180,6 +229,8 @@ pub fn plan(
                         data_revoca,
                         request_id: req.id,
                     }));
+                    p.contacts.extend(changes.contacts);
+                    counterparts = changes.notifications;
                 }
                 Err(message) => {
                     let failure = RuleFailure { kind: super::decision::FailureKind::Error, message };
@@ -206,12 +257,18 @@ pub fn plan(
             let open = Subject::Open { task: req.task.clone(), soggetto: req.soggetto.clone() };
             let next = version(&p, &open) + 1;
             p.versions.insert(open, next);
+            let mut notifications = requester_notifications(&req.contatti);
+            for n in counterparts {
+                if !notifications.iter().any(|m| m.channel == n.channel && m.recipient == n.recipient) {
+                    notifications.push(n);
+                }
+            }
             p.events.push(NewEvent {
                 request_id: req.id,
                 kind: "chiusura",
                 actor: actor.to_string(),
                 detail: json!({ "esito": esito, "motivazioni": decision.reasons }),
-                notifications: requester_notifications(&req.contatti),
+                notifications,
             });
             p.fates.push((req.id, Fate::Closed(outcome)));
         }
@@ -255,51 +312,220 @@ fn fail(
     }
 }
 
+#[derive(Default)]
 struct EffectChanges {
     subjects: Vec<Subject>,
     revocations: Vec<(String, String)>,
+    contacts: Vec<ContactChange>,
+    notifications: Vec<Notification>,
 }
 
-/// The rows and subjects an accepted decision's effects change, checked against the current world. A
-/// target that is missing or not in the state the effect needs is a rule error: the decision's version
-/// check already passed, so the rule saw that state itself.
-fn effect_changes(d: &Decision, world: &World, earlier: &[Revocation]) -> Result<EffectChanges, String> {
-    let mut out = EffectChanges { subjects: Vec::new(), revocations: Vec::new() };
-    for effect in &d.effects {
+/// Whether the decision read `subject` (so its version check covers what an effect changes).
+fn read(d: &Decision, subject: &Subject) -> bool {
+    d.read_versions().any(|(s, _)| s == subject)
+}
+
+/// A contact value in its stored form, or None when it is not valid for its type.
+pub fn normalise_contact(kind: TipoContatto, value: &str) -> Option<String> {
+    match kind {
+        TipoContatto::Email | TipoContatto::Pec => validators::email(value),
+        TipoContatto::Cellulare => validators::mobile_e164(value),
+        TipoContatto::Telefono => {
+            let digits: String = value.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '/')).collect();
+            let national = digits.strip_prefix("+39").unwrap_or(&digits);
+            (national.len() >= 6 && national.len() <= 11 && national.chars().all(|c| c.is_ascii_digit()))
+                .then(|| national.to_string())
+        }
+    }
+}
+
+/// A contact is current when it is not disabled and has not been archived.
+fn current(c: &Contatto) -> bool {
+    c.stato != StatoContatto::Disabilitato && c.valid_to.is_none()
+}
+
+/// Builds the rows an accepted decision's effects change, checked against the world and the changes of
+/// earlier decisions in the batch. A target that is missing, or not in the state the effect needs, is a rule
+/// error: the decision's version check already passed, so the rule saw that state itself.
+struct EffectBuilder<'a> {
+    d: &'a Decision,
+    world: &'a World,
+    earlier: &'a ClosePlan,
+    request_id: i64,
+    today: String,
+    out: EffectChanges,
+    inserted: usize,
+}
+
+impl EffectBuilder<'_> {
+    /// True when an earlier effect of this batch (or of this decision) already archived or disabled `id`.
+    fn touched(&self, id: &str) -> bool {
+        self.earlier.contacts.iter().chain(&self.out.contacts).any(|c| match c {
+            ContactChange::Archive { id: x, .. } | ContactChange::Disable { id: x, .. } => x == id,
+            ContactChange::Insert(_) => false,
+        })
+    }
+
+    fn contact_subjects(&mut self, titolare: &str, matricola: Option<&String>) {
+        self.out.subjects.push(Subject::Cf(titolare.to_string()));
+        self.out.subjects.extend(matricola.map(|m| Subject::Matricola(m.clone())));
+    }
+
+    fn insert(&mut self, titolare: &str, matricola: Option<String>, tipo: TipoContatto, valore: String, uso: Vec<String>) {
+        self.inserted += 1;
+        self.contact_subjects(titolare, matricola.as_ref());
+        self.out.contacts.push(ContactChange::Insert(Contatto {
+            id: format!("R{}-{}", self.request_id, self.inserted),
+            titolare_cf: titolare.to_string(),
+            matricola,
+            tipo,
+            valore,
+            uso,
+            stato: StatoContatto::Valido,
+            anomalia: None,
+            valid_from: Some(self.today.clone()),
+            valid_to: None,
+        }));
+    }
+
+    fn revoke(&mut self, delegation_id: &str, from: &str) -> Result<(), String> {
+        if !is_iso_date(from) {
+            return Err(format!("effect revoke_delegation: `from` must be a date YYYY-MM-DD, got `{from}`"));
+        }
+        let target = self
+            .world
+            .deleghe
+            .get(delegation_id)
+            .ok_or_else(|| format!("effect revoke_delegation: no delega with id `{delegation_id}`"))?;
+        if !read(self.d, &Subject::Matricola(target.matricola.clone())) {
+            return Err(format!(
+                "effect revoke_delegation: the rule must read the deleghe of the position (ctx.delegation or ctx.delegations) before revoking `{delegation_id}`"
+            ));
+        }
+        let revoked_earlier =
+            |id: &str| self.earlier.revocations.iter().any(|r| r.delega_id == id) || self.out.revocations.iter().any(|r| r.0 == id);
+        if target.stato != StatoDelega::Attiva || revoked_earlier(&target.id) {
+            return Err(format!("effect revoke_delegation: delega `{delegation_id}` is not ATTIVA"));
+        }
+        let children: Vec<&Delega> = self
+            .world
+            .deleghe
+            .values()
+            .filter(|c| {
+                c.padre.as_deref() == Some(target.id.as_str()) && c.stato == StatoDelega::Attiva && !revoked_earlier(&c.id)
+            })
+            .collect();
+        for d in std::iter::once(target).chain(children) {
+            self.out.subjects.extend(delega_subjects(d));
+            self.out.revocations.push((d.id.clone(), from.to_string()));
+        }
+        Ok(())
+    }
+
+    fn replace(&mut self, titolare_cf: &str, ambito: &Ambito, contatti: &[NewContact]) -> Result<(), String> {
+        if !read(self.d, &Subject::Cf(titolare_cf.to_string())) {
+            return Err(format!(
+                "effect replace_contacts: the rule must read ctx.contacts(\"{titolare_cf}\") before changing them"
+            ));
+        }
+        let scopes: Vec<Option<String>> = match ambito {
+            Ambito::Tutte(_) => vec![None],
+            Ambito::Matricole(m) if !m.is_empty() => m.iter().cloned().map(Some).collect(),
+            Ambito::Matricole(_) => return Err("effect replace_contacts: `ambito` is an empty list".into()),
+        };
+        for NewContact { tipo, valore } in contatti {
+            let valore = normalise_contact(*tipo, valore)
+                .ok_or_else(|| format!("effect replace_contacts: `{valore}` is not a valid {tipo:?}"))?;
+            for scope in &scopes {
+                let replaced: Vec<Contatto> = self
+                    .world
+                    .contatti
+                    .values()
+                    .filter(|c| c.titolare_cf == titolare_cf && c.tipo == *tipo && current(c))
+                    .filter(|c| scope.is_none() || c.matricola == *scope)
+                    .filter(|c| !self.touched(&c.id))
+                    .cloned()
+                    .collect();
+                if replaced.iter().any(|c| c.valore == valore && c.matricola == *scope) {
+                    continue; // already the current value in this scope
+                }
+                let mut uso: Vec<String> = replaced.iter().flat_map(|c| c.uso.iter().cloned()).collect();
+                uso.sort();
+                uso.dedup();
+                if uso.is_empty() {
+                    uso = vec!["GENERALE".into(), "NDR".into()];
+                }
+                for c in &replaced {
+                    self.contact_subjects(&c.titolare_cf, c.matricola.as_ref());
+                    self.out.contacts.push(ContactChange::Archive { id: c.id.clone(), valid_to: self.today.clone() });
+                }
+                self.insert(titolare_cf, scope.clone(), *tipo, valore.clone(), uso);
+            }
+        }
+        Ok(())
+    }
+
+    fn disable(&mut self, contact_ids: &[String], motivo: &str) -> Result<(), String> {
+        if contact_ids.is_empty() || motivo.trim().is_empty() {
+            return Err("effect disable_contacts: needs `contact_ids` (not empty) and `motivo`".into());
+        }
+        for id in contact_ids {
+            let c = self.world.contatti.get(id).ok_or_else(|| format!("effect disable_contacts: no contact with id `{id}`"))?;
+            let by_position = c.matricola.as_ref().is_some_and(|m| read(self.d, &Subject::Matricola(m.clone())));
+            if !by_position && !read(self.d, &Subject::Cf(c.titolare_cf.clone())) {
+                return Err(format!("effect disable_contacts: the rule must read the contacts of `{id}` before disabling it"));
+            }
+            if !current(c) || self.touched(id) {
+                return Err(format!("effect disable_contacts: contact `{id}` is already disabled"));
+            }
+            if self.world.pec_registro_imprese.iter().any(|pec| pec.eq_ignore_ascii_case(&c.valore)) {
+                return Err(format!(
+                    "effect disable_contacts: `{id}` is the PEC of the Registro Imprese, which only the CCIAA changes"
+                ));
+            }
+            let (titolare, matricola) = (c.titolare_cf.clone(), c.matricola.clone());
+            self.contact_subjects(&titolare, matricola.as_ref());
+            self.out.contacts.push(ContactChange::Disable { id: id.clone(), valid_to: self.today.clone() });
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, effect: &Effect) -> Result<(), String> {
         match effect {
-            Effect::RevokeDelegation { delegation_id, from } => {
-                if !is_iso_date(from) {
-                    return Err(format!("effect revoke_delegation: `from` must be a date YYYY-MM-DD, got `{from}`"));
+            Effect::RevokeDelegation { delegation_id, from } => self.revoke(delegation_id, from),
+            Effect::ReplaceContacts { titolare_cf, ambito, contatti } => self.replace(titolare_cf, ambito, contatti),
+            Effect::DisableContacts { contact_ids, motivo } => self.disable(contact_ids, motivo),
+            Effect::AddContact { titolare_cf, matricola, kind, valore, uso } => {
+                let by_position = matricola.as_ref().is_some_and(|m| read(self.d, &Subject::Matricola(m.clone())));
+                if !by_position && !read(self.d, &Subject::Cf(titolare_cf.clone())) {
+                    return Err("effect add_contact: the rule must read the holder's or the position's contacts first".into());
                 }
-                let target = world
-                    .deleghe
-                    .get(delegation_id)
-                    .ok_or_else(|| format!("effect revoke_delegation: no delega with id `{delegation_id}`"))?;
-                let read = Subject::Matricola(target.matricola.clone());
-                if !d.read_versions().any(|(s, _)| *s == read) {
-                    return Err(format!(
-                        "effect revoke_delegation: the rule must read the deleghe of the position (ctx.delegation or ctx.delegations) before revoking `{delegation_id}`"
-                    ));
+                let valore = normalise_contact(*kind, valore)
+                    .ok_or_else(|| format!("effect add_contact: `{valore}` is not a valid {kind:?}"))?;
+                self.insert(titolare_cf, matricola.clone(), *kind, valore, uso.clone());
+                Ok(())
+            }
+            Effect::Notify { channel, recipient, role } => {
+                let normalised = match channel {
+                    Channel::Email => validators::email(recipient),
+                    Channel::Sms => validators::mobile_e164(recipient),
                 }
-                let revoked_earlier = |id: &str| earlier.iter().any(|r| r.delega_id == id);
-                if target.stato != StatoDelega::Attiva || revoked_earlier(&target.id) {
-                    return Err(format!("effect revoke_delegation: delega `{delegation_id}` is not ATTIVA"));
-                }
-                let children = world.deleghe.values().filter(|c| {
-                    c.padre.as_deref() == Some(target.id.as_str())
-                        && c.stato == StatoDelega::Attiva
-                        && !revoked_earlier(&c.id)
-                });
-                for d in std::iter::once(target).chain(children) {
-                    out.subjects.extend(delega_subjects(d));
-                    out.revocations.push((d.id.clone(), from.clone()));
-                }
+                .ok_or_else(|| format!("effect notify: `{recipient}` is not a valid {} recipient", channel.as_str()))?;
+                self.out.notifications.push(Notification { channel: channel.as_str(), recipient: normalised, role: role.clone() });
+                Ok(())
             }
         }
     }
-    out.subjects.sort();
-    out.subjects.dedup();
-    Ok(out)
+}
+
+fn effect_changes(d: &Decision, world: &World, earlier: &ClosePlan, request_id: i64, now: Millis) -> Result<EffectChanges, String> {
+    let mut b = EffectBuilder { d, world, earlier, request_id, today: iso_date(now), out: EffectChanges::default(), inserted: 0 };
+    for effect in &d.effects {
+        b.apply(effect)?;
+    }
+    b.out.subjects.sort();
+    b.out.subjects.dedup();
+    Ok(b.out)
 }
 
 #[cfg(test)]

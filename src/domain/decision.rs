@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::facts::Subject;
+use super::facts::{Subject, TipoContatto};
 
 /// The outcome of one evaluation of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,10 +37,67 @@ pub struct Reason {
 pub enum Effect {
     /// Revoke a delega (and, in cascade, the sub-deleghe that depend on it) from a date on.
     RevokeDelegation { delegation_id: String, from: String },
+    /// Replace a holder's contacts of the given types: the current ones in scope are archived (valid_to set,
+    /// anomaly flags cleared) and the new values become valid from the day of the decision.
+    ReplaceContacts { titolare_cf: String, ambito: Ambito, contatti: Vec<NewContact> },
+    /// Disable contacts for notifications (soft delete: the rows and their anomaly stay for audit).
+    DisableContacts { contact_ids: Vec<String>, motivo: String },
+    /// Add a contact to a holder (bound to one position when `matricola` is given).
+    AddContact {
+        titolare_cf: String,
+        #[serde(default)]
+        matricola: Option<String>,
+        #[serde(rename = "tipo_contatto")]
+        kind: TipoContatto,
+        valore: String,
+        uso: Vec<String>,
+    },
+    /// Notify a counterparty (or a further address) of the closing, on a channel.
+    Notify { channel: Channel, recipient: String, role: String },
+}
+
+/// The scope of a contact change: every position of the holder, or some positions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Ambito {
+    /// `"TUTTE"`.
+    Tutte(TutteLePosizioni),
+    Matricole(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TutteLePosizioni {
+    #[serde(rename = "TUTTE")]
+    Tutte,
+}
+
+/// A new contact value of a [`Effect::ReplaceContacts`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewContact {
+    pub tipo: TipoContatto,
+    pub valore: String,
+}
+
+/// A notification channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+        }
+    }
 }
 
 /// The effect names a rule may use, for error messages.
-pub const EFFECT_KINDS: &[&str] = &["revoke_delegation"];
+pub const EFFECT_KINDS: &[&str] = &["revoke_delegation", "replace_contacts", "disable_contacts", "add_contact", "notify"];
 
 /// One named check a rule ran (`check(code, cond)`), in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

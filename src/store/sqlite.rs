@@ -16,9 +16,8 @@ use super::{
     Submitted,
 };
 use crate::domain::closing::{
-    self, ClaimedRequest, ClosePlan, Evaluation, NewEvent, RetryPolicy, World, requester_notifications,
+    self, ClaimedRequest, ClosePlan, ContactChange, Evaluation, NewEvent, RetryPolicy, World, requester_notifications,
 };
-use crate::domain::decision::Effect;
 use crate::domain::facts::{
     Azienda, Contatto, Delega, ImportFile, Intermediario, OpenRequest, Persona, Sede, Subject, SubjectFacts,
     delega_subjects,
@@ -233,19 +232,7 @@ impl SqliteStore {
         .bind(json_text(&deleghe))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO contatti (id, titolare_cf, matricola, tipo, valore, uso, stato, anomalia, valid_from, valid_to)
-             SELECT value ->> 'id', value ->> 'titolare_cf', value ->> 'matricola', value ->> 'tipo',
-                    value ->> 'valore', value -> 'uso', value ->> 'stato', value ->> 'anomalia',
-                    value ->> 'valid_from', value ->> 'valid_to'
-             FROM json_each($1) WHERE true
-             ON CONFLICT (id) DO UPDATE SET titolare_cf = excluded.titolare_cf, matricola = excluded.matricola,
-                 tipo = excluded.tipo, valore = excluded.valore, uso = excluded.uso, stato = excluded.stato,
-                 anomalia = excluded.anomalia, valid_from = excluded.valid_from, valid_to = excluded.valid_to",
-        )
-        .bind(json_text(&file.contatti))
-        .execute(&mut *tx)
-        .await?;
+        insert_contacts(&mut tx, &file.contatti.iter().collect::<Vec<_>>()).await?;
         let touched: Vec<String> = file.touched_subjects().iter().map(Subject::to_string).collect();
         bump_versions(&mut tx, &touched).await?;
         tx.commit().await?;
@@ -506,29 +493,41 @@ impl SqliteStore {
         {
             world.tokens.insert(row.try_get(0)?, row.try_get(1)?);
         }
-        let targets: BTreeSet<&str> = batch
-            .iter()
-            .filter_map(|(_, e)| match e {
-                Evaluation::Decided(d) => Some(d),
-                Evaluation::Failed(_) => None,
-            })
-            .flat_map(|d| d.effects.iter())
-            .map(|e| match e {
-                Effect::RevokeDelegation { delegation_id, .. } => delegation_id.as_str(),
-            })
-            .collect();
-        if !targets.is_empty() {
+        let targets = World::targets(batch);
+        if !targets.deleghe.is_empty() {
             for row in sqlx::query(
                 "SELECT * FROM deleghe WHERE id IN (SELECT value FROM json_each($1))
                                           OR padre IN (SELECT value FROM json_each($1))",
             )
-            .bind(json_text(&targets))
+            .bind(json_text(&targets.deleghe))
             .fetch_all(&mut *tx)
             .await?
             {
                 let d = delega(&row)?;
                 world.deleghe.insert(d.id.clone(), d);
             }
+        }
+        if !targets.contatti.is_empty() || !targets.titolari.is_empty() {
+            for row in sqlx::query(
+                "SELECT * FROM contatti WHERE id IN (SELECT value FROM json_each($1))
+                                           OR titolare_cf IN (SELECT value FROM json_each($2))",
+            )
+            .bind(json_text(&targets.contatti))
+            .bind(json_text(&targets.titolari))
+            .fetch_all(&mut *tx)
+            .await?
+            {
+                let c = contatto(&row)?;
+                world.contatti.insert(c.id.clone(), c);
+            }
+            let matricole: BTreeSet<&String> = world.contatti.values().filter_map(|c| c.matricola.as_ref()).collect();
+            world.pec_registro_imprese = sqlx::query_scalar(
+                "SELECT pec_registro_imprese FROM aziende
+                 WHERE matricola IN (SELECT value FROM json_each($1)) AND pec_registro_imprese IS NOT NULL",
+            )
+            .bind(json_text(&matricole))
+            .fetch_all(&mut *tx)
+            .await?;
         }
         let mut subjects: BTreeSet<Subject> = BTreeSet::new();
         for (req, eval) in batch {
@@ -538,6 +537,10 @@ impl SqliteStore {
             }
         }
         subjects.extend(world.deleghe.values().flat_map(delega_subjects));
+        for c in world.contatti.values() {
+            subjects.insert(Subject::Cf(c.titolare_cf.clone()));
+            subjects.extend(c.matricola.iter().map(|m| Subject::Matricola(m.clone())));
+        }
         let keys: Vec<String> = subjects.iter().map(Subject::to_string).collect();
         let current: HashMap<String, i64> = sqlx::query_as(
             "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))",
@@ -869,6 +872,7 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
         .execute(&mut **tx)
         .await?;
     }
+    apply_contact_changes(tx, &p.contacts).await?;
     if !p.versions.is_empty() {
         let rows: Vec<Value> = p.versions.iter().map(|(s, v)| json!([s.to_string(), v])).collect();
         sqlx::query(
@@ -880,6 +884,51 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
         .await?;
     }
     insert_events(tx, &p.events, now).await
+}
+
+/// Archives, disables and inserts contacts (the closing plan's `contacts`).
+async fn apply_contact_changes(tx: &mut Tx, changes: &[ContactChange]) -> Result<()> {
+    let mut updates = Vec::new();
+    let mut inserts = Vec::new();
+    for change in changes {
+        match change {
+            ContactChange::Archive { id, valid_to } => updates.push(json!([id, valid_to, true])),
+            ContactChange::Disable { id, valid_to } => updates.push(json!([id, valid_to, false])),
+            ContactChange::Insert(c) => inserts.push(c),
+        }
+    }
+    if !updates.is_empty() {
+        sqlx::query(
+            "UPDATE contatti SET stato = 'DISABILITATO', valid_to = j.value ->> 1,
+                    anomalia = CASE WHEN j.value ->> 2 THEN NULL ELSE anomalia END
+             FROM json_each($1) j WHERE contatti.id = j.value ->> 0",
+        )
+        .bind(json_text(&updates))
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !inserts.is_empty() {
+        insert_contacts(tx, &inserts).await?;
+    }
+    Ok(())
+}
+
+/// Upserts contact rows by id (imports and effects).
+async fn insert_contacts(tx: &mut Tx, contatti: &[&Contatto]) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO contatti (id, titolare_cf, matricola, tipo, valore, uso, stato, anomalia, valid_from, valid_to)
+         SELECT value ->> 'id', value ->> 'titolare_cf', value ->> 'matricola', value ->> 'tipo',
+                value ->> 'valore', value -> 'uso', value ->> 'stato', value ->> 'anomalia',
+                value ->> 'valid_from', value ->> 'valid_to'
+         FROM json_each($1) WHERE true
+         ON CONFLICT (id) DO UPDATE SET titolare_cf = excluded.titolare_cf, matricola = excluded.matricola,
+             tipo = excluded.tipo, valore = excluded.valore, uso = excluded.uso, stato = excluded.stato,
+             anomalia = excluded.anomalia, valid_from = excluded.valid_from, valid_to = excluded.valid_to",
+    )
+    .bind(json_text(&contatti))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn azienda(row: &SqliteRow) -> Result<Azienda> {
