@@ -12,7 +12,8 @@ use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, NativeCallCon
 use serde::Serialize;
 
 use crate::domain::decision::{CheckRecord, EFFECT_KINDS, FactRead};
-use crate::domain::facts::{Delega, StatoDelega, Subject, SubjectFacts, TipoDelega};
+use crate::domain::closing::normalise_contact;
+use crate::domain::facts::{Delega, StatoDelega, Subject, SubjectFacts, TipoContatto, TipoDelega};
 use crate::domain::validators;
 
 /// Loads facts the batch did not prefetch (called on the evaluation thread, may block).
@@ -236,5 +237,10 @@ pub(super) fn register(engine: &mut Engine) {
     });
     engine.register_fn("matricola_valid", validators::matricola);
     engine.register_fn("email_valid", |s: &str| validators::email(s).is_some());
+    engine.register_fn("pec_plausible", validators::looks_like_pec);
+    engine.register_fn("contact_normal", |tipo: &str, valore: &str| -> Dynamic {
+        let kind: Option<TipoContatto> = serde_json::from_value(serde_json::Value::String(tipo.to_string())).ok();
+        kind.and_then(|k| normalise_contact(k, valore)).map_or(Dynamic::UNIT, Dynamic::from)
+    });
     engine.register_fn("mobile_e164", |s: &str| validators::mobile_e164(s).map_or(Dynamic::UNIT, Dynamic::from));
 }

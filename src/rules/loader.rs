@@ -46,6 +46,9 @@ struct TaskFile {
     /// Whether the envelope's `matricola` is required for this task.
     #[serde(default)]
     requires_matricola: bool,
+    /// Task fields of which at least one must be present (a change set that must not be empty).
+    #[serde(default)]
+    at_least_one_of: Vec<String>,
     /// JSON Schema (in YAML) of the task's own fields, envelope excluded.
     schema: serde_json::Value,
     /// Reason code → Italian message template (minijinja, e.g. `{{ prot }}`).
@@ -58,6 +61,7 @@ pub struct TaskRule {
     pub label: String,
     pub mode: Mode,
     pub requires_matricola: bool,
+    pub at_least_one_of: Vec<String>,
     /// Content hash of task.yaml, rule.rhai and the shared library: the rule version recorded with decisions.
     pub version: String,
     pub schema: jsonschema::Validator,
@@ -187,6 +191,7 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[
         label: task.label,
         mode: task.mode,
         requires_matricola: task.requires_matricola,
+        at_least_one_of: task.at_least_one_of,
         version,
         schema,
         fields,
