@@ -245,9 +245,21 @@ impl ImportFile {
                 TipoContatto::Cellulare => validators::mobile_e164(&c.valore),
                 TipoContatto::Telefono => Some(c.valore.trim().to_string()),
             };
+            // A legacy value the delivery log already flagged as malformed is kept as it is, so that it can
+            // be found and deleted (CANCELLAZIONE_CONTATTI_ANOMALI_NDR).
+            let flagged_malformed = c.stato == StatoContatto::Anomalo && c.anomalia.as_deref() == Some("FORMATO_NON_VALIDO");
             match normalised {
                 Some(v) => c.valore = v,
-                None => check(false, &r, "valore", format!("not a valid value for a contact of type {:?}", c.tipo))?,
+                None if flagged_malformed => c.valore = c.valore.trim().to_string(),
+                None => check(
+                    false,
+                    &r,
+                    "valore",
+                    format!(
+                        "not a valid value for a contact of type {:?} (a malformed legacy value needs stato: ANOMALO, anomalia: FORMATO_NON_VALIDO)",
+                        c.tipo
+                    ),
+                )?,
             }
             check_date(&r, "valid_from", c.valid_from.as_deref())?;
             check_date(&r, "valid_to", c.valid_to.as_deref())?;
