@@ -267,7 +267,10 @@ pub fn plan(
                 request_id: req.id,
                 kind: "chiusura",
                 actor: actor.to_string(),
-                detail: json!({ "esito": esito, "motivazioni": decision.reasons }),
+                detail: match &decision.nota {
+                    Some(nota) => json!({ "esito": esito, "motivazioni": decision.reasons, "nota": nota }),
+                    None => json!({ "esito": esito, "motivazioni": decision.reasons }),
+                },
                 notifications,
             });
             p.fates.push((req.id, Fate::Closed(outcome)));
@@ -582,6 +585,7 @@ mod tests {
                 ..Default::default()
             },
             duration_us: 1,
+            nota: None,
         })
     }
 

@@ -134,6 +134,9 @@ pub struct Decision {
     pub rule_version: String,
     pub trace: Trace,
     pub duration_us: u64,
+    /// An operator's note on a decision they made (None for rule decisions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nota: Option<String>,
 }
 
 impl Decision {

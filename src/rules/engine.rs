@@ -217,5 +217,6 @@ fn build_decision(rule: &TaskRule, c: Collector, today: String, operations: u64)
         rule_version: rule.version.clone(),
         trace: Trace { checks: c.checks, facts: c.facts, today, operations },
         duration_us: 0,
+        nota: None,
     })
 }

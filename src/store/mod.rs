@@ -31,6 +31,12 @@ pub enum StoreError {
     Reference { record: String, field: String, problem: String },
     #[error("stored data is not as expected: {0}")]
     Corrupt(String),
+    /// The request named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation does not apply to the request in its current state (the message says why).
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -117,6 +123,32 @@ pub struct ListFilter {
     pub task: Option<String>,
     pub soggetto: Option<String>,
     pub limit: i64,
+}
+
+/// A request waiting for an operator (`operator list`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueEntry {
+    pub id: i64,
+    pub protocollo: String,
+    pub task: String,
+    pub sede: String,
+    /// `rinvio` (the rule referred it) or `errore` (the rule failed too often).
+    pub sospesa: String,
+    /// For a referral: the reasons the rule gave.
+    pub motivazioni: Vec<Value>,
+    pub errore: Option<String>,
+    pub creata_il: String,
+}
+
+/// A document of the Fascicolo Elettronico (domain.md §7).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FascicoloEntry {
+    pub protocollo: String,
+    pub task: String,
+    pub data_invio: String,
+    pub data_esito: Option<String>,
+    pub esito: Option<String>,
+    pub motivazioni: Vec<Value>,
 }
 
 /// Queue depth by state, for `exit-when-idle`, the benchmark and (later) metrics.
@@ -215,6 +247,42 @@ impl Store {
 
     pub async fn counts(&self) -> Result<QueueCounts> {
         dispatch!(self, s => s.counts().await)
+    }
+
+    /// Takes a request waiting for an operator, with the rule's last decision (see `operator close`).
+    pub async fn claim_for_operator(
+        &self,
+        key: &str,
+        owner: &str,
+        lease_ms: i64,
+        now: Millis,
+    ) -> Result<(ClaimedRequest, Option<crate::domain::decision::Decision>)> {
+        dispatch!(self, s => s.claim_for_operator(key, owner, lease_ms, now).await)
+    }
+
+    /// An operator's comment: an event in the history, notified to the requester.
+    pub async fn comment(&self, key: &str, actor: &str, text: &str, now: Millis) -> Result<String> {
+        dispatch!(self, s => s.comment(key, actor, text, now).await)
+    }
+
+    /// The requester withdraws an open request (`annulla`).
+    pub async fn withdraw(&self, key: &str, richiedente_cf: &str, now: Millis) -> Result<String> {
+        dispatch!(self, s => s.withdraw(key, richiedente_cf, now).await)
+    }
+
+    /// Puts a parked request back in the queue, to be decided by the rules again.
+    pub async fn requeue(&self, key: &str, actor: &str, now: Millis) -> Result<String> {
+        dispatch!(self, s => s.requeue(key, actor, now).await)
+    }
+
+    /// Requests waiting for an operator, optionally of one sede.
+    pub async fn operator_queue(&self, sede: Option<&str>) -> Result<Vec<QueueEntry>> {
+        dispatch!(self, s => s.operator_queue(sede).await)
+    }
+
+    /// Every closed request of a subject (matricola or codice fiscale).
+    pub async fn fascicolo(&self, subject: &str) -> Result<Vec<FascicoloEntry>> {
+        dispatch!(self, s => s.fascicolo(subject).await)
     }
 
     /// Number of decisions recorded per request id (for exactly-once checks in tests and the benchmark).

@@ -25,6 +25,8 @@ use crate::domain::facts::{
 use crate::domain::request::{ContattiNotifica, protocol_number};
 use crate::domain::time::{Millis, rfc3339, year};
 
+mod operator;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 #[derive(Debug, Clone)]
@@ -250,12 +252,11 @@ impl SqliteStore {
         let mut tx = self.write_tx().await?;
         let rows = sqlx::query(
             "UPDATE requests SET stato = 'in_carico', claims = claims + 1, lease_token = claims + 1,
-                    lease_owner = $1, available_at = $2, aggiornata_il = $3,
-                    last_error = CASE WHEN lease_token IS NULL THEN last_error ELSE 'lease scaduta' END
+                    lease_owner = $1, available_at = $2, aggiornata_il = $3, taken_over = lease_token IS NOT NULL
              WHERE id IN (SELECT id FROM requests
                           WHERE stato <> 'chiusa' AND parked IS NULL AND available_at <= $3
                           ORDER BY available_at, id LIMIT $4)
-             RETURNING id, protocollo, task, soggetto, sede, payload, claims, failures, creata_il, last_error",
+             RETURNING id, protocollo, task, soggetto, sede, payload, claims, failures, creata_il, taken_over",
         )
         .bind(owner)
         .bind(now + lease_ms)
@@ -266,28 +267,9 @@ impl SqliteStore {
         let mut claimed = Vec::with_capacity(rows.len());
         let mut events = Vec::new();
         for row in rows {
-            let payload: Map<String, Value> = parse_json("requests.payload", row.try_get::<&str, _>("payload")?)?;
-            let contatti: ContattiNotifica = payload
-                .get("contatti_notifica")
-                .map(|c| serde_json::from_value(c.clone()))
-                .transpose()
-                .map_err(|e| corrupt("requests.payload.contatti_notifica", e))?
-                .unwrap_or_default();
-            let token: i64 = row.try_get("claims")?;
-            let taken_over = row.try_get::<Option<&str>, _>("last_error")? == Some("lease scaduta");
-            let req = ClaimedRequest {
-                id: row.try_get("id")?,
-                protocollo: row.try_get("protocollo")?,
-                task: row.try_get("task")?,
-                soggetto: row.try_get("soggetto")?,
-                sede: row.try_get("sede")?,
-                payload,
-                contatti,
-                token,
-                failures: row.try_get("failures")?,
-                creata_il: row.try_get("creata_il")?,
-                taken_over,
-            };
+            let req = claimed_from_row(&row)?;
+            let token = req.token;
+            let taken_over = req.taken_over;
             if token == 1 {
                 events.push(NewEvent {
                     request_id: req.id,
@@ -784,7 +766,7 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     if !p.closed.is_empty() {
         sqlx::query(
             "UPDATE requests SET stato = 'chiusa', esito = j.value ->> 1, chiusa_il = $2, aggiornata_il = $2,
-                    lease_token = NULL, lease_owner = NULL, last_error = NULL
+                    lease_token = NULL, lease_owner = NULL, last_error = NULL, parked = NULL
              FROM json_each($1) j WHERE requests.id = j.value ->> 0",
         )
         .bind(json_text(&p.closed))
@@ -929,6 +911,30 @@ async fn insert_contacts(tx: &mut Tx, contatti: &[&Contatto]) -> Result<()> {
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// A claimed request from a row holding the request's columns (`claims` is the fencing token).
+fn claimed_from_row(row: &SqliteRow) -> Result<ClaimedRequest> {
+    let payload: Map<String, Value> = parse_json("requests.payload", row.try_get::<&str, _>("payload")?)?;
+    let contatti: ContattiNotifica = payload
+        .get("contatti_notifica")
+        .map(|c| serde_json::from_value(c.clone()))
+        .transpose()
+        .map_err(|e| corrupt("requests.payload.contatti_notifica", e))?
+        .unwrap_or_default();
+    Ok(ClaimedRequest {
+        id: row.try_get("id")?,
+        protocollo: row.try_get("protocollo")?,
+        task: row.try_get("task")?,
+        soggetto: row.try_get("soggetto")?,
+        sede: row.try_get("sede")?,
+        payload,
+        contatti,
+        token: row.try_get("claims")?,
+        failures: row.try_get("failures")?,
+        creata_il: row.try_get("creata_il")?,
+        taken_over: row.try_get("taken_over")?,
+    })
 }
 
 fn azienda(row: &SqliteRow) -> Result<Azienda> {

@@ -1,0 +1,252 @@
+//! The operators' and requesters' side of the SQLite store: taking a referred request to close it,
+//! comments, withdrawals, putting a parked request back in the queue, the operator queue and the Fascicolo.
+
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::{SqliteStore, Tx, bump_versions, claimed_from_row, insert_events, parse_json};
+use crate::domain::closing::{ClaimedRequest, NewEvent, requester_notifications};
+use crate::domain::decision::Decision;
+use crate::domain::facts::Subject;
+use crate::domain::time::{Millis, rfc3339};
+use crate::domain::validators;
+use crate::store::{FascicoloEntry, QueueEntry, Result, StoreError};
+
+/// The request a key names (id or protocol number), locked for writing by the surrounding transaction.
+async fn find(tx: &mut Tx, key: &str) -> Result<sqlx::sqlite::SqliteRow> {
+    let by_id: i64 = key.parse().unwrap_or(-1);
+    sqlx::query("SELECT * FROM requests WHERE protocollo = $1 OR id = $2")
+        .bind(key)
+        .bind(by_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no request with id or protocol number `{key}`")))
+}
+
+/// Refuses to change a closed request, or one a worker holds right now.
+fn must_be_open(row: &sqlx::sqlite::SqliteRow, now: Millis) -> Result<()> {
+    let protocollo: String = row.try_get("protocollo")?;
+    if row.try_get::<&str, _>("stato")? == "chiusa" {
+        let esito: Option<String> = row.try_get("esito")?;
+        return Err(StoreError::Refused(format!(
+            "request {protocollo} is already closed (esito: {})",
+            esito.as_deref().unwrap_or("-")
+        )));
+    }
+    let leased = row.try_get::<Option<i64>, _>("lease_token")?.is_some();
+    if leased && row.try_get::<i64, _>("available_at")? > now {
+        return Err(StoreError::Refused(format!(
+            "request {protocollo} is being decided right now by {}: try again in a moment",
+            row.try_get::<Option<String>, _>("lease_owner")?.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Takes a request waiting for an operator (referred or parked) with a lease, so that it can be closed
+    /// through the same fenced batch close as the workers use. Returns it with the rule's last decision
+    /// (for a referral: the outcome the rule proposes, with its effects and the facts it read).
+    pub async fn claim_for_operator(
+        &self,
+        key: &str,
+        owner: &str,
+        lease_ms: i64,
+        now: Millis,
+    ) -> Result<(ClaimedRequest, Option<Decision>)> {
+        let mut tx = self.write_tx().await?;
+        let row = find(&mut tx, key).await?;
+        must_be_open(&row, now)?;
+        let id: i64 = row.try_get("id")?;
+        if row.try_get::<Option<&str>, _>("parked")?.is_none() {
+            return Err(StoreError::Refused(format!(
+                "request {} is not waiting for an operator: the rules decide it",
+                row.try_get::<String, _>("protocollo")?
+            )));
+        }
+        let row = sqlx::query(
+            "UPDATE requests SET claims = claims + 1, lease_token = claims + 1, lease_owner = $2,
+                    available_at = $3, taken_over = 0, aggiornata_il = $4
+             WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let claimed = claimed_from_row(&row)?;
+        let decision = sqlx::query(
+            "SELECT outcome, reasons, effects, rule_version, trace, duration_us FROM decisions
+             WHERE request_id = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|d| -> Result<Decision> {
+            Ok(Decision {
+                outcome: serde_json::from_value(Value::String(d.try_get("outcome")?))
+                    .map_err(|e| StoreError::Corrupt(format!("decisions.outcome: {e}")))?,
+                reasons: parse_json("decisions.reasons", d.try_get("reasons")?)?,
+                effects: parse_json("decisions.effects", d.try_get("effects")?)?,
+                rule_version: d.try_get("rule_version")?,
+                trace: parse_json("decisions.trace", d.try_get("trace")?)?,
+                duration_us: d.try_get::<i64, _>("duration_us")?.max(0) as u64,
+                nota: None,
+            })
+        })
+        .transpose()?;
+        tx.commit().await?;
+        Ok((claimed, decision))
+    }
+
+    /// An operator's comment, visible in the history and sent to the requester.
+    pub async fn comment(&self, key: &str, actor: &str, text: &str, now: Millis) -> Result<String> {
+        let mut tx = self.write_tx().await?;
+        let row = find(&mut tx, key).await?;
+        let claimed = claimed_from_row(&row)?;
+        let event = NewEvent {
+            request_id: claimed.id,
+            kind: "commento_operatore",
+            actor: actor.to_string(),
+            detail: json!({ "testo": text }),
+            notifications: requester_notifications(&claimed.contatti),
+        };
+        insert_events(&mut tx, &[event], now).await?;
+        tx.commit().await?;
+        Ok(claimed.protocollo)
+    }
+
+    /// The requester withdraws an open request: closed `annullata`, with its event and notifications.
+    pub async fn withdraw(&self, key: &str, richiedente_cf: &str, now: Millis) -> Result<String> {
+        let mut tx = self.write_tx().await?;
+        let row = find(&mut tx, key).await?;
+        must_be_open(&row, now)?;
+        let claimed = claimed_from_row(&row)?;
+        let owner = claimed.payload.get("richiedente_cf").and_then(Value::as_str).unwrap_or_default();
+        if !(owner.eq_ignore_ascii_case(richiedente_cf.trim()) || validators::same_person(owner, richiedente_cf)) {
+            return Err(StoreError::Refused(format!(
+                "only the requester of {} may withdraw it (--richiedente is not the codice fiscale that submitted it)",
+                claimed.protocollo
+            )));
+        }
+        sqlx::query(
+            "UPDATE requests SET stato = 'chiusa', esito = 'annullata', chiusa_il = $2, aggiornata_il = $2,
+                    parked = NULL, lease_token = NULL, lease_owner = NULL
+             WHERE id = $1",
+        )
+        .bind(claimed.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let open = Subject::Open { task: claimed.task.clone(), soggetto: claimed.soggetto.clone() };
+        bump_versions(&mut tx, &[open.to_string()]).await?;
+        let event = NewEvent {
+            request_id: claimed.id,
+            kind: "annullamento",
+            actor: "richiedente".into(),
+            detail: json!({ "esito": "annullata" }),
+            notifications: requester_notifications(&claimed.contatti),
+        };
+        insert_events(&mut tx, &[event], now).await?;
+        tx.commit().await?;
+        Ok(claimed.protocollo)
+    }
+
+    /// Puts a request parked for an operator back in the queue, to be decided by the rules again (e.g. after
+    /// a fixed rule, or when the facts changed under a referral).
+    pub async fn requeue(&self, key: &str, actor: &str, now: Millis) -> Result<String> {
+        let mut tx = self.write_tx().await?;
+        let row = find(&mut tx, key).await?;
+        must_be_open(&row, now)?;
+        let claimed = claimed_from_row(&row)?;
+        if row.try_get::<Option<&str>, _>("parked")?.is_none() {
+            return Err(StoreError::Refused(format!("request {} is already in the queue", claimed.protocollo)));
+        }
+        sqlx::query(
+            "UPDATE requests SET parked = NULL, assegnata_sede = NULL, failures = 0, last_error = NULL,
+                    available_at = $2, aggiornata_il = $2, lease_token = NULL, lease_owner = NULL
+             WHERE id = $1",
+        )
+        .bind(claimed.id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let event = NewEvent {
+            request_id: claimed.id,
+            kind: "rimessa_in_coda",
+            actor: actor.to_string(),
+            detail: Value::Null,
+            notifications: Vec::new(),
+        };
+        insert_events(&mut tx, &[event], now).await?;
+        tx.commit().await?;
+        Ok(claimed.protocollo)
+    }
+
+    /// Requests waiting for an operator, oldest first, optionally of one sede.
+    pub async fn operator_queue(&self, sede: Option<&str>) -> Result<Vec<QueueEntry>> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.protocollo, r.task, COALESCE(r.assegnata_sede, r.sede) AS sede, r.parked, r.last_error,
+                    r.creata_il, (SELECT d.reasons FROM decisions d WHERE d.request_id = r.id ORDER BY d.id DESC LIMIT 1) AS reasons
+             FROM requests r
+             WHERE r.stato <> 'chiusa' AND r.parked IS NOT NULL AND ($1 IS NULL OR COALESCE(r.assegnata_sede, r.sede) = $1)
+             ORDER BY r.creata_il, r.id",
+        )
+        .bind(sede)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let reasons: Vec<Value> = match r.try_get::<Option<&str>, _>("reasons")? {
+                    Some(text) if r.try_get::<&str, _>("parked")? == "rinvio" => parse_json("decisions.reasons", text)?,
+                    _ => Vec::new(),
+                };
+                Ok(QueueEntry {
+                    id: r.try_get("id")?,
+                    protocollo: r.try_get("protocollo")?,
+                    task: r.try_get("task")?,
+                    sede: r.try_get("sede")?,
+                    sospesa: r.try_get("parked")?,
+                    motivazioni: reasons,
+                    errore: r.try_get("last_error")?,
+                    creata_il: rfc3339(r.try_get("creata_il")?),
+                })
+            })
+            .collect()
+    }
+
+    /// The Fascicolo of a subject: every closed request about that matricola or codice fiscale, oldest first.
+    pub async fn fascicolo(&self, subject: &str) -> Result<Vec<FascicoloEntry>> {
+        let key = subject.trim().to_uppercase();
+        let rows = sqlx::query(
+            "SELECT r.protocollo, r.task, r.creata_il, r.chiusa_il, r.esito,
+                    (SELECT e.detail FROM events e WHERE e.request_id = r.id AND e.kind IN ('chiusura', 'annullamento')
+                     ORDER BY e.id DESC LIMIT 1) AS detail
+             FROM requests r
+             WHERE r.stato = 'chiusa'
+               AND (r.soggetto = $1 OR r.payload ->> 'richiedente_cf' = $1 OR r.payload ->> 'cf_intermediario' = $1
+                    OR r.payload ->> 'cf_dipendente' = $1 OR r.payload ->> 'matricola' = $1)
+             ORDER BY r.chiusa_il, r.id",
+        )
+        .bind(&key)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let detail: Value = match r.try_get::<Option<&str>, _>("detail")? {
+                    Some(text) => parse_json("events.detail", text)?,
+                    None => Value::Null,
+                };
+                Ok(FascicoloEntry {
+                    protocollo: r.try_get("protocollo")?,
+                    task: r.try_get("task")?,
+                    data_invio: rfc3339(r.try_get("creata_il")?),
+                    data_esito: r.try_get::<Option<i64>, _>("chiusa_il")?.map(rfc3339),
+                    esito: r.try_get("esito")?,
+                    motivazioni: detail.get("motivazioni").and_then(Value::as_array).cloned().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
