@@ -67,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: FactsCommand,
     },
+    /// Rule packs: test each task's cases.yaml
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Validate the configuration and the rules; non-zero exit with a report on any problem
     CheckConfig,
     /// Apply pending database migrations
@@ -79,6 +84,21 @@ enum Command {
 enum FactsCommand {
     /// Import a reference-data file (YAML or JSON, `version: 1`) in one transaction
     Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Run the cases.yaml of every task folder (like `opa test`); exit 2 if a case fails or a file is invalid
+    Test {
+        /// The rules directory [default: rules.dir of the configuration]
+        dir: Option<PathBuf>,
+        /// Run only this task's cases
+        #[arg(long)]
+        task: Option<String>,
+        /// Print a machine-readable report (cases, coverage, summary)
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A failed command: the message and the exit code.
@@ -162,6 +182,7 @@ async fn dispatch(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Facts { command: FactsCommand::Import { file } } => import_facts(&config, &file).await,
+        Command::Rules { command: RulesCommand::Test { dir, task, json } } => rules_test(&config, dir, task, json),
         Command::CheckConfig => check_config(&config),
         Command::Migrate => {
             daemon::open_store(&config).await.map_err(runtime)?;
@@ -297,6 +318,26 @@ async fn import_facts(config: &Config, path: &Path) -> Outcome {
         report.contatti
     );
     Ok(())
+}
+
+/// `rules test`: runs the cases (synchronously: a few rule evaluations, nothing else to schedule).
+fn rules_test(config: &Config, dir: Option<PathBuf>, task: Option<String>, json: bool) -> Outcome {
+    let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
+    let options =
+        crate::rules::CaseOptions { task, sede_predefinita: config.intake.sede_predefinita.clone(), now: now_ms() };
+    let report = crate::rules::run_cases(&dir, &daemon::evaluator(config), &options)
+        .with_context(|| format!("cannot test the rules in {}", dir.display()))
+        .map_err(input)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(runtime)?);
+    } else {
+        print!("{}", report.render());
+    }
+    if report.all_passed() {
+        Ok(())
+    } else {
+        Err(input(anyhow::anyhow!("rules test: {} failed", report.summary.failed)))
+    }
 }
 
 fn check_config(config: &Config) -> Outcome {

@@ -90,7 +90,9 @@ pub fn validate(mut obj: Map<String, Value>, rules: &RuleSet) -> Result<NewReque
         .collect();
     let task_value = Value::Object(task_fields);
     let mut errors: Vec<FieldError> = rule.schema.iter_errors(&task_value).map(|e| schema_error(&e)).collect();
-    if !rule.at_least_one_of.is_empty() && !rule.at_least_one_of.iter().any(|f| task_value.get(f).is_some_and(|v| !v.is_null())) {
+    if !rule.at_least_one_of.is_empty()
+        && !rule.at_least_one_of.iter().any(|f| task_value.get(f).is_some_and(|v| !v.is_null()))
+    {
         errors.push(FieldError::new(
             rule.at_least_one_of.join("|"),
             format!("empty change set: give at least one of {}", rule.at_least_one_of.join(", ")),

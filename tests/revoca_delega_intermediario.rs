@@ -54,11 +54,13 @@ fn intermediary_renouncing_is_accepted_and_cascades_to_the_sub_delega() {
     // also to the company at its Registro Imprese PEC: written with the events.
     let outbox = env.sql("SELECT event, channel, recipient, role FROM outbox ORDER BY id");
     assert_eq!(outbox.len(), 4, "{outbox:?}");
-    let to_requester: Vec<_> = outbox.iter().filter(|r| r[2] == "richiedente@example.it" && r[3] == "richiedente").collect();
+    let to_requester: Vec<_> =
+        outbox.iter().filter(|r| r[2] == "richiedente@example.it" && r[3] == "richiedente").collect();
     assert_eq!(to_requester.len(), 3);
     assert_eq!(outbox[3], ["chiusura", "email", "rossicostruzioni@pec.it", "azienda"].map(Value::from));
     // Her contact bound to this position (C-2) leaves its notification lists; her general PEC (C-1) stays.
-    let contacts = env.sql("SELECT id, stato, valid_to IS NOT NULL FROM contatti WHERE titolare_cf = 'VRDGPP80A41H501Y' ORDER BY id");
+    let contacts = env
+        .sql("SELECT id, stato, valid_to IS NOT NULL FROM contatti WHERE titolare_cf = 'VRDGPP80A41H501Y' ORDER BY id");
     assert_eq!(contacts[0], [Value::from("C-1"), Value::from("VALIDO"), Value::from(0)]);
     assert_eq!(contacts[1], [Value::from("C-2"), Value::from("DISABILITATO"), Value::from(1)]);
 

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::decision::{Ambito, Channel, Decision, Effect, NewContact, Outcome, RuleFailure};
 use super::facts::{Contatto, Delega, StatoContatto, StatoDelega, Subject, TipoContatto, delega_subjects};
 use super::request::ContattiNotifica;
-use super::time::{Millis, iso_date, is_iso_date};
+use super::time::{Millis, is_iso_date, iso_date};
 use super::validators;
 
 /// A request as a worker holds it between claim and close.
@@ -138,9 +138,15 @@ pub struct NewEvent {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContactChange {
     /// Replaced: archived from `valid_to` on, anomaly flags cleared.
-    Archive { id: String, valid_to: String },
+    Archive {
+        id: String,
+        valid_to: String,
+    },
     /// Disabled for notifications (soft delete; the anomaly stays for audit).
-    Disable { id: String, valid_to: String },
+    Disable {
+        id: String,
+        valid_to: String,
+    },
     Insert(Contatto),
 }
 
@@ -374,7 +380,14 @@ impl EffectBuilder<'_> {
         self.out.subjects.extend(matricola.map(|m| Subject::Matricola(m.clone())));
     }
 
-    fn insert(&mut self, titolare: &str, matricola: Option<String>, tipo: TipoContatto, valore: String, uso: Vec<String>) {
+    fn insert(
+        &mut self,
+        titolare: &str,
+        matricola: Option<String>,
+        tipo: TipoContatto,
+        valore: String,
+        uso: Vec<String>,
+    ) {
         self.inserted += 1;
         self.contact_subjects(titolare, matricola.as_ref());
         self.out.contacts.push(ContactChange::Insert(Contatto {
@@ -405,8 +418,9 @@ impl EffectBuilder<'_> {
                 "effect revoke_delegation: the rule must read the deleghe of the position (ctx.delegation or ctx.delegations) before revoking `{delegation_id}`"
             ));
         }
-        let revoked_earlier =
-            |id: &str| self.earlier.revocations.iter().any(|r| r.delega_id == id) || self.out.revocations.iter().any(|r| r.0 == id);
+        let revoked_earlier = |id: &str| {
+            self.earlier.revocations.iter().any(|r| r.delega_id == id) || self.out.revocations.iter().any(|r| r.0 == id)
+        };
         if target.stato != StatoDelega::Attiva || revoked_earlier(&target.id) {
             return Err(format!("effect revoke_delegation: delega `{delegation_id}` is not ATTIVA"));
         }
@@ -415,7 +429,9 @@ impl EffectBuilder<'_> {
             .deleghe
             .values()
             .filter(|c| {
-                c.padre.as_deref() == Some(target.id.as_str()) && c.stato == StatoDelega::Attiva && !revoked_earlier(&c.id)
+                c.padre.as_deref() == Some(target.id.as_str())
+                    && c.stato == StatoDelega::Attiva
+                    && !revoked_earlier(&c.id)
             })
             .collect();
         for d in std::iter::once(target).chain(children) {
@@ -473,10 +489,16 @@ impl EffectBuilder<'_> {
             return Err("effect disable_contacts: needs `contact_ids` (not empty) and `motivo`".into());
         }
         for id in contact_ids {
-            let c = self.world.contatti.get(id).ok_or_else(|| format!("effect disable_contacts: no contact with id `{id}`"))?;
+            let c = self
+                .world
+                .contatti
+                .get(id)
+                .ok_or_else(|| format!("effect disable_contacts: no contact with id `{id}`"))?;
             let by_position = c.matricola.as_ref().is_some_and(|m| read(self.d, &Subject::Matricola(m.clone())));
             if !by_position && !read(self.d, &Subject::Cf(c.titolare_cf.clone())) {
-                return Err(format!("effect disable_contacts: the rule must read the contacts of `{id}` before disabling it"));
+                return Err(format!(
+                    "effect disable_contacts: the rule must read the contacts of `{id}` before disabling it"
+                ));
             }
             if !current(c) || self.touched(id) {
                 return Err(format!("effect disable_contacts: contact `{id}` is already disabled"));
@@ -501,7 +523,9 @@ impl EffectBuilder<'_> {
             Effect::AddContact { titolare_cf, matricola, kind, valore, uso } => {
                 let by_position = matricola.as_ref().is_some_and(|m| read(self.d, &Subject::Matricola(m.clone())));
                 if !by_position && !read(self.d, &Subject::Cf(titolare_cf.clone())) {
-                    return Err("effect add_contact: the rule must read the holder's or the position's contacts first".into());
+                    return Err(
+                        "effect add_contact: the rule must read the holder's or the position's contacts first".into()
+                    );
                 }
                 let valore = normalise_contact(*kind, valore)
                     .ok_or_else(|| format!("effect add_contact: `{valore}` is not a valid {kind:?}"))?;
@@ -514,15 +538,33 @@ impl EffectBuilder<'_> {
                     Channel::Sms => validators::mobile_e164(recipient),
                 }
                 .ok_or_else(|| format!("effect notify: `{recipient}` is not a valid {} recipient", channel.as_str()))?;
-                self.out.notifications.push(Notification { channel: channel.as_str(), recipient: normalised, role: role.clone() });
+                self.out.notifications.push(Notification {
+                    channel: channel.as_str(),
+                    recipient: normalised,
+                    role: role.clone(),
+                });
                 Ok(())
             }
         }
     }
 }
 
-fn effect_changes(d: &Decision, world: &World, earlier: &ClosePlan, request_id: i64, now: Millis) -> Result<EffectChanges, String> {
-    let mut b = EffectBuilder { d, world, earlier, request_id, today: iso_date(now), out: EffectChanges::default(), inserted: 0 };
+fn effect_changes(
+    d: &Decision,
+    world: &World,
+    earlier: &ClosePlan,
+    request_id: i64,
+    now: Millis,
+) -> Result<EffectChanges, String> {
+    let mut b = EffectBuilder {
+        d,
+        world,
+        earlier,
+        request_id,
+        today: iso_date(now),
+        out: EffectChanges::default(),
+        inserted: 0,
+    };
     for effect in &d.effects {
         b.apply(effect)?;
     }

@@ -97,7 +97,8 @@ impl Channel {
 }
 
 /// The effect names a rule may use, for error messages.
-pub const EFFECT_KINDS: &[&str] = &["revoke_delegation", "replace_contacts", "disable_contacts", "add_contact", "notify"];
+pub const EFFECT_KINDS: &[&str] =
+    &["revoke_delegation", "replace_contacts", "disable_contacts", "add_contact", "notify"];
 
 /// One named check a rule ran (`check(code, cond)`), in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -247,7 +247,8 @@ impl ImportFile {
             };
             // A legacy value the delivery log already flagged as malformed is kept as it is, so that it can
             // be found and deleted (CANCELLAZIONE_CONTATTI_ANOMALI_NDR).
-            let flagged_malformed = c.stato == StatoContatto::Anomalo && c.anomalia.as_deref() == Some("FORMATO_NON_VALIDO");
+            let flagged_malformed =
+                c.stato == StatoContatto::Anomalo && c.anomalia.as_deref() == Some("FORMATO_NON_VALIDO");
             match normalised {
                 Some(v) => c.valore = v,
                 None if flagged_malformed => c.valore = c.valore.trim().to_string(),

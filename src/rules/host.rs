@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, NativeCallContext};
 use serde::Serialize;
 
-use crate::domain::decision::{CheckRecord, EFFECT_KINDS, FactRead};
 use crate::domain::closing::normalise_contact;
+use crate::domain::decision::{CheckRecord, EFFECT_KINDS, FactRead};
 use crate::domain::facts::{Delega, StatoDelega, Subject, SubjectFacts, TipoContatto, TipoDelega};
 use crate::domain::validators;
 

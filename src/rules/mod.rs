@@ -1,10 +1,12 @@
 //! Rules: one folder per task type (`task.yaml`, `rule.rhai`, `cases.yaml`) plus shared Rhai modules in
 //! `lib/`, compiled once per version by one shared, sandboxed engine, and swapped atomically on reload.
 
+mod cases;
 mod engine;
 mod host;
 mod loader;
 
+pub use cases::{CaseOptions, Report, run_cases};
 pub use engine::{Evaluator, Limits};
 pub use host::{FactLoader, FactsView};
 pub use loader::{LoadError, Mode, RuleSet, TaskRule, load_rule_set};
