@@ -67,6 +67,25 @@ enum Command {
         #[command(subcommand)]
         command: FactsCommand,
     },
+    /// The operators' work: requests referred or parked for a sede
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+    /// Withdraw an open request on behalf of its requester (it closes as `annullata`)
+    Annulla {
+        id_or_protocollo: String,
+        /// The requester's codice fiscale: only the requester may withdraw
+        #[arg(long)]
+        richiedente: String,
+    },
+    /// The Fascicolo Elettronico of a subject: every closed request of a codice fiscale or matricola
+    Fascicolo {
+        /// A codice fiscale or a matricola
+        soggetto: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rule packs: test each task's cases.yaml
     Rules {
         #[command(subcommand)]
@@ -84,6 +103,50 @@ enum Command {
 enum FactsCommand {
     /// Import a reference-data file (YAML or JSON, `version: 1`) in one transaction
     Import { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Requests waiting for an operator (referred by a rule, or parked after rule failures), oldest first
+    List {
+        /// Only this sede's requests (4 digits)
+        #[arg(long)]
+        sede: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a request waiting for an operator; an acceptance applies the effects the rule proposed
+    Close {
+        id_or_protocollo: String,
+        /// accolta | non_accolta
+        #[arg(long, value_parser = ["accolta", "non_accolta"])]
+        esito: String,
+        /// A reason code of the task's catalogue (repeatable)
+        #[arg(long = "motivo")]
+        motivi: Vec<String>,
+        /// A reason in free text (repeatable)
+        #[arg(long = "motivo-libero")]
+        motivi_liberi: Vec<String>,
+        /// A note kept in the history
+        #[arg(long)]
+        nota: Option<String>,
+        /// Who closes it [default: $USER]
+        #[arg(long, env = "USER", default_value = "operatore")]
+        operatore: String,
+    },
+    /// Add a comment to a request's history; it is notified to the requester
+    Comment {
+        id_or_protocollo: String,
+        text: String,
+        #[arg(long, env = "USER", default_value = "operatore")]
+        operatore: String,
+    },
+    /// Put a referred or parked request back in the queue, for the rules to decide again
+    Requeue {
+        id_or_protocollo: String,
+        #[arg(long, env = "USER", default_value = "operatore")]
+        operatore: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +246,14 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Facts { command: FactsCommand::Import { file } } => import_facts(&config, &file).await,
         Command::Rules { command: RulesCommand::Test { dir, task, json } } => rules_test(&config, dir, task, json),
+        Command::Operator { command } => operator(&config, command).await,
+        Command::Annulla { id_or_protocollo, richiedente } => {
+            let store = daemon::open_store(&config).await.map_err(runtime)?;
+            let protocollo = store.withdraw(&id_or_protocollo, &richiedente, now_ms()).await.map_err(store_failure)?;
+            println!("{protocollo}: annullata");
+            Ok(())
+        }
+        Command::Fascicolo { soggetto, json } => fascicolo(&config, &soggetto, json).await,
         Command::CheckConfig => check_config(&config),
         Command::Migrate => {
             daemon::open_store(&config).await.map_err(runtime)?;
@@ -191,6 +262,105 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Bench(args) => bench::run(&config, args).await.map_err(runtime),
     }
+}
+
+/// Maps a store error to the exit code it deserves.
+fn store_failure(e: crate::store::StoreError) -> Failure {
+    use crate::store::StoreError;
+    match e {
+        StoreError::NotFound(_) => Failure { code: 3, error: e.into() },
+        StoreError::Refused(_) | StoreError::Reference { .. } => input(e),
+        other => runtime(other),
+    }
+}
+
+async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
+    let store = daemon::open_store(config).await.map_err(runtime)?;
+    match command {
+        OperatorCommand::List { sede, json } => {
+            let queue = store.operator_queue(sede.as_deref()).await.map_err(runtime)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&queue).map_err(runtime)?);
+            } else if queue.is_empty() {
+                println!("no request is waiting for an operator");
+            } else {
+                for q in queue {
+                    let why = match q.sospesa.as_str() {
+                        "rinvio" => q
+                            .motivazioni
+                            .iter()
+                            .filter_map(|m| m["codice"].as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        _ => format!("errore: {}", q.errore.as_deref().unwrap_or("-")),
+                    };
+                    println!("{:<18} sede {}  {:<36} {:<7} {}  {why}", q.protocollo, q.sede, q.task, q.sospesa, q.creata_il);
+                }
+            }
+            Ok(())
+        }
+        OperatorCommand::Close { id_or_protocollo, esito, motivi, motivi_liberi, nota, operatore } => {
+            let evaluator = daemon::evaluator(config);
+            let rules = daemon::load_rules(config, &evaluator).map_err(input)?;
+            let decision = crate::operator::OperatorDecision {
+                accolta: esito == "accolta",
+                codes: motivi,
+                free_text: motivi_liberi,
+                nota,
+            };
+            let protocollo = crate::operator::close(&store, &rules, &id_or_protocollo, &operatore, decision, now_ms())
+                .await
+                .map_err(|e| match e {
+                    crate::operator::OperatorError::Store(s) => store_failure(s),
+                    invalid => input(invalid),
+                })?;
+            println!("{protocollo}: chiusa, esito {esito}");
+            Ok(())
+        }
+        OperatorCommand::Comment { id_or_protocollo, text, operatore } => {
+            if text.trim().is_empty() {
+                return Err(input(anyhow::anyhow!("the comment is empty")));
+            }
+            let actor = format!("operatore:{operatore}");
+            let protocollo = store.comment(&id_or_protocollo, &actor, &text, now_ms()).await.map_err(store_failure)?;
+            println!("{protocollo}: commento registrato");
+            Ok(())
+        }
+        OperatorCommand::Requeue { id_or_protocollo, operatore } => {
+            let actor = format!("operatore:{operatore}");
+            let protocollo = store.requeue(&id_or_protocollo, &actor, now_ms()).await.map_err(store_failure)?;
+            println!("{protocollo}: rimessa in coda");
+            Ok(())
+        }
+    }
+}
+
+async fn fascicolo(config: &Config, soggetto: &str, json: bool) -> Outcome {
+    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let entries = store.fascicolo(soggetto).await.map_err(runtime)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries).map_err(runtime)?);
+        return Ok(());
+    }
+    if entries.is_empty() {
+        println!("Fascicolo di {}: nessuna richiesta chiusa", soggetto.trim().to_uppercase());
+        return Ok(());
+    }
+    println!("Fascicolo di {}", soggetto.trim().to_uppercase());
+    for e in entries {
+        println!(
+            "  {}  {:<36} inviata {}  esito {} il {}",
+            e.protocollo,
+            e.task,
+            e.data_invio,
+            e.esito.as_deref().unwrap_or("-"),
+            e.data_esito.as_deref().unwrap_or("-")
+        );
+        for m in &e.motivazioni {
+            println!("      {}: {}", m["codice"].as_str().unwrap_or("?"), m["messaggio"].as_str().unwrap_or(""));
+        }
+    }
+    Ok(())
 }
 
 fn read_input(file: &str) -> Result<String, Failure> {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod intake;
+pub mod operator;
 pub mod rules;
 pub mod store;
 pub mod telemetry;
