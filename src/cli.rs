@@ -286,15 +286,15 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
             } else {
                 for q in queue {
                     let why = match q.sospesa.as_str() {
-                        "rinvio" => q
-                            .motivazioni
-                            .iter()
-                            .filter_map(|m| m["codice"].as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        "rinvio" => {
+                            q.motivazioni.iter().filter_map(|m| m["codice"].as_str()).collect::<Vec<_>>().join(", ")
+                        }
                         _ => format!("errore: {}", q.errore.as_deref().unwrap_or("-")),
                     };
-                    println!("{:<18} sede {}  {:<36} {:<7} {}  {why}", q.protocollo, q.sede, q.task, q.sospesa, q.creata_il);
+                    println!(
+                        "{:<18} sede {}  {:<36} {:<7} {}  {why}",
+                        q.protocollo, q.sede, q.task, q.sospesa, q.creata_il
+                    );
                 }
             }
             Ok(())

@@ -74,7 +74,9 @@ pub async fn close(
             })
             .and_then(|t| {
                 t.render(minijinja::context! {}).map_err(|_| {
-                    format!("the message of `{code}` needs values from the rule: give the reason with --motivo-libero TEXT")
+                    format!(
+                        "the message of `{code}` needs values from the rule: give the reason with --motivo-libero TEXT"
+                    )
                 })
             });
         match rendered {
@@ -114,6 +116,8 @@ pub async fn close(
             "the effects the rule proposed for {protocollo} cannot be applied any more ({}); close it as non_accolta or requeue it",
             plan.retried.first().map(|(_, _, e)| e.as_str()).unwrap_or("see `show`")
         ))),
-        other => Err(OperatorError::Invalid(format!("request {protocollo} could not be closed ({other:?}): try again"))),
+        other => {
+            Err(OperatorError::Invalid(format!("request {protocollo} could not be closed ({other:?}): try again")))
+        }
     }
 }

@@ -67,9 +67,13 @@ fn prefetch_subjects(batch: &[ClaimedRequest]) -> Vec<Subject> {
         for (key, value) in &r.payload {
             let Some(v) = value.as_str() else { continue };
             if key == "matricola" {
-                out.insert(Subject::Matricola(v.to_string()));
+                out.insert(Subject::Azienda(v.to_string()));
+                out.insert(Subject::DelegheAzienda(v.to_string()));
+                out.insert(Subject::ContattiAzienda(v.to_string()));
             } else if key == "richiedente_cf" || key.starts_with("cf_") {
-                out.insert(Subject::Cf(v.to_string()));
+                out.insert(Subject::Persona(v.to_string()));
+                out.insert(Subject::DelegheDelegato(v.to_string()));
+                out.insert(Subject::ContattiTitolare(v.to_string()));
             }
         }
     }

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::decision::{Ambito, Channel, Decision, Effect, NewContact, Outcome, RuleFailure};
-use super::facts::{Contatto, Delega, StatoContatto, StatoDelega, Subject, TipoContatto, delega_subjects};
+use super::facts::{
+    Contatto, Delega, StatoContatto, StatoDelega, Subject, TipoContatto, contatto_subjects, delega_subjects,
+};
 use super::request::ContattiNotifica;
 use super::time::{Millis, is_iso_date, iso_date};
 use super::validators;
@@ -376,8 +378,7 @@ impl EffectBuilder<'_> {
     }
 
     fn contact_subjects(&mut self, titolare: &str, matricola: Option<&String>) {
-        self.out.subjects.push(Subject::Cf(titolare.to_string()));
-        self.out.subjects.extend(matricola.map(|m| Subject::Matricola(m.clone())));
+        self.out.subjects.extend(contatto_subjects(titolare, matricola));
     }
 
     fn insert(
@@ -413,7 +414,7 @@ impl EffectBuilder<'_> {
             .deleghe
             .get(delegation_id)
             .ok_or_else(|| format!("effect revoke_delegation: no delega with id `{delegation_id}`"))?;
-        if !read(self.d, &Subject::Matricola(target.matricola.clone())) {
+        if !read(self.d, &Subject::DelegheAzienda(target.matricola.clone())) {
             return Err(format!(
                 "effect revoke_delegation: the rule must read the deleghe of the position (ctx.delegation or ctx.delegations) before revoking `{delegation_id}`"
             ));
@@ -442,7 +443,7 @@ impl EffectBuilder<'_> {
     }
 
     fn replace(&mut self, titolare_cf: &str, ambito: &Ambito, contatti: &[NewContact]) -> Result<(), String> {
-        if !read(self.d, &Subject::Cf(titolare_cf.to_string())) {
+        if !read(self.d, &Subject::ContattiTitolare(titolare_cf.to_string())) {
             return Err(format!(
                 "effect replace_contacts: the rule must read ctx.contacts(\"{titolare_cf}\") before changing them"
             ));
@@ -494,8 +495,8 @@ impl EffectBuilder<'_> {
                 .contatti
                 .get(id)
                 .ok_or_else(|| format!("effect disable_contacts: no contact with id `{id}`"))?;
-            let by_position = c.matricola.as_ref().is_some_and(|m| read(self.d, &Subject::Matricola(m.clone())));
-            if !by_position && !read(self.d, &Subject::Cf(c.titolare_cf.clone())) {
+            let by_position = c.matricola.as_ref().is_some_and(|m| read(self.d, &Subject::ContattiAzienda(m.clone())));
+            if !by_position && !read(self.d, &Subject::ContattiTitolare(c.titolare_cf.clone())) {
                 return Err(format!(
                     "effect disable_contacts: the rule must read the contacts of `{id}` before disabling it"
                 ));
@@ -521,8 +522,9 @@ impl EffectBuilder<'_> {
             Effect::ReplaceContacts { titolare_cf, ambito, contatti } => self.replace(titolare_cf, ambito, contatti),
             Effect::DisableContacts { contact_ids, motivo } => self.disable(contact_ids, motivo),
             Effect::AddContact { titolare_cf, matricola, kind, valore, uso } => {
-                let by_position = matricola.as_ref().is_some_and(|m| read(self.d, &Subject::Matricola(m.clone())));
-                if !by_position && !read(self.d, &Subject::Cf(titolare_cf.clone())) {
+                let by_position =
+                    matricola.as_ref().is_some_and(|m| read(self.d, &Subject::ContattiAzienda(m.clone())));
+                if !by_position && !read(self.d, &Subject::ContattiTitolare(titolare_cf.clone())) {
                     return Err(
                         "effect add_contact: the rule must read the holder's or the position's contacts first".into()
                     );
@@ -620,7 +622,7 @@ mod tests {
             trace: Trace {
                 facts: vec![FactRead {
                     call: "delegation".into(),
-                    subject: Subject::Matricola("1234567890".into()),
+                    subject: Subject::DelegheAzienda("1234567890".into()),
                     version: seen,
                     value: serde_json::Value::Null,
                 }],
@@ -635,7 +637,7 @@ mod tests {
         let mut w = World::default();
         w.tokens.insert(1, Some(1));
         w.tokens.insert(2, Some(5));
-        w.versions.insert(Subject::Matricola("1234567890".into()), 3);
+        w.versions.insert(Subject::DelegheAzienda("1234567890".into()), 3);
         for d in [delega("D-1", None), delega("D-3", Some("D-1"))] {
             w.deleghe.insert(d.id.clone(), d);
         }
@@ -650,7 +652,7 @@ mod tests {
         let mut revoked: Vec<_> = p.revocations.iter().map(|r| r.delega_id.as_str()).collect();
         revoked.sort();
         assert_eq!(revoked, ["D-1", "D-3"]);
-        assert_eq!(p.versions[&Subject::Matricola("1234567890".into())], 4);
+        assert_eq!(p.versions[&Subject::DelegheAzienda("1234567890".into())], 4);
         assert_eq!(p.events.len(), 1);
         assert_eq!(p.events[0].notifications.len(), 1);
     }

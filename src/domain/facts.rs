@@ -270,10 +270,23 @@ impl ImportFile {
 }
 
 /// A subject whose facts a rule can read; its `Display` form is the key of `subject_versions`.
+///
+/// Subjects are as narrow as the reads of rules: a company's record, its deleghe and its contacts are three
+/// subjects, so that revoking a delega does not invalidate a decision that only read contacts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Subject {
-    Matricola(String),
-    Cf(String),
+    /// The company record of a matricola.
+    Azienda(String),
+    /// Every delega on a matricola.
+    DelegheAzienda(String),
+    /// The contacts bound to a matricola.
+    ContattiAzienda(String),
+    /// A person (and their intermediary registration) by codice fiscale.
+    Persona(String),
+    /// Every delega a codice fiscale holds.
+    DelegheDelegato(String),
+    /// Every contact of a holder (codice fiscale or numeric CF).
+    ContattiTitolare(String),
     Sede(String),
     /// The open requests of one task type for one subject.
     Open {
@@ -285,8 +298,12 @@ pub enum Subject {
 impl std::fmt::Display for Subject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Subject::Matricola(m) => write!(f, "m:{m}"),
-            Subject::Cf(cf) => write!(f, "cf:{cf}"),
+            Subject::Azienda(m) => write!(f, "az:{m}"),
+            Subject::DelegheAzienda(m) => write!(f, "dm:{m}"),
+            Subject::ContattiAzienda(m) => write!(f, "cm:{m}"),
+            Subject::Persona(cf) => write!(f, "p:{cf}"),
+            Subject::DelegheDelegato(cf) => write!(f, "dp:{cf}"),
+            Subject::ContattiTitolare(cf) => write!(f, "cp:{cf}"),
             Subject::Sede(s) => write!(f, "sede:{s}"),
             Subject::Open { task, soggetto } => write!(f, "open:{task}:{soggetto}"),
         }
@@ -309,16 +326,23 @@ pub struct SubjectFacts {
     pub persona: Option<Persona>,
     pub intermediario: Option<Intermediario>,
     pub sede: Option<Sede>,
-    /// For a matricola: every delega on it. For a codice fiscale: every delega held by that person.
+    /// The deleghe of a [`Subject::DelegheAzienda`] or a [`Subject::DelegheDelegato`].
     pub deleghe: Vec<Delega>,
-    /// For a matricola: the contacts bound to it. For a codice fiscale: every contact of that person.
+    /// The contacts of a [`Subject::ContattiAzienda`] or a [`Subject::ContattiTitolare`].
     pub contatti: Vec<Contatto>,
     pub open_requests: Vec<OpenRequest>,
 }
 
 /// The subjects whose versions change when a delega changes.
 pub fn delega_subjects(d: &Delega) -> [Subject; 2] {
-    [Subject::Matricola(d.matricola.clone()), Subject::Cf(d.delegato_cf.clone())]
+    [Subject::DelegheAzienda(d.matricola.clone()), Subject::DelegheDelegato(d.delegato_cf.clone())]
+}
+
+/// The subjects whose versions change when a contact changes.
+pub fn contatto_subjects(titolare_cf: &str, matricola: Option<&String>) -> Vec<Subject> {
+    let mut out = vec![Subject::ContattiTitolare(titolare_cf.to_string())];
+    out.extend(matricola.map(|m| Subject::ContattiAzienda(m.clone())));
+    out
 }
 
 impl ImportFile {
@@ -326,14 +350,11 @@ impl ImportFile {
     pub fn touched_subjects(&self) -> Vec<Subject> {
         let mut out: Vec<Subject> = Vec::new();
         out.extend(self.sedi.iter().map(|s| Subject::Sede(s.codice.clone())));
-        out.extend(self.aziende.iter().map(|a| Subject::Matricola(a.matricola.clone())));
-        out.extend(self.persone.iter().map(|p| Subject::Cf(p.cf.clone())));
-        out.extend(self.intermediari.iter().map(|i| Subject::Cf(i.cf.clone())));
+        out.extend(self.aziende.iter().map(|a| Subject::Azienda(a.matricola.clone())));
+        out.extend(self.persone.iter().map(|p| Subject::Persona(p.cf.clone())));
+        out.extend(self.intermediari.iter().map(|i| Subject::Persona(i.cf.clone())));
         out.extend(self.deleghe.iter().flat_map(delega_subjects));
-        for c in &self.contatti {
-            out.push(Subject::Cf(c.titolare_cf.clone()));
-            out.extend(c.matricola.iter().map(|m| Subject::Matricola(m.clone())));
-        }
+        out.extend(self.contatti.iter().flat_map(|c| contatto_subjects(&c.titolare_cf, c.matricola.as_ref())));
         out.sort();
         out.dedup();
         out

@@ -409,26 +409,26 @@ fn facts_of(world: &ImportFile, open: Subject, open_requests: Vec<OpenRequest>) 
         facts.entry(Subject::Sede(s.codice.clone())).or_default().sede = Some(s.clone());
     }
     for a in &world.aziende {
-        facts.entry(Subject::Matricola(a.matricola.clone())).or_default().azienda = Some(a.clone());
+        facts.entry(Subject::Azienda(a.matricola.clone())).or_default().azienda = Some(a.clone());
     }
     for p in &world.persone {
-        facts.entry(Subject::Cf(p.cf.clone())).or_default().persona = Some(p.clone());
+        facts.entry(Subject::Persona(p.cf.clone())).or_default().persona = Some(p.clone());
     }
     for i in &world.intermediari {
-        facts.entry(Subject::Cf(i.cf.clone())).or_default().intermediario = Some(i.clone());
+        facts.entry(Subject::Persona(i.cf.clone())).or_default().intermediario = Some(i.clone());
     }
     let mut deleghe: Vec<&Delega> = world.deleghe.iter().collect();
     deleghe.sort_by(|a, b| (&a.data_inizio, &a.id).cmp(&(&b.data_inizio, &b.id)));
     for d in deleghe {
-        facts.entry(Subject::Matricola(d.matricola.clone())).or_default().deleghe.push(d.clone());
-        facts.entry(Subject::Cf(d.delegato_cf.clone())).or_default().deleghe.push(d.clone());
+        facts.entry(Subject::DelegheAzienda(d.matricola.clone())).or_default().deleghe.push(d.clone());
+        facts.entry(Subject::DelegheDelegato(d.delegato_cf.clone())).or_default().deleghe.push(d.clone());
     }
     let mut contatti: Vec<&Contatto> = world.contatti.iter().collect();
     contatti.sort_by(|a, b| a.id.cmp(&b.id));
     for c in contatti {
-        facts.entry(Subject::Cf(c.titolare_cf.clone())).or_default().contatti.push(c.clone());
+        facts.entry(Subject::ContattiTitolare(c.titolare_cf.clone())).or_default().contatti.push(c.clone());
         if let Some(m) = &c.matricola {
-            facts.entry(Subject::Matricola(m.clone())).or_default().contatti.push(c.clone());
+            facts.entry(Subject::ContattiAzienda(m.clone())).or_default().contatti.push(c.clone());
         }
     }
     facts.entry(open).or_default().open_requests = open_requests;

@@ -165,33 +165,35 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_get("now", |c: &mut Ctx| c.now.clone());
 
     engine.register_fn("company", |c: &mut Ctx, matricola: &str| {
-        c.read(format!("company({matricola})"), Subject::Matricola(matricola.to_string()), |f| f.azienda.clone())
+        c.read(format!("company({matricola})"), Subject::Azienda(matricola.to_string()), |f| f.azienda.clone())
     });
     engine.register_fn("person", |c: &mut Ctx, cf: &str| {
-        c.read(format!("person({cf})"), Subject::Cf(norm(cf)), |f| f.persona.clone())
+        c.read(format!("person({cf})"), Subject::Persona(norm(cf)), |f| f.persona.clone())
     });
     engine.register_fn("intermediary", |c: &mut Ctx, cf: &str| {
-        c.read(format!("intermediary({cf})"), Subject::Cf(norm(cf)), |f| f.intermediario.clone())
+        c.read(format!("intermediary({cf})"), Subject::Persona(norm(cf)), |f| f.intermediario.clone())
     });
     engine.register_fn("sede", |c: &mut Ctx, codice: &str| {
         c.read(format!("sede({codice})"), Subject::Sede(codice.to_string()), |f| f.sede.clone())
     });
     engine.register_fn("delegation", |c: &mut Ctx, matricola: &str, cf: &str| {
-        c.read(format!("delegation({matricola}, {cf})"), Subject::Matricola(matricola.to_string()), |f| {
+        c.read(format!("delegation({matricola}, {cf})"), Subject::DelegheAzienda(matricola.to_string()), |f| {
             main_delega(&f.deleghe, cf).cloned()
         })
     });
     engine.register_fn("delegations", |c: &mut Ctx, matricola: &str| {
-        c.read(format!("delegations({matricola})"), Subject::Matricola(matricola.to_string()), |f| f.deleghe.clone())
+        c.read(format!("delegations({matricola})"), Subject::DelegheAzienda(matricola.to_string()), |f| {
+            f.deleghe.clone()
+        })
     });
     engine.register_fn("delegations_held", |c: &mut Ctx, cf: &str| {
-        c.read(format!("delegations_held({cf})"), Subject::Cf(norm(cf)), |f| f.deleghe.clone())
+        c.read(format!("delegations_held({cf})"), Subject::DelegheDelegato(norm(cf)), |f| f.deleghe.clone())
     });
     engine.register_fn("contacts", |c: &mut Ctx, cf: &str| {
-        c.read(format!("contacts({cf})"), Subject::Cf(norm(cf)), |f| f.contatti.clone())
+        c.read(format!("contacts({cf})"), Subject::ContattiTitolare(norm(cf)), |f| f.contatti.clone())
     });
     engine.register_fn("position_contacts", |c: &mut Ctx, matricola: &str| {
-        c.read(format!("position_contacts({matricola})"), Subject::Matricola(matricola.to_string()), |f| {
+        c.read(format!("position_contacts({matricola})"), Subject::ContattiAzienda(matricola.to_string()), |f| {
             f.contatti.clone()
         })
     });

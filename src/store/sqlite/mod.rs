@@ -20,7 +20,7 @@ use crate::domain::closing::{
 };
 use crate::domain::facts::{
     Azienda, Contatto, Delega, ImportFile, Intermediario, OpenRequest, Persona, Sede, Subject, SubjectFacts,
-    delega_subjects,
+    contatto_subjects, delega_subjects,
 };
 use crate::domain::request::{ContattiNotifica, protocol_number};
 use crate::domain::time::{Millis, rfc3339, year};
@@ -315,72 +315,80 @@ impl SqliteStore {
                 )
             })
             .collect();
-        let mut matricole = Vec::new();
-        let mut cfs = Vec::new();
-        let mut sedi = Vec::new();
-        let mut open = Vec::new();
-        for s in subjects {
-            match s {
-                Subject::Matricola(m) => matricole.push(m.as_str()),
-                Subject::Cf(cf) => cfs.push(cf.as_str()),
-                Subject::Sede(c) => sedi.push(c.as_str()),
-                Subject::Open { task, soggetto } => open.push([task.as_str(), soggetto.as_str()]),
-            }
-        }
-        if !matricole.is_empty() {
-            let m = json_text(&matricole);
+        let keys_of = |pick: fn(&Subject) -> Option<&String>| -> Vec<&str> {
+            subjects.iter().filter_map(pick).map(String::as_str).collect()
+        };
+        let aziende = keys_of(|s| if let Subject::Azienda(k) = s { Some(k) } else { None });
+        let deleghe_azienda = keys_of(|s| if let Subject::DelegheAzienda(k) = s { Some(k) } else { None });
+        let contatti_azienda = keys_of(|s| if let Subject::ContattiAzienda(k) = s { Some(k) } else { None });
+        let persone = keys_of(|s| if let Subject::Persona(k) = s { Some(k) } else { None });
+        let deleghe_delegato = keys_of(|s| if let Subject::DelegheDelegato(k) = s { Some(k) } else { None });
+        let contatti_titolare = keys_of(|s| if let Subject::ContattiTitolare(k) = s { Some(k) } else { None });
+        let sedi = keys_of(|s| if let Subject::Sede(k) = s { Some(k) } else { None });
+        let open: Vec<[&str; 2]> = subjects
+            .iter()
+            .filter_map(|s| match s {
+                Subject::Open { task, soggetto } => Some([task.as_str(), soggetto.as_str()]),
+                _ => None,
+            })
+            .collect();
+        if !aziende.is_empty() {
             for row in sqlx::query("SELECT * FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))")
-                .bind(&m)
+                .bind(json_text(&aziende))
                 .fetch_all(&mut *tx)
                 .await?
             {
                 let a = azienda(&row)?;
-                if let Some(f) = out.get_mut(&Subject::Matricola(a.matricola.clone())) {
+                if let Some(f) = out.get_mut(&Subject::Azienda(a.matricola.clone())) {
                     f.azienda = Some(a);
                 }
             }
+        }
+        if !deleghe_azienda.is_empty() {
             for row in sqlx::query(
                 "SELECT * FROM deleghe WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id",
             )
-            .bind(&m)
+            .bind(json_text(&deleghe_azienda))
             .fetch_all(&mut *tx)
             .await?
             {
                 let d = delega(&row)?;
-                if let Some(f) = out.get_mut(&Subject::Matricola(d.matricola.clone())) {
+                if let Some(f) = out.get_mut(&Subject::DelegheAzienda(d.matricola.clone())) {
                     f.deleghe.push(d);
                 }
             }
+        }
+        if !contatti_azienda.is_empty() {
             for row in
                 sqlx::query("SELECT * FROM contatti WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY id")
-                    .bind(&m)
+                    .bind(json_text(&contatti_azienda))
                     .fetch_all(&mut *tx)
                     .await?
             {
                 let c = contatto(&row)?;
-                if let Some(f) = c.matricola.clone().and_then(|m| out.get_mut(&Subject::Matricola(m))) {
+                if let Some(f) = c.matricola.clone().and_then(|m| out.get_mut(&Subject::ContattiAzienda(m))) {
                     f.contatti.push(c);
                 }
             }
         }
-        if !cfs.is_empty() {
-            let c = json_text(&cfs);
+        if !persone.is_empty() {
+            let p = json_text(&persone);
             for row in
                 sqlx::query("SELECT cf, nome, cognome FROM persone WHERE cf IN (SELECT value FROM json_each($1))")
-                    .bind(&c)
+                    .bind(&p)
                     .fetch_all(&mut *tx)
                     .await?
             {
                 let p =
                     Persona { cf: row.try_get("cf")?, nome: row.try_get("nome")?, cognome: row.try_get("cognome")? };
-                if let Some(f) = out.get_mut(&Subject::Cf(p.cf.clone())) {
+                if let Some(f) = out.get_mut(&Subject::Persona(p.cf.clone())) {
                     f.persona = Some(p);
                 }
             }
             for row in sqlx::query(
                 "SELECT cf, categoria, albo FROM intermediari WHERE cf IN (SELECT value FROM json_each($1))",
             )
-            .bind(&c)
+            .bind(&p)
             .fetch_all(&mut *tx)
             .await?
             {
@@ -389,30 +397,34 @@ impl SqliteStore {
                     categoria: row.try_get("categoria")?,
                     albo: row.try_get("albo")?,
                 };
-                if let Some(f) = out.get_mut(&Subject::Cf(i.cf.clone())) {
+                if let Some(f) = out.get_mut(&Subject::Persona(i.cf.clone())) {
                     f.intermediario = Some(i);
                 }
             }
+        }
+        if !deleghe_delegato.is_empty() {
             for row in sqlx::query(
                 "SELECT * FROM deleghe WHERE delegato_cf IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id",
             )
-            .bind(&c)
+            .bind(json_text(&deleghe_delegato))
             .fetch_all(&mut *tx)
             .await?
             {
                 let d = delega(&row)?;
-                if let Some(f) = out.get_mut(&Subject::Cf(d.delegato_cf.clone())) {
+                if let Some(f) = out.get_mut(&Subject::DelegheDelegato(d.delegato_cf.clone())) {
                     f.deleghe.push(d);
                 }
             }
+        }
+        if !contatti_titolare.is_empty() {
             for row in
                 sqlx::query("SELECT * FROM contatti WHERE titolare_cf IN (SELECT value FROM json_each($1)) ORDER BY id")
-                    .bind(&c)
+                    .bind(json_text(&contatti_titolare))
                     .fetch_all(&mut *tx)
                     .await?
             {
                 let k = contatto(&row)?;
-                if let Some(f) = out.get_mut(&Subject::Cf(k.titolare_cf.clone())) {
+                if let Some(f) = out.get_mut(&Subject::ContattiTitolare(k.titolare_cf.clone())) {
                     f.contatti.push(k);
                 }
             }
@@ -520,8 +532,7 @@ impl SqliteStore {
         }
         subjects.extend(world.deleghe.values().flat_map(delega_subjects));
         for c in world.contatti.values() {
-            subjects.insert(Subject::Cf(c.titolare_cf.clone()));
-            subjects.extend(c.matricola.iter().map(|m| Subject::Matricola(m.clone())));
+            subjects.extend(contatto_subjects(&c.titolare_cf, c.matricola.as_ref()));
         }
         let keys: Vec<String> = subjects.iter().map(Subject::to_string).collect();
         let current: HashMap<String, i64> = sqlx::query_as(
