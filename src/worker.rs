@@ -95,13 +95,22 @@ impl Pipeline {
         &self,
         claimed: Vec<ClaimedRequest>,
     ) -> Result<Vec<(ClaimedRequest, Evaluation)>, StoreError> {
+        self.evaluate_batch_at(claimed, now_ms()).await
+    }
+
+    /// [`Pipeline::evaluate_batch`] with the decision instant given (`ctx.now`, `ctx.today`): for replays and
+    /// for running rule cases on a real store.
+    pub async fn evaluate_batch_at(
+        &self,
+        claimed: Vec<ClaimedRequest>,
+        now: Millis,
+    ) -> Result<Vec<(ClaimedRequest, Evaluation)>, StoreError> {
         let facts = self.store.load_facts(&prefetch_subjects(&claimed)).await?;
         let loader: Arc<dyn FactLoader> =
             Arc::new(StoreLoader { store: self.store.clone(), runtime: tokio::runtime::Handle::current() });
         let view = Arc::new(FactsView::new(facts, Some(loader)));
         let rules = self.rules.load_full();
         let evaluator = self.evaluator.clone();
-        let now = now_ms();
         tokio::task::spawn_blocking(move || {
             claimed
                 .into_iter()

@@ -165,14 +165,30 @@ struct ExpectSpec {
 // The file, checked: ready to run.
 
 /// One case, checked, with its world merged.
-struct Case {
-    name: String,
-    line: u64,
-    today: Option<String>,
-    world: ImportFile,
-    open_requests: Vec<String>,
-    request: Map<String, Value>,
-    expected: Expected,
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub line: u64,
+    pub today: Option<String>,
+    pub world: ImportFile,
+    pub open_requests: Vec<String>,
+    pub request: Map<String, Value>,
+    pub expected: Expected,
+}
+
+impl Case {
+    /// The decision instant of this case: noon UTC of its `today`, else `default`.
+    pub fn now(&self, default: Millis) -> Millis {
+        self.today.as_deref().and_then(noon).unwrap_or(default)
+    }
+}
+
+/// The checked cases of one task folder (for harnesses that run them elsewhere, e.g. on a real store).
+pub fn task_cases(rule: &TaskRule) -> Result<Vec<Case>, String> {
+    load_cases(&rule.dir.join("cases.yaml"), rule).map_err(|e| match e {
+        FileProblem::Missing => format!("{}: no cases.yaml", rule.dir.display()),
+        FileProblem::Invalid(problems) => problems.join("\n"),
+    })
 }
 
 /// Why a task folder's cases could not run.
@@ -444,7 +460,7 @@ fn decide(
     evaluator: &Evaluator,
     options: &CaseOptions,
 ) -> Actual {
-    let now = case.today.as_deref().and_then(noon).unwrap_or(options.now);
+    let now = case.now(options.now);
     let new = match intake::validate(case.request.clone(), rules) {
         Ok(new) => new,
         Err(errors) => {

@@ -6,7 +6,7 @@ mod engine;
 mod host;
 mod loader;
 
-pub use cases::{CaseOptions, Report, run_cases};
+pub use cases::{Case, CaseOptions, Report, run_cases, task_cases};
 pub use engine::{Evaluator, Limits};
 pub use host::{FactLoader, FactsView};
 pub use loader::{LoadError, Mode, RuleSet, TaskRule, load_rule_set};
