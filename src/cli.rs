@@ -86,6 +86,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A request's decisions in words: rule version, checks with their lines, facts read, effects
+    Explain {
+        id_or_protocollo: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide closed requests again with a candidate rule set (from the facts recorded at the time) and
+    /// report what would change
+    Replay {
+        /// The candidate rules directory
+        #[arg(long, value_name = "DIR")]
+        rules: PathBuf,
+        /// Only requests submitted on or after this date (YYYY-MM-DD)
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this task's requests
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Rule packs: test each task's cases.yaml
     Rules {
         #[command(subcommand)]
@@ -247,6 +268,8 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Facts { command: FactsCommand::Import { file } } => import_facts(&config, &file).await,
         Command::Rules { command: RulesCommand::Test { dir, task, json } } => rules_test(&config, dir, task, json),
         Command::Operator { command } => operator(&config, command).await,
+        Command::Explain { id_or_protocollo, json } => explain(&config, &id_or_protocollo, json).await,
+        Command::Replay { rules, since, task, json } => replay(&config, rules, since, task, json).await,
         Command::Annulla { id_or_protocollo, richiedente } => {
             let store = daemon::open_store(&config).await.map_err(runtime)?;
             let protocollo = store.withdraw(&id_or_protocollo, &richiedente, now_ms()).await.map_err(store_failure)?;
@@ -262,6 +285,66 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Bench(args) => bench::run(&config, args).await.map_err(runtime),
     }
+}
+
+async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
+    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let decisions = store.decisions_of(key).await.map_err(runtime)?;
+    if decisions.is_empty() {
+        return match store.request(key).await.map_err(runtime)? {
+            None => Err(Failure { code: 3, error: anyhow::anyhow!("no request with id or protocol number `{key}`") }),
+            Some(v) => Err(input(anyhow::anyhow!("request {} has no decision yet (stato: {})", v.protocollo, v.stato))),
+        };
+    }
+    if json {
+        let out: Vec<serde_json::Value> = decisions
+            .iter()
+            .map(|d| {
+                serde_json::json!({ "protocollo": d.protocollo, "task": d.task,
+                                    "decisa_il": crate::domain::time::rfc3339(d.decided_at), "decisione": d.decision })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
+    } else {
+        let evaluator = daemon::evaluator(config);
+        let rules = daemon::load_rules(config, &evaluator).ok();
+        print!("{}", crate::ruletools::explain::render(&decisions, rules.as_ref()));
+    }
+    Ok(())
+}
+
+async fn replay(config: &Config, dir: PathBuf, since: Option<String>, task: Option<String>, json: bool) -> Outcome {
+    let since = since
+        .map(|d| {
+            chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc().timestamp_millis())
+                .ok_or_else(|| input(anyhow::anyhow!("--since `{d}`: expected a date YYYY-MM-DD")))
+        })
+        .transpose()?;
+    let evaluator = std::sync::Arc::new(daemon::evaluator(config));
+    let candidate = crate::rules::load_rule_set(&dir, &evaluator)
+        .with_context(|| format!("cannot load the candidate rules in {}", dir.display()))
+        .map_err(input)?;
+    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let loader = std::sync::Arc::new(crate::worker::StoreLoader::new(store.clone()));
+    let report = crate::ruletools::replay::replay(
+        &store,
+        std::sync::Arc::new(candidate),
+        evaluator,
+        loader,
+        since,
+        task.as_deref(),
+    )
+    .await
+    .map_err(runtime)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(runtime)?);
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(())
 }
 
 /// Maps a store error to the exit code it deserves.

@@ -12,6 +12,7 @@ pub mod domain;
 pub mod intake;
 pub mod operator;
 pub mod rules;
+pub mod ruletools;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -47,9 +47,16 @@ pub struct Pipeline {
 }
 
 /// Loads facts a rule asks for beyond the batch's prefetch, from the evaluation thread.
-struct StoreLoader {
+pub struct StoreLoader {
     store: Store,
     runtime: tokio::runtime::Handle,
+}
+
+impl StoreLoader {
+    /// A loader for evaluations started from within this tokio runtime.
+    pub fn new(store: Store) -> Self {
+        StoreLoader { store, runtime: tokio::runtime::Handle::current() }
+    }
 }
 
 impl FactLoader for StoreLoader {
@@ -106,8 +113,7 @@ impl Pipeline {
         now: Millis,
     ) -> Result<Vec<(ClaimedRequest, Evaluation)>, StoreError> {
         let facts = self.store.load_facts(&prefetch_subjects(&claimed)).await?;
-        let loader: Arc<dyn FactLoader> =
-            Arc::new(StoreLoader { store: self.store.clone(), runtime: tokio::runtime::Handle::current() });
+        let loader: Arc<dyn FactLoader> = Arc::new(StoreLoader::new(self.store.clone()));
         let view = Arc::new(FactsView::new(facts, Some(loader)));
         let rules = self.rules.load_full();
         let evaluator = self.evaluator.clone();

@@ -124,6 +124,9 @@ pub struct Trace {
     pub facts: Vec<FactRead>,
     pub today: String,
     pub operations: u64,
+    /// In a replay: calls the original decision did not make, answered from the current data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrecorded: Vec<String>,
 }
 
 /// A rule's decision on one request.

@@ -215,7 +215,7 @@ fn build_decision(rule: &TaskRule, c: Collector, today: String, operations: u64)
         reasons,
         effects,
         rule_version: rule.version.clone(),
-        trace: Trace { checks: c.checks, facts: c.facts, today, operations },
+        trace: Trace { checks: c.checks, facts: c.facts, today, operations, unrecorded: c.unrecorded },
         duration_us: 0,
         nota: None,
     })

@@ -22,14 +22,29 @@ pub trait FactLoader: Send + Sync {
 }
 
 /// The facts a batch of evaluations reads: prefetched subjects, plus any a rule asks for beyond them.
+///
+/// For a replay, the view also holds the facts recorded with a past decision, by call: a call the old
+/// decision made is answered with what it read then; any other call reads the current data and is noted.
 pub struct FactsView {
     facts: Mutex<HashMap<Subject, Arc<SubjectFacts>>>,
     loader: Option<Arc<dyn FactLoader>>,
+    recorded: Option<HashMap<String, FactRead>>,
 }
 
 impl FactsView {
     pub fn new(facts: HashMap<Subject, SubjectFacts>, loader: Option<Arc<dyn FactLoader>>) -> Self {
-        FactsView { facts: Mutex::new(facts.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()), loader }
+        FactsView {
+            facts: Mutex::new(facts.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+            loader,
+            recorded: None,
+        }
+    }
+
+    /// A view answering from the facts a past decision recorded (see the type's documentation).
+    pub fn recorded(reads: &[FactRead], loader: Option<Arc<dyn FactLoader>>) -> Self {
+        let mut view = FactsView::new(HashMap::new(), loader);
+        view.recorded = Some(reads.iter().map(|r| (r.call.clone(), r.clone())).collect());
+        view
     }
 
     fn get(&self, subject: &Subject) -> Result<Arc<SubjectFacts>, Box<EvalAltResult>> {
@@ -58,6 +73,8 @@ pub(super) struct Collector {
     pub effects: Vec<serde_json::Value>,
     pub facts: Vec<FactRead>,
     pub known_codes: Vec<String>,
+    /// Calls a replayed decision made that the original did not record (answered from current data).
+    pub unrecorded: Vec<String>,
 }
 
 thread_local! {
@@ -90,6 +107,20 @@ impl Ctx {
         subject: Subject,
         pick: impl FnOnce(&SubjectFacts) -> T,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
+        if let Some(recorded) = &self.view.recorded {
+            if let Some(read) = recorded.get(&call) {
+                let dynamic = rhai::serde::to_dynamic(&read.value)?;
+                with_collector(|c| {
+                    c.facts.push(read.clone());
+                    Ok(())
+                })?;
+                return Ok(dynamic);
+            }
+            with_collector(|c| {
+                c.unrecorded.push(call.clone());
+                Ok(())
+            })?;
+        }
         let facts = self.view.get(&subject)?;
         let value = serde_json::to_value(pick(&facts)).map_err(|e| e.to_string())?;
         let dynamic = rhai::serde::to_dynamic(&value)?;

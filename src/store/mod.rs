@@ -125,6 +125,16 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// A decision as recorded, with the request it is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDecision {
+    pub request_id: i64,
+    pub protocollo: String,
+    pub task: String,
+    pub decided_at: Millis,
+    pub decision: crate::domain::decision::Decision,
+}
+
 /// A request waiting for an operator (`operator list`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QueueEntry {
@@ -283,6 +293,20 @@ impl Store {
     /// Every closed request of a subject (matricola or codice fiscale).
     pub async fn fascicolo(&self, subject: &str) -> Result<Vec<FascicoloEntry>> {
         dispatch!(self, s => s.fascicolo(subject).await)
+    }
+
+    /// Every decision recorded for a request, oldest first (`explain`).
+    pub async fn decisions_of(&self, key: &str) -> Result<Vec<StoredDecision>> {
+        dispatch!(self, s => s.decisions_of(key).await)
+    }
+
+    /// The rule decisions that closed requests, with each request as the rule saw it (`replay`).
+    pub async fn closing_rule_decisions(
+        &self,
+        since: Option<Millis>,
+        task: Option<&str>,
+    ) -> Result<Vec<(ClaimedRequest, crate::domain::decision::Decision, Millis)>> {
+        dispatch!(self, s => s.closing_rule_decisions(since, task).await)
     }
 
     /// Number of decisions recorded per request id (for exactly-once checks in tests and the benchmark).
