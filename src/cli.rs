@@ -172,6 +172,26 @@ enum OperatorCommand {
 
 #[derive(Debug, Subcommand)]
 enum RulesCommand {
+    /// Decisions on which a task's shadow candidate disagreed with the active version
+    Shadow {
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The rule versions each daemon instance runs, when they were activated, and why the last candidate
+    /// was refused
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compile and lint every task folder: findings with file:line:col, the source line and what to do
+    Check {
+        /// The rules directory [default: rules.dir of the configuration]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the cases.yaml of every task folder (like `opa test`); exit 2 if a case fails or a file is invalid
     Test {
         /// The rules directory [default: rules.dir of the configuration]
@@ -267,6 +287,80 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Facts { command: FactsCommand::Import { file } } => import_facts(&config, &file).await,
         Command::Rules { command: RulesCommand::Test { dir, task, json } } => rules_test(&config, dir, task, json),
+        Command::Rules { command: RulesCommand::Check { dir, json } } => rules_check(&config, dir, json),
+        Command::Rules { command: RulesCommand::Shadow { task, json } } => {
+            let store = daemon::open_store(&config).await.map_err(runtime)?;
+            let found = store.shadow_disagreements(task.as_deref()).await.map_err(runtime)?;
+            if json {
+                let out: Vec<serde_json::Value> = found
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({ "protocollo": d.protocollo, "task": d.task,
+                            "attiva": { "versione": d.decision.rule_version, "esito": d.decision.outcome,
+                                        "motivi": d.decision.reasons.iter().map(|r| &r.codice).collect::<Vec<_>>() },
+                            "candidata": d.decision.trace.shadow })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
+                return Ok(());
+            }
+            println!("{} disaccordi tra versione attiva e candidata", found.len());
+            for d in &found {
+                let active: Vec<&str> = d.decision.reasons.iter().map(|r| r.codice.as_str()).collect();
+                let (version, outcome, reasons) =
+                    d.decision.trace.shadow.as_ref().map_or(("?".into(), "?".into(), String::new()), |s| {
+                        (
+                            s.version.clone(),
+                            s.outcome.map_or_else(
+                                || format!("errore: {}", s.error.as_deref().unwrap_or("")),
+                                |o| o.as_str().to_string(),
+                            ),
+                            s.reasons.join(", "),
+                        )
+                    });
+                println!(
+                    "  {}  {}  attiva {} {} [{}]  candidata {version} {outcome} [{reasons}]",
+                    d.protocollo,
+                    d.task,
+                    d.decision.rule_version,
+                    d.decision.outcome.as_str(),
+                    active.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Command::Rules { command: RulesCommand::Status { json } } => {
+            let store = daemon::open_store(&config).await.map_err(runtime)?;
+            let statuses = store.rule_status().await.map_err(runtime)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses).map_err(runtime)?);
+                return Ok(());
+            }
+            if statuses.is_empty() {
+                println!("no daemon has started on this database yet");
+            }
+            for s in statuses {
+                let rfc = crate::domain::time::rfc3339;
+                println!(
+                    "istanza {} — regole attivate il {}, verificate il {}",
+                    s.instance,
+                    rfc(s.activated_at),
+                    rfc(s.checked_at)
+                );
+                for (task, version) in &s.active {
+                    println!("  {task:<36} {version}");
+                }
+                if s.candidate_errors.is_empty() {
+                    println!("  ultima versione candidata: attivata");
+                } else {
+                    println!("  ultima versione candidata RIFIUTATA ({} problemi):", s.candidate_errors.len());
+                    for e in &s.candidate_errors {
+                        println!("    - {e}");
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Operator { command } => operator(&config, command).await,
         Command::Explain { id_or_protocollo, json } => explain(&config, &id_or_protocollo, json).await,
         Command::Replay { rules, since, task, json } => replay(&config, rules, since, task, json).await,
@@ -574,6 +668,22 @@ async fn import_facts(config: &Config, path: &Path) -> Outcome {
 }
 
 /// `rules test`: runs the cases (synchronously: a few rule evaluations, nothing else to schedule).
+fn rules_check(config: &Config, dir: Option<PathBuf>, json: bool) -> Outcome {
+    let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
+    let findings = crate::rules::check_rules(&dir, &daemon::evaluator(config))
+        .with_context(|| format!("cannot read the rules in {}", dir.display()))
+        .map_err(input)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&findings).map_err(runtime)?);
+    } else {
+        for f in &findings {
+            println!("{}", f.render());
+        }
+        println!("{}: {} finding(s)", dir.display(), findings.len());
+    }
+    if findings.is_empty() { Ok(()) } else { Err(input(anyhow::anyhow!("rules check: {} finding(s)", findings.len()))) }
+}
+
 fn rules_test(config: &Config, dir: Option<PathBuf>, task: Option<String>, json: bool) -> Outcome {
     let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
     let options =

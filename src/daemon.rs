@@ -69,11 +69,28 @@ pub async fn run(config: &Config, pipeline: Arc<Pipeline>, exit_when_idle: bool)
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let mut status =
+        crate::reload::active_status(&pipeline.instance, &pipeline.rules.load(), now_ms(), Vec::new(), now_ms());
+    record_status(&pipeline, &status).await;
+    let watch_every = Duration::from_millis(config.rules.watch_interval_ms.max(1));
+    let mut watch = tokio::time::interval(watch_every);
+    let mut seen = crate::reload::fingerprint(&config.rules.dir);
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }
-            _ = hup.recv() => reload(config, &pipeline),
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the rules");
+                status = reload(config, &pipeline, status).await;
+            }
+            _ = watch.tick(), if config.rules.watch_interval_ms > 0 => {
+                let now_seen = crate::reload::fingerprint(&config.rules.dir);
+                if now_seen != seen {
+                    seen = now_seen;
+                    info!("the rules directory changed: vetting the new rules");
+                    status = reload(config, &pipeline, status).await;
+                }
+            }
             done = workers.join_next() => {
                 if done.is_none() || exit_when_idle && workers.is_empty() {
                     info!("nothing left to decide: exiting");
@@ -100,14 +117,36 @@ pub async fn run(config: &Config, pipeline: Arc<Pipeline>, exit_when_idle: bool)
     Ok(())
 }
 
-/// Re-reads the rules; an invalid new version is refused and the running one stays.
-fn reload(config: &Config, pipeline: &Pipeline) {
-    match load_rule_set(&config.rules.dir, &pipeline.evaluator) {
-        Ok(rules) => {
-            let versions: Vec<String> = rules.tasks.values().map(|r| format!("{}@{}", r.id, r.version)).collect();
-            pipeline.rules.store(Arc::new(rules));
-            info!(?versions, "SIGHUP: rules reloaded");
-        }
-        Err(e) => error!(error = %e, "SIGHUP: new rules refused, the running ones stay"),
+/// Vets the rules directory and activates it if it passes (compiles, lints clean, cases pass); otherwise
+/// the running rules stay. Either way the outcome is logged and recorded for `rules status`.
+async fn reload(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    previous: crate::store::RuleStatus,
+) -> crate::store::RuleStatus {
+    let (dir, sede, p, prev) =
+        (config.rules.dir.clone(), config.intake.sede_predefinita.clone(), pipeline.clone(), previous.clone());
+    let status = tokio::task::spawn_blocking(move || {
+        crate::reload::reload(&dir, &p.evaluator, &p.rules, &prev, &sede, now_ms())
+    })
+    .await
+    .unwrap_or(previous);
+    if status.candidate_errors.is_empty() {
+        let versions: Vec<String> = status.active.iter().map(|(t, v)| format!("{t}@{v}")).collect();
+        info!(?versions, "rules activated");
+    } else {
+        error!(
+            problems = status.candidate_errors.len(),
+            first = %status.candidate_errors[0],
+            "new rules refused: the running ones stay (see `smart-taskd rules status`)"
+        );
+    }
+    record_status(pipeline, &status).await;
+    status
+}
+
+async fn record_status(pipeline: &Pipeline, status: &crate::store::RuleStatus) {
+    if let Err(e) = pipeline.store.record_rule_status(status).await {
+        warn!(error = %e, "cannot record the rule status");
     }
 }

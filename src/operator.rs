@@ -106,7 +106,7 @@ pub async fn close(
     let protocollo = claimed.protocollo.clone();
     // One attempt: an effect that cannot apply is reported to the operator, not retried.
     let policy = RetryPolicy { max_failures: i64::MAX, base_delay_ms: 0, max_delay_ms: 0 };
-    let plan = store.close_batch(&[(claimed, Evaluation::Decided(decision))], policy, now, &actor).await?;
+    let plan = store.close_batch(&[(claimed, Evaluation::Decided(Box::new(decision)))], policy, now, &actor).await?;
     match plan.fates.first().map(|(_, f)| *f) {
         Some(Fate::Closed(_)) => Ok(protocollo),
         Some(Fate::Conflict) => Err(OperatorError::Invalid(format!(

@@ -37,7 +37,7 @@ pub struct ClaimedRequest {
 /// The result of evaluating one claimed request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Evaluation {
-    Decided(Decision),
+    Decided(Box<Decision>),
     Failed(RuleFailure),
 }
 
@@ -283,7 +283,7 @@ pub fn plan(
             });
             p.fates.push((req.id, Fate::Closed(outcome)));
         }
-        p.decisions.push((req.id, decision.clone()));
+        p.decisions.push((req.id, (**decision).clone()));
     }
     p
 }
@@ -614,7 +614,7 @@ mod tests {
     }
 
     fn accept_revoke(id: &str, seen: i64) -> Evaluation {
-        Evaluation::Decided(Decision {
+        Evaluation::Decided(Box::new(Decision {
             outcome: Outcome::Accolta,
             reasons: vec![],
             effects: vec![Effect::RevokeDelegation { delegation_id: id.into(), from: "2026-12-01".into() }],
@@ -630,7 +630,7 @@ mod tests {
             },
             duration_us: 1,
             nota: None,
-        })
+        }))
     }
 
     fn world() -> World {

@@ -127,6 +127,48 @@ pub struct Trace {
     /// In a replay: calls the original decision did not make, answered from the current data.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unrecorded: Vec<String>,
+    /// In shadow mode: what the candidate version decided from the same facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowDecision>,
+    /// In dry-run mode: the outcome the rule reached (the request went to an operator instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<Outcome>,
+}
+
+/// What a shadow candidate decided, next to the active decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowDecision {
+    pub version: String,
+    /// None when the candidate failed (see `error`).
+    pub outcome: Option<Outcome>,
+    pub reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// True when the outcome or the reason codes differ from the active decision's.
+    pub disagrees: bool,
+}
+
+impl ShadowDecision {
+    /// Compares a candidate's result with the active decision.
+    pub fn compare(active: &Decision, version: &str, candidate: Result<&Decision, &RuleFailure>) -> ShadowDecision {
+        let codes = |d: &Decision| d.reasons.iter().map(|r| r.codice.clone()).collect::<Vec<_>>();
+        match candidate {
+            Ok(c) => ShadowDecision {
+                version: version.to_string(),
+                outcome: Some(c.outcome),
+                reasons: codes(c),
+                error: None,
+                disagrees: c.outcome != active.outcome || codes(c) != codes(active),
+            },
+            Err(f) => ShadowDecision {
+                version: version.to_string(),
+                outcome: None,
+                reasons: Vec::new(),
+                error: Some(format!("{}: {}", f.kind.as_str(), f.message)),
+                disagrees: true,
+            },
+        }
+    }
 }
 
 /// A rule's decision on one request.

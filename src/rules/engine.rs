@@ -17,9 +17,9 @@ use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, OptimizationLevel, Sco
 use serde_json::Value;
 
 use super::host::{COLLECTOR, Collector, Ctx, FactsView};
-use super::loader::TaskRule;
+use super::loader::{Mode, TaskRule};
 use crate::domain::closing::{ClaimedRequest, Evaluation};
-use crate::domain::decision::{Decision, Effect, FailureKind, Outcome, Reason, RuleFailure, Trace};
+use crate::domain::decision::{Decision, Effect, FailureKind, Outcome, Reason, RuleFailure, ShadowDecision, Trace};
 use crate::domain::time::{Millis, iso_date, rfc3339};
 
 /// Resource limits of one decision.
@@ -107,10 +107,53 @@ impl Evaluator {
         self.engine.compile(source).map_err(|e| e.to_string())
     }
 
+    /// Compiles a script; on error, the error and where Rhai places it (1-based line and column).
+    pub fn compile_at(&self, source: &str) -> Result<rhai::AST, (rhai::ParseError, Option<(usize, usize)>)> {
+        self.engine.compile(source).map_err(|e| {
+            let at = e.position().line().map(|l| (l, e.position().position().unwrap_or(1)));
+            (e, at)
+        })
+    }
+
     /// Decides one request. Runs synchronously: call it off the async runtime.
     pub fn evaluate(&self, rule: &TaskRule, req: &ClaimedRequest, view: Arc<FactsView>, now: Millis) -> Evaluation {
         let started = Instant::now();
+        let active = Version { ast: &rule.ast, version: &rule.version };
+        let mut decision = match self.decide(rule, active, req, view.clone(), now) {
+            Ok(d) => d,
+            Err(f) => return Evaluation::Failed(f),
+        };
+        // Shadow: the candidate decides the same request from the same facts; only the active decision counts.
+        if let (Mode::Shadow, Some(candidate)) = (rule.mode, &rule.candidate) {
+            let shadow =
+                match self.decide(rule, Version { ast: &candidate.ast, version: &candidate.version }, req, view, now) {
+                    Ok(d) => ShadowDecision::compare(&decision, &candidate.version, Ok(&d)),
+                    Err(f) => ShadowDecision::compare(&decision, &candidate.version, Err(&f)),
+                };
+            decision.trace.shadow = Some(shadow);
+        }
+        // Dry run: the rule decides and its decision is recorded, but an operator closes the request.
+        if rule.mode == Mode::DryRun && decision.outcome != Outcome::Rinvio {
+            decision.trace.dry_run = Some(decision.outcome);
+            decision.outcome = Outcome::Rinvio;
+        }
+        decision.duration_us = started.elapsed().as_micros() as u64;
+        Evaluation::Decided(Box::new(decision))
+    }
+
+    /// Runs one version of a task's rule on a request.
+    fn decide(
+        &self,
+        rule: &TaskRule,
+        version: Version<'_>,
+        req: &ClaimedRequest,
+        view: Arc<FactsView>,
+        now: Millis,
+    ) -> Result<Decision, RuleFailure> {
+        let started = Instant::now();
         let today = iso_date(now);
+        let label = format!("{}@{}", rule.id, version.version);
+        let fail = |kind, message: String| RuleFailure { kind, message: format!("{label}: {message}") };
         let ctx = Ctx {
             view,
             today: today.clone().into(),
@@ -119,10 +162,7 @@ impl Evaluator {
             task: req.task.clone(),
             soggetto: req.soggetto.clone(),
         };
-        let input = match request_dynamic(rule, req) {
-            Ok(d) => d,
-            Err(e) => return failure(FailureKind::Error, e),
-        };
+        let input = request_dynamic(rule, req).map_err(|e| fail(FailureKind::Error, e))?;
         COLLECTOR.with(|c| {
             *c.borrow_mut() =
                 Some(Collector { known_codes: rule.reasons.keys().cloned().collect(), ..Default::default() })
@@ -132,7 +172,7 @@ impl Evaluator {
         let result = self.engine.call_fn_with_options::<Dynamic>(
             CallFnOptions::new().eval_ast(true).rewind_scope(true),
             &mut Scope::new(),
-            &rule.ast,
+            version.ast,
             "decide",
             (input, ctx),
         );
@@ -150,20 +190,17 @@ impl Evaluator {
                 FailureKind::Timeout => format!("deadline of {} ms passed ({err})", self.limits.deadline.as_millis()),
                 _ => err.to_string(),
             };
-            return failure(kind, format!("{}: {message}", rule.ast.source().unwrap_or(&rule.id)));
+            return Err(fail(kind, message));
         }
-        match build_decision(rule, collected, today, operations) {
-            Ok(mut d) => {
-                d.duration_us = started.elapsed().as_micros() as u64;
-                Evaluation::Decided(d)
-            }
-            Err(e) => failure(FailureKind::Error, format!("{}: {e}", rule.ast.source().unwrap_or(&rule.id))),
-        }
+        build_decision(rule, version.version, collected, today, operations).map_err(|e| fail(FailureKind::Error, e))
     }
 }
 
-fn failure(kind: FailureKind, message: String) -> Evaluation {
-    Evaluation::Failed(RuleFailure { kind, message })
+/// One version of a task's rule: the active one, or its shadow candidate.
+#[derive(Clone, Copy)]
+struct Version<'a> {
+    ast: &'a rhai::AST,
+    version: &'a str,
 }
 
 /// The request as the rule sees it: every envelope field and every field the schema declares is present
@@ -194,7 +231,13 @@ fn render(rule: &TaskRule, code: &str, params: &Value) -> Result<Reason, String>
     Ok(Reason { codice: code.to_string(), messaggio })
 }
 
-fn build_decision(rule: &TaskRule, c: Collector, today: String, operations: u64) -> Result<Decision, String> {
+fn build_decision(
+    rule: &TaskRule,
+    version: &str,
+    c: Collector,
+    today: String,
+    operations: u64,
+) -> Result<Decision, String> {
     let (outcome, reasons) = if !c.referrals.is_empty() {
         (Outcome::Rinvio, c.referrals.iter().map(|(code, p)| render(rule, code, p)).collect::<Result<Vec<_>, _>>()?)
     } else if !c.failed.is_empty() {
@@ -214,8 +257,15 @@ fn build_decision(rule: &TaskRule, c: Collector, today: String, operations: u64)
         outcome,
         reasons,
         effects,
-        rule_version: rule.version.clone(),
-        trace: Trace { checks: c.checks, facts: c.facts, today, operations, unrecorded: c.unrecorded },
+        rule_version: version.to_string(),
+        trace: Trace {
+            checks: c.checks,
+            facts: c.facts,
+            today,
+            operations,
+            unrecorded: c.unrecorded,
+            ..Trace::default()
+        },
         duration_us: 0,
         nota: None,
     })

@@ -27,12 +27,23 @@ fn read(path: &Path) -> Result<String, LoadError> {
     std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })
 }
 
-/// Rollout mode of a task (only `enforce` is implemented in this version).
+/// Rollout mode of a task.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// The rule's decisions close requests.
     #[default]
     Enforce,
+    /// As enforce, and a candidate version (`candidate:` file) decides too; disagreements are recorded.
+    Shadow,
+    /// The rule decides and records, but every request goes to an operator to be closed.
+    DryRun,
+}
+
+/// The candidate version of a task in shadow mode.
+pub struct Candidate {
+    pub version: String,
+    pub ast: rhai::AST,
 }
 
 /// `task.yaml`.
@@ -46,6 +57,9 @@ struct TaskFile {
     /// Whether the envelope's `matricola` is required for this task.
     #[serde(default)]
     requires_matricola: bool,
+    /// In shadow mode: the file (beside rule.rhai) with the candidate version of the rule.
+    #[serde(default)]
+    candidate: Option<String>,
     /// Task fields of which at least one must be present (a change set that must not be empty).
     #[serde(default)]
     at_least_one_of: Vec<String>,
@@ -73,6 +87,8 @@ pub struct TaskRule {
     pub templates: minijinja::Environment<'static>,
     pub ast: rhai::AST,
     pub dir: PathBuf,
+    /// In shadow mode: the candidate version that decides alongside.
+    pub candidate: Option<Candidate>,
 }
 
 impl std::fmt::Debug for TaskRule {
@@ -140,6 +156,13 @@ fn load_lib(dir: &Path, evaluator: &Evaluator) -> Result<(rhai::AST, Vec<u8>), L
     Ok((ast, hasher.finalize().to_vec()))
 }
 
+/// Loads one task folder with the shared library of its rules directory, for `rules check`.
+pub(crate) fn load_task_for_lint(folder: &Path, evaluator: &Evaluator) -> Result<TaskRule, LoadError> {
+    let lib_dir = folder.parent().map(|p| p.join("lib")).unwrap_or_default();
+    let (lib_ast, lib_hash) = load_lib(&lib_dir, evaluator)?;
+    load_task(folder, evaluator, &lib_ast, &lib_hash)
+}
+
 fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[u8]) -> Result<TaskRule, LoadError> {
     let task_path = folder.join("task.yaml");
     let rule_path = folder.join("rule.rhai");
@@ -185,6 +208,32 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[
     hasher.update(lib_hash);
     let digest = hasher.finalize();
     let version: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let candidate = match (&task.mode, &task.candidate) {
+        (Mode::Shadow, None) => {
+            return Err(invalid(
+                &task_path,
+                "`mode: shadow` needs `candidate: FILE` (the candidate rule, beside rule.rhai)",
+            ));
+        }
+        (Mode::Shadow, Some(file)) => {
+            let path = folder.join(file);
+            let text = read(&path)?;
+            let ast = evaluator.compile(&text).map_err(|e| invalid(&path, e))?;
+            if !ast.iter_functions().any(|f| f.name == "decide" && f.params.len() == 2) {
+                return Err(invalid(&path, "no `fn decide(req, ctx)` with two parameters"));
+            }
+            let mut h = Sha256::new();
+            h.update(task_text.as_bytes());
+            h.update([0]);
+            h.update(text.as_bytes());
+            h.update([0]);
+            h.update(lib_hash);
+            let version: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+            Some(Candidate { version, ast: lib.merge(&ast) })
+        }
+        (_, Some(_)) => return Err(invalid(&task_path, "`candidate` is only used with `mode: shadow`")),
+        (_, None) => None,
+    };
     ast.set_source(format!("{}@{}", task.id, version));
     Ok(TaskRule {
         id: task.id,
@@ -199,5 +248,6 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[
         templates,
         ast,
         dir: folder.to_path_buf(),
+        candidate,
     })
 }

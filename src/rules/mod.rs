@@ -4,9 +4,11 @@
 mod cases;
 mod engine;
 mod host;
+mod lint;
 mod loader;
 
 pub use cases::{Case, CaseOptions, Report, run_cases, task_cases};
 pub use engine::{Evaluator, Limits};
 pub use host::{FactLoader, FactsView};
-pub use loader::{LoadError, Mode, RuleSet, TaskRule, load_rule_set};
+pub use lint::{Finding, check_rules};
+pub use loader::{Candidate, LoadError, Mode, RuleSet, TaskRule, load_rule_set};

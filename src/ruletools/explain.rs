@@ -29,11 +29,11 @@ fn source_line(dir: &Path, line: u32, code: &str) -> Option<(String, String)> {
     }
     for f in files {
         let text = std::fs::read_to_string(&f).ok()?;
-        if let Some(l) = text.lines().nth(line.saturating_sub(1) as usize) {
-            if l.contains(code) || l.contains("check(") {
-                let name = f.strip_prefix(dir.parent().unwrap_or(dir)).unwrap_or(&f).display().to_string();
-                return Some((name, l.trim().to_string()));
-            }
+        if let Some(l) = text.lines().nth(line.saturating_sub(1) as usize)
+            && (l.contains(code) || l.contains("check("))
+        {
+            let name = f.strip_prefix(dir.parent().unwrap_or(dir)).unwrap_or(&f).display().to_string();
+            return Some((name, l.trim().to_string()));
         }
     }
     None
@@ -65,6 +65,23 @@ pub fn render(decisions: &[StoredDecision], rules: Option<&RuleSet>) -> String {
             Outcome::Rinvio => "RINVIATA ALL'OPERATORE",
         };
         let _ = writeln!(s, "  esito: {esito}   ({} µs, {} operazioni Rhai)", d.duration_us, d.trace.operations);
+        if let Some(proposed) = d.trace.dry_run {
+            let _ = writeln!(
+                s,
+                "  modalità dry-run: la regola avrebbe deciso {}, la chiude un operatore",
+                proposed.as_str()
+            );
+        }
+        if let Some(shadow) = &d.trace.shadow {
+            let _ = writeln!(
+                s,
+                "  candidata in ombra {}: {} [{}]{}",
+                shadow.version,
+                shadow.outcome.map_or("errore", |o| o.as_str()),
+                shadow.reasons.join(", "),
+                if shadow.disagrees { "  — IN DISACCORDO" } else { "  — d'accordo" }
+            );
+        }
         if let Some(nota) = &d.nota {
             let _ = writeln!(s, "  nota dell'operatore: {nota}");
         }

@@ -125,6 +125,18 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// The rules an instance runs, and why its last candidate was refused (`rules status`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleStatus {
+    pub instance: String,
+    /// Task → active version.
+    pub active: std::collections::BTreeMap<String, String>,
+    pub activated_at: Millis,
+    /// Empty when the last candidate was activated.
+    pub candidate_errors: Vec<String>,
+    pub checked_at: Millis,
+}
+
 /// A decision as recorded, with the request it is about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredDecision {
@@ -176,6 +188,96 @@ impl QueueCounts {
     pub fn undecided(&self) -> i64 {
         self.aperte + self.in_carico - self.sospese
     }
+}
+
+/// An outbox row claimed by the notification dispatcher, with what its templates need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueNotification {
+    pub id: i64,
+    /// The fencing token of this claim: recording the result is refused once it has moved.
+    pub token: i64,
+    pub request_id: i64,
+    pub event: String,
+    /// `email` | `sms`.
+    pub channel: String,
+    pub recipient: String,
+    /// `richiedente` | `controparte`.
+    pub role: String,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+    /// The stable id sent with the notification: the e-mail's Message-ID, the gateway's reference.
+    pub reference: String,
+    pub protocollo: String,
+    pub task: String,
+    pub sede: String,
+    pub sede_denominazione: Option<String>,
+    pub sede_email: Option<String>,
+    /// The event's `detail` (chiusura: esito, motivazioni, nota; commento_operatore: testo).
+    pub event_detail: Value,
+    pub event_at: Millis,
+}
+
+/// What became of a claimed notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotificationFate {
+    /// Accepted by the SMTP server or the gateway (confirmed: never sent again).
+    Sent { provider_id: Option<String> },
+    /// A transient failure: try again from `at`.
+    Retry { at: Millis, error: String },
+    /// A permanent failure; with `bounce`, the contacts on file with this address or number are flagged
+    /// anomalous (`EMAIL_HARD_BOUNCE`, `PEC_NON_VALIDA`, `SMS_NON_RECAPITABILE`).
+    Failed { error: String, bounce: bool },
+    /// Transient failures until the attempts ran out.
+    Dead { error: String },
+}
+
+/// The result of one claimed notification, fenced by its claim's token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationOutcome {
+    pub id: i64,
+    pub token: i64,
+    pub fate: NotificationFate,
+}
+
+/// What recording a batch of results wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordReport {
+    /// Rows whose result was written.
+    pub applied: Vec<i64>,
+    /// Rows whose lease had moved to another claim: nothing written.
+    pub stale: Vec<i64>,
+    /// Ids of the contacts flagged anomalous.
+    pub flagged_contacts: Vec<String>,
+}
+
+/// A line of `notifications list`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NotificationView {
+    pub id: i64,
+    pub protocollo: String,
+    pub evento: String,
+    pub canale: String,
+    /// As stored; masked by whoever prints it.
+    pub destinatario: String,
+    pub ruolo: String,
+    /// pending | sent | failed | dead
+    pub stato: String,
+    pub tentativi: i64,
+    pub riferimento: Option<String>,
+    pub id_fornitore: Option<String>,
+    pub creata_il: String,
+    pub inviata_il: Option<String>,
+    /// For a pending notification: when it is due (or its lease expires).
+    pub prossimo_tentativo: Option<String>,
+    pub errore: Option<String>,
+}
+
+/// Which notifications `notifications retry` puts back in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryTarget {
+    One(i64),
+    /// Every notification that failed permanently or ran out of attempts.
+    AllUndeliverable,
 }
 
 /// The store, whichever backend the database URL selects.
@@ -295,6 +397,21 @@ impl Store {
         dispatch!(self, s => s.fascicolo(subject).await)
     }
 
+    /// Records an activation or a refused candidate of an instance's rules.
+    pub async fn record_rule_status(&self, status: &RuleStatus) -> Result<()> {
+        dispatch!(self, s => s.record_rule_status(status).await)
+    }
+
+    /// Every instance's rule status.
+    pub async fn rule_status(&self) -> Result<Vec<RuleStatus>> {
+        dispatch!(self, s => s.rule_status().await)
+    }
+
+    /// Decisions whose shadow candidate disagreed with the active version (`rules shadow`).
+    pub async fn shadow_disagreements(&self, task: Option<&str>) -> Result<Vec<StoredDecision>> {
+        dispatch!(self, s => s.shadow_disagreements(task).await)
+    }
+
     /// Every decision recorded for a request, oldest first (`explain`).
     pub async fn decisions_of(&self, key: &str) -> Result<Vec<StoredDecision>> {
         dispatch!(self, s => s.decisions_of(key).await)
@@ -307,6 +424,52 @@ impl Store {
         task: Option<&str>,
     ) -> Result<Vec<(ClaimedRequest, crate::domain::decision::Decision, Millis)>> {
         dispatch!(self, s => s.closing_rule_decisions(since, task).await)
+    }
+
+    /// Claims up to `limit` due notifications of the given channels for `owner` until `now + lease_ms`
+    /// (a lease and a fencing token, like requests); fixes each one's stable reference at its first claim.
+    pub async fn claim_notifications(
+        &self,
+        owner: &str,
+        channels: &[&str],
+        limit: u32,
+        lease_ms: i64,
+        now: Millis,
+        message_id_domain: &str,
+    ) -> Result<Vec<DueNotification>> {
+        dispatch!(self, s => s.claim_notifications(owner, channels, limit, lease_ms, now, message_id_domain).await)
+    }
+
+    /// Records the results of claimed notifications in one transaction, fenced by their tokens; flags the
+    /// contacts of permanent bounces when `flag_contacts`.
+    pub async fn record_notifications(
+        &self,
+        outcomes: &[NotificationOutcome],
+        flag_contacts: bool,
+        now: Millis,
+    ) -> Result<RecordReport> {
+        dispatch!(self, s => s.record_notifications(outcomes, flag_contacts, now).await)
+    }
+
+    /// Gives back the notification leases `owner` still holds (graceful shutdown).
+    pub async fn release_notifications(&self, owner: &str, now: Millis) -> Result<u64> {
+        dispatch!(self, s => s.release_notifications(owner, now).await)
+    }
+
+    /// Notifications of these channels due now or in flight (leased); those waiting for a later retry are
+    /// not counted (`run --exit-when-idle`).
+    pub async fn notifications_due(&self, channels: &[&str], now: Millis) -> Result<i64> {
+        dispatch!(self, s => s.notifications_due(channels, now).await)
+    }
+
+    /// Notifications, newest first; with `undeliverable`, only those failed permanently or dead.
+    pub async fn list_notifications(&self, undeliverable: bool, limit: i64) -> Result<Vec<NotificationView>> {
+        dispatch!(self, s => s.list_notifications(undeliverable, limit).await)
+    }
+
+    /// Puts failed or dead notifications back in the queue, due now; a sent one is refused (never sent twice).
+    pub async fn retry_notifications(&self, target: RetryTarget, now: Millis) -> Result<Vec<i64>> {
+        dispatch!(self, s => s.retry_notifications(target, now).await)
     }
 
     /// Number of decisions recorded per request id (for exactly-once checks in tests and the benchmark).

@@ -29,6 +29,7 @@ pub struct Settings {
     pub max_failures: i64,
     pub max_operations: u64,
     pub deadline_ms: u64,
+    pub watch_interval_ms: u64,
 }
 
 impl Default for Settings {
@@ -41,6 +42,7 @@ impl Default for Settings {
             max_failures: 3,
             max_operations: 100_000,
             deadline_ms: 250,
+            watch_interval_ms: 100,
         }
     }
 }
@@ -54,12 +56,13 @@ impl Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("smart-task.yaml");
         let text = format!(
-            "database:\n  url: sqlite:smart-task.db\nrules:\n  dir: {}\n  max_operations: {}\n  deadline_ms: {}\n\
+            "database:\n  url: sqlite:smart-task.db\nrules:\n  dir: {}\n  max_operations: {}\n  deadline_ms: {}\n  watch_interval_ms: {}\n\
              worker:\n  workers: {}\n  batch_size: {}\n  lease_seconds: {}\n  poll_interval_ms: 50\n  max_failures: {}\n  retry_base_ms: 20\n  retry_max_ms: 100\n\
              intake:\n  sede_predefinita: \"7000\"\nlog:\n  level: info\n",
             s.rules_dir.display(),
             s.max_operations,
             s.deadline_ms,
+            s.watch_interval_ms,
             s.workers,
             s.batch_size,
             s.lease_seconds,
@@ -159,6 +162,19 @@ pub fn sql(db: &Path, query: &str) -> Vec<Vec<Value>> {
             })
             .collect()
     })
+}
+
+/// Copies a directory tree (e.g. the shipped rules, to change them in a test).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_dir(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("copy");
+        }
+    }
 }
 
 /// A request of REVOCA_DELEGA_INTERMEDIARIO on the example world.

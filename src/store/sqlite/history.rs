@@ -47,6 +47,28 @@ impl SqliteStore {
             .collect()
     }
 
+    /// Decisions whose shadow candidate disagreed with the active version, oldest first.
+    pub async fn shadow_disagreements(&self, task: Option<&str>) -> Result<Vec<StoredDecision>> {
+        let rows = sqlx::query(
+            "SELECT d.*, r.protocollo, r.task FROM decisions d JOIN requests r ON r.id = d.request_id
+             WHERE d.trace ->> '$.shadow.disagrees' = 1 AND ($1 IS NULL OR r.task = $1) ORDER BY d.id",
+        )
+        .bind(task)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredDecision {
+                    request_id: r.try_get("request_id")?,
+                    protocollo: r.try_get("protocollo")?,
+                    task: r.try_get("task")?,
+                    decided_at: r.try_get("decided_at")?,
+                    decision: decision_from_row(r)?,
+                })
+            })
+            .collect()
+    }
+
     /// The rule decisions that closed requests (accolta or non_accolta, not an operator's), oldest first,
     /// with the request as the rule saw it.
     pub async fn closing_rule_decisions(

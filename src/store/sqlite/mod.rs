@@ -27,6 +27,8 @@ use crate::domain::time::{Millis, rfc3339, year};
 
 mod history;
 mod operator;
+mod outbox;
+mod rule_status;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 

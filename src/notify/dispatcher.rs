@@ -1,0 +1,271 @@
+//! The dispatcher: claim a batch of due outbox rows (lease + fencing token), render and send them with bounded
+//! concurrency, record every result in one fenced transaction, repeat; idle, poll. Transient failures are
+//! retried with exponential backoff and jitter (at least what `Retry-After` asked), until `max_attempts`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use super::privacy::Masked;
+use super::templates::{Context, TemplateError, Templates};
+use super::{Channels, Delivery, load_templates};
+use crate::config::{Config, NotifyConfig};
+use crate::domain::closing::RetryPolicy;
+use crate::domain::time::Millis;
+use crate::rules::RuleSet;
+use crate::store::{DueNotification, NotificationFate, NotificationOutcome, Store, StoreError};
+use crate::worker::now_ms;
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchStats {
+    pub claimed: usize,
+    pub sent: usize,
+    pub retried: usize,
+    pub failed: usize,
+    pub dead: usize,
+    /// Results not recorded because the lease had moved to another claim.
+    pub stale: usize,
+}
+
+pub struct Dispatcher {
+    store: Store,
+    channels: Channels,
+    names: Vec<&'static str>,
+    templates: ArcSwap<Templates>,
+    /// The running rules, for the tasks' labels.
+    rules: Arc<ArcSwap<RuleSet>>,
+    config: NotifyConfig,
+    message_id_domain: String,
+    owner: String,
+    /// Wakes an idle dispatcher.
+    pub wake: Notify,
+}
+
+/// The part of an error that goes to the logs: an SMTP reply (already masked), or for a gateway only the
+/// status line (its answer may quote the text).
+fn log_reason<'a>(channel: &str, error: &'a str) -> &'a str {
+    match channel {
+        "sms" => error.split(": ").next().unwrap_or(error),
+        _ => error,
+    }
+}
+
+impl Dispatcher {
+    /// The dispatcher of a configuration, or None when no channel is configured (or notifications are off).
+    pub fn new(config: &Config, store: Store, rules: Arc<ArcSwap<RuleSet>>) -> anyhow::Result<Option<Arc<Dispatcher>>> {
+        let notify = &config.notify;
+        let names = notify.channels();
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let channels = Channels::from_config(notify).map_err(|e| anyhow::anyhow!("notify: {e}"))?;
+        let templates = load_templates(notify)?;
+        Ok(Some(Arc::new(Dispatcher {
+            store,
+            channels,
+            names,
+            templates: ArcSwap::from_pointee(templates),
+            rules,
+            message_id_domain: notify
+                .email
+                .as_ref()
+                .map_or_else(|| "smart-task".into(), |e| e.message_id_domain.clone()),
+            config: notify.clone(),
+            owner: format!("{}/notify", config.instance_name()),
+            wake: Notify::new(),
+        })))
+    }
+
+    /// The channels this dispatcher sends.
+    pub fn channels(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Re-reads the templates; invalid new ones are refused and the running ones stay.
+    pub fn reload_templates(&self) -> Result<(), TemplateError> {
+        let fresh = load_templates(&self.config)?;
+        self.templates.store(Arc::new(fresh));
+        Ok(())
+    }
+
+    /// Notifications due now or in flight (those waiting for a later retry are not counted).
+    pub async fn due(&self) -> Result<i64, StoreError> {
+        self.store.notifications_due(&self.names, now_ms()).await
+    }
+
+    /// Gives back the leases this dispatcher still holds (graceful shutdown).
+    pub async fn release(&self) -> Result<u64, StoreError> {
+        self.store.release_notifications(&self.owner, now_ms()).await
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_failures: self.config.retry.max_attempts,
+            base_delay_ms: self.config.retry.base_ms,
+            max_delay_ms: self.config.retry.max_ms,
+        }
+    }
+
+    /// Renders and sends one notification.
+    async fn deliver(&self, n: &DueNotification, templates: &Templates, label: Option<&str>) -> Delivery {
+        let ctx = Context::of(n, label);
+        let not_configured =
+            || Delivery::Transient { error: format!("channel `{}` is not configured", n.channel), retry_after: None };
+        let template_failed = |e: TemplateError| {
+            error!(notifica = n.id, protocollo = %n.protocollo, evento = %n.event, error = %e, "template failed: fix it and reload (SIGHUP)");
+            Delivery::Transient { error: e.to_string(), retry_after: None }
+        };
+        match n.channel.as_str() {
+            "email" => {
+                let Some(email) = &self.channels.email else { return not_configured() };
+                match templates.render_email(&ctx, email.html()) {
+                    Ok(content) => email.send(n, &content).await,
+                    Err(e) => template_failed(e),
+                }
+            }
+            "sms" => {
+                let Some(sms) = &self.channels.sms else { return not_configured() };
+                match templates.render_sms(&ctx) {
+                    Ok(text) => {
+                        let (delivery, cut) = sms.send(n, &text).await;
+                        if cut {
+                            warn!(notifica = n.id, protocollo = %n.protocollo, evento = %n.event, "SMS text cut to fit notify.sms.max_segments");
+                        }
+                        delivery
+                    }
+                    Err(e) => template_failed(e),
+                }
+            }
+            _ => not_configured(),
+        }
+    }
+
+    /// What a delivery means for the row: transient failures back off (at least `Retry-After`) until the
+    /// attempts run out.
+    fn fate(&self, n: &DueNotification, delivery: Delivery, now: Millis) -> NotificationFate {
+        match delivery {
+            Delivery::Sent { provider_id } => NotificationFate::Sent { provider_id },
+            Delivery::Permanent { error, bounce } => NotificationFate::Failed { error, bounce },
+            Delivery::Transient { error, .. } if n.attempts >= self.config.retry.max_attempts => {
+                NotificationFate::Dead { error: format!("{error} (after {} attempts)", n.attempts) }
+            }
+            Delivery::Transient { error, retry_after } => {
+                let backoff = self.policy().delay_ms(n.attempts, rand::random::<f64>());
+                let asked = retry_after.map_or(0, |d| d.as_millis().min(86_400_000) as i64);
+                NotificationFate::Retry { at: now + backoff.max(asked), error }
+            }
+        }
+    }
+
+    /// Claims, sends and records one batch.
+    pub async fn run_batch(self: &Arc<Self>) -> Result<BatchStats, StoreError> {
+        let d = &self.config.dispatcher;
+        let lease_ms = (d.lease_seconds * 1000) as i64;
+        let claimed = self
+            .store
+            .claim_notifications(&self.owner, &self.names, d.batch_size, lease_ms, now_ms(), &self.message_id_domain)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(BatchStats::default());
+        }
+        let started = std::time::Instant::now();
+        let templates = self.templates.load_full();
+        let rules = self.rules.load_full();
+        let permits = Arc::new(Semaphore::new(d.concurrency));
+        let mut sending = JoinSet::new();
+        for n in claimed {
+            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+            let me = self.clone();
+            let templates = templates.clone();
+            let label = rules.get(&n.task).map(|r| r.label.clone());
+            sending.spawn(async move {
+                let delivery = me.deliver(&n, &templates, label.as_deref()).await;
+                drop(permit);
+                (n, delivery)
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(done) = sending.join_next().await {
+            match done {
+                Ok(r) => results.push(r),
+                // A panicking send leaves its row leased: it is taken over when the lease expires.
+                Err(e) => error!(error = %e, "a notification send task failed"),
+            }
+        }
+        let now = now_ms();
+        let mut stats = BatchStats { claimed: results.len(), ..Default::default() };
+        let mut outcomes = Vec::with_capacity(results.len());
+        for (n, delivery) in results {
+            let fate = self.fate(&n, delivery, now);
+            let (id, protocollo, evento, canale, destinatario) =
+                (n.id, n.protocollo.as_str(), n.event.as_str(), n.channel.as_str(), Masked(&n.recipient));
+            match &fate {
+                NotificationFate::Sent { .. } => {
+                    stats.sent += 1;
+                    info!(notifica = id, protocollo, evento, canale, %destinatario, tentativo = n.attempts, "notifica inviata");
+                }
+                NotificationFate::Retry { at, error } => {
+                    stats.retried += 1;
+                    warn!(notifica = id, protocollo, evento, canale, %destinatario, tentativo = n.attempts,
+                          errore = log_reason(canale, error), tra_ms = at - now, "notifica non inviata: nuovo tentativo");
+                }
+                NotificationFate::Failed { error, .. } => {
+                    stats.failed += 1;
+                    warn!(notifica = id, protocollo, evento, canale, %destinatario, errore = log_reason(canale, error),
+                          "notifica rifiutata (errore permanente): vedi `notifications list --dead`");
+                }
+                NotificationFate::Dead { error } => {
+                    stats.dead += 1;
+                    error!(notifica = id, protocollo, evento, canale, %destinatario, tentativi = n.attempts,
+                           errore = log_reason(canale, error), "notifica abbandonata: vedi `notifications list --dead`");
+                }
+            }
+            outcomes.push(NotificationOutcome { id: n.id, token: n.token, fate });
+        }
+        let report = self.store.record_notifications(&outcomes, self.config.bounces.flag_contacts, now_ms()).await?;
+        stats.stale = report.stale.len();
+        if !report.stale.is_empty() {
+            warn!(notifiche = ?report.stale, "lease lost while sending: results not recorded (another claim owns them)");
+        }
+        if !report.flagged_contacts.is_empty() {
+            info!(contatti = ?report.flagged_contacts, "contacts flagged ANOMALO after a permanent bounce");
+        }
+        debug!(?stats, elapsed_ms = started.elapsed().as_millis() as u64, "notification batch done");
+        Ok(stats)
+    }
+
+    /// Runs batches until shutdown; idle, polls every `poll_interval_ms` (or when woken).
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let poll = Duration::from_millis(self.config.dispatcher.poll_interval_ms);
+        let mut failures = 0u32;
+        while !*shutdown.borrow() {
+            match self.run_batch().await {
+                Ok(stats) if stats.claimed > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    error!(error = %e, "notification batch failed; retrying");
+                }
+            }
+            let backoff = poll * 2u32.saturating_pow(failures.min(6));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        debug!(owner = %self.owner, "dispatcher stopped");
+    }
+}

@@ -1,0 +1,120 @@
+//! Notifications: the outbox dispatcher and its channels.
+//!
+//! Outbox rows are written in the transaction of the event that causes them (store); the [`Dispatcher`]
+//! claims due rows with a lease and a fencing token, renders them ([`templates`]), sends them by e-mail
+//! ([`email`], SMTP with lettre) or SMS ([`sms`], an HTTP gateway described in YAML), and records each result in
+//! one fenced transaction per batch: sent (never sent again), retried with backoff, failed (permanent: a
+//! bounce may flag the contact on file) or dead (attempts exhausted). Delivery is at least once: a crash
+//! between sending and recording resends with the same Message-ID / gateway reference, so the copy can be
+//! recognised downstream. Recipients are masked in logs ([`privacy`]); bodies are never logged.
+
+pub mod credentials;
+pub mod dispatcher;
+pub mod email;
+pub mod privacy;
+pub mod segments;
+pub mod sms;
+pub mod templates;
+
+use std::time::Duration;
+
+pub use dispatcher::{BatchStats, Dispatcher};
+
+use crate::config::NotifyConfig;
+use credentials::Credentials;
+use email::EmailSender;
+use sms::SmsSender;
+use templates::Templates;
+
+/// What a channel made of one notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// Accepted by the server or gateway, with what it answered (queue id, message id).
+    Sent { provider_id: Option<String> },
+    /// Worth trying again (connection refused or timed out, SMTP 4xx, HTTP 429/5xx), not before `retry_after`
+    /// when the gateway said so.
+    Transient { error: String, retry_after: Option<Duration> },
+    /// Will not succeed as it is (SMTP 5xx, HTTP 4xx); `bounce`: the address or number itself was refused.
+    Permanent { error: String, bounce: bool },
+}
+
+/// Installs ring as the process's rustls crypto provider (reqwest is built without one); later calls are
+/// no-ops. The only TLS stack in the binary is rustls on ring: no OpenSSL, no aws-lc.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The configured channels, ready to send.
+pub struct Channels {
+    pub email: Option<EmailSender>,
+    pub sms: Option<SmsSender>,
+}
+
+impl Channels {
+    pub fn from_config(config: &NotifyConfig) -> Result<Channels, String> {
+        install_crypto_provider();
+        let credentials = Credentials::new(config.credentials_dir.as_deref());
+        let email = match (&config.email, config.enabled) {
+            (Some(e), true) => Some(EmailSender::new(e, &credentials)?),
+            _ => None,
+        };
+        let sms = match (&config.sms, config.enabled) {
+            (Some(s), true) => Some(SmsSender::new(s, credentials)?),
+            _ => None,
+        };
+        Ok(Channels { email, sms })
+    }
+}
+
+/// The templates of the configured channels.
+pub fn load_templates(config: &NotifyConfig) -> Result<Templates, templates::TemplateError> {
+    Templates::load(&config.templates_dir, &config.channels())
+}
+
+/// `check-config`: what the notification section configures, or what is wrong with it. Lines to print, and
+/// warnings (a credential missing here may exist where the daemon runs).
+pub fn check(config: &NotifyConfig) -> Result<(Vec<String>, Vec<String>), String> {
+    if !config.enabled || config.channels().is_empty() {
+        return Ok((vec!["notify:  off (notifications wait in the outbox)".into()], Vec::new()));
+    }
+    let mut lines = Vec::new();
+    let mut warnings = Vec::new();
+    let credentials = Credentials::new(config.credentials_dir.as_deref());
+    if let Some(e) = &config.email {
+        match EmailSender::new(e, &credentials) {
+            Ok(sender) => lines.push(format!("  email: {} from {}", sender.endpoint(), e.from)),
+            Err(problem) if problem.contains("credential") => {
+                warnings.push(problem);
+                lines.push(format!("  email: {}", email::without_userinfo(&e.url)));
+            }
+            Err(problem) => return Err(problem),
+        }
+    }
+    if let Some(s) = &config.sms {
+        let sender = SmsSender::new(s, credentials)?;
+        warnings.extend(sender.check()?);
+        lines.push(format!(
+            "  sms:   provider {}, sender {}, at most {} segment(s)",
+            sender.provider_name(),
+            s.sender,
+            s.max_segments
+        ));
+    }
+    let templates = load_templates(config).map_err(|e| e.to_string())?;
+    lines.push(format!(
+        "  templates: {} — {} events × {}",
+        templates.dir().display(),
+        templates::EVENTS.len(),
+        config.channels().join(", ")
+    ));
+    let r = &config.retry;
+    lines.push(format!(
+        "  retries: {} attempts, backoff {} ms to {} ms; bounces flag contacts: {}",
+        r.max_attempts,
+        r.base_ms,
+        r.max_ms,
+        if config.bounces.flag_contacts { "yes" } else { "no" }
+    ));
+    lines.insert(0, "notify:  on".into());
+    Ok((lines, warnings))
+}

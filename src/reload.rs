@@ -1,0 +1,94 @@
+//! Safe activation of rules: a candidate rule set is compiled, linted and its cases run before it replaces
+//! the running one, atomically; anything failing keeps the last good version running and is reported (log,
+//! the `rule_status` table read by `rules status`). Used at start, on SIGHUP and when the rules directory
+//! changes on disk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::rules::{CaseOptions, Evaluator, RuleSet, check_rules, load_rule_set, run_cases};
+use crate::store::RuleStatus;
+
+/// A cheap fingerprint of a rules directory (paths, sizes, modification times), to notice edits.
+pub fn fingerprint(dir: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(m) = e.metadata() {
+                files.push((p, m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+            }
+        }
+    }
+    files.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    files.hash(&mut h);
+    h.finish()
+}
+
+/// Everything wrong with a candidate rules directory: compile and load errors, lint findings, failing cases.
+pub fn vet(dir: &Path, evaluator: &Evaluator, sede_predefinita: &str, now: i64) -> Result<RuleSet, Vec<String>> {
+    let rules = load_rule_set(dir, evaluator).map_err(|e| vec![e.to_string()])?;
+    let findings = check_rules(dir, evaluator).map_err(|e| vec![format!("cannot read {}: {e}", dir.display())])?;
+    if !findings.is_empty() {
+        return Err(findings
+            .iter()
+            .map(|f| format!("{}:{}:{}: {}", f.file.display(), f.line, f.col, f.message))
+            .collect());
+    }
+    let options = CaseOptions { task: None, sede_predefinita: sede_predefinita.to_string(), now };
+    let report = run_cases(dir, evaluator, &options).map_err(|e| vec![e.to_string()])?;
+    if !report.all_passed() {
+        let mut errors: Vec<String> = report
+            .cases
+            .iter()
+            .filter(|c| !c.differences.is_empty())
+            .map(|c| format!("{}:{}: case `{}` fails: {}", c.file.display(), c.line, c.name, c.differences.join("; ")))
+            .collect();
+        errors.extend(
+            report.files.iter().map(|f| format!("{}: {} {}", f.file.display(), f.problem, f.errors.join("; "))),
+        );
+        return Err(errors);
+    }
+    Ok(rules)
+}
+
+/// The status row for a rule set that is now active.
+pub fn active_status(
+    instance: &str,
+    rules: &RuleSet,
+    now: i64,
+    candidate_errors: Vec<String>,
+    activated_at: i64,
+) -> RuleStatus {
+    let active: BTreeMap<String, String> = rules.tasks.values().map(|r| (r.id.clone(), r.version.clone())).collect();
+    RuleStatus { instance: instance.to_string(), active, activated_at, candidate_errors, checked_at: now }
+}
+
+/// Vets the rules directory and, when it passes, swaps it in. Returns the new status to record.
+pub fn reload(
+    dir: &Path,
+    evaluator: &Evaluator,
+    running: &ArcSwap<RuleSet>,
+    previous: &RuleStatus,
+    sede_predefinita: &str,
+    now: i64,
+) -> RuleStatus {
+    match vet(dir, evaluator, sede_predefinita, now) {
+        Ok(rules) => {
+            let status = active_status(&previous.instance, &rules, now, Vec::new(), now);
+            running.store(Arc::new(rules));
+            status
+        }
+        Err(errors) => RuleStatus { candidate_errors: errors, checked_at: now, ..previous.clone() },
+    }
+}

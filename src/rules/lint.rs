@@ -1,0 +1,473 @@
+//! `smart-taskd rules check`: compiles and lints every task folder, reporting each finding at
+//! file:line:col with the source line, a caret, what is wrong and what to do.
+//!
+//! The lints read the scripts as text (Rhai's AST is not public without its `internals` feature): a small
+//! scanner skips comments and finds string literals, `req.` fields, function definitions, calls, and what
+//! stands at the top level.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use super::engine::Evaluator;
+use crate::domain::request::ENVELOPE_FIELDS;
+
+/// One problem, where it is, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl Finding {
+    fn new(file: &Path, line: usize, col: usize, message: impl Into<String>, help: Option<String>) -> Self {
+        Finding { file: file.to_path_buf(), line, col, message: message.into(), help }
+    }
+
+    /// The finding as a rule author reads it: location, message, the source line with a caret, the help.
+    pub fn render(&self) -> String {
+        let mut s = format!("{}:{}:{}: error: {}\n", self.file.display(), self.line, self.col, self.message);
+        if let Some(text) = std::fs::read_to_string(&self.file)
+            .ok()
+            .and_then(|t| t.lines().nth(self.line.saturating_sub(1)).map(str::to_string))
+        {
+            let _ = writeln!(s, "{:>5} | {text}", self.line);
+            let _ = writeln!(s, "      | {}^", " ".repeat(self.col.saturating_sub(1)));
+        }
+        if let Some(help) = &self.help {
+            let _ = writeln!(s, "      = help: {help}");
+        }
+        s
+    }
+}
+
+/// What the scanner finds in a script.
+#[derive(Debug, Default)]
+struct Scan {
+    /// String literals with their 1-based line and column.
+    strings: Vec<(String, usize, usize)>,
+    /// `req.<field>` reads.
+    req_fields: Vec<(String, usize, usize)>,
+    /// Function definitions: name → (parameter count, line, names of functions it calls).
+    functions: BTreeMap<String, (usize, usize, BTreeSet<String>)>,
+    /// Codes passed as string literals inside each function: name → literals.
+    literals_in: BTreeMap<String, Vec<(String, usize, usize)>>,
+    /// Statements at the top level other than `fn`/`const`: (first word, line, col).
+    top_level: Vec<(String, usize, usize)>,
+    /// Calls of forbidden functions: (name, line, col).
+    forbidden: Vec<(String, usize, usize)>,
+}
+
+const FORBIDDEN: &[&str] = &["eval", "sleep", "timestamp", "import", "export"];
+
+/// Moves past the character at `i`, keeping line and column.
+fn step(chars: &[char], i: &mut usize, line: &mut usize, col: &mut usize) {
+    if chars.get(*i) == Some(&'\n') {
+        *line += 1;
+        *col = 1;
+    } else {
+        *col += 1;
+    }
+    *i += 1;
+}
+
+fn scan(source: &str) -> Scan {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = Scan::default();
+    let (mut i, mut line, mut col) = (0usize, 1usize, 1usize);
+    let mut depth = 0usize;
+    let mut current_fn: Option<(String, usize)> = None; // (name, depth at which its body opened)
+    let mut at_statement_start = true;
+    while i < chars.len() {
+        let c = chars[i];
+        // Comments.
+        if c == '/' && chars.get(i + 1) == Some(&'/') {
+            while i < chars.len() && chars[i] != '\n' {
+                step(&chars, &mut i, &mut line, &mut col);
+            }
+            continue;
+        }
+        if c == '/' && chars.get(i + 1) == Some(&'*') {
+            while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                step(&chars, &mut i, &mut line, &mut col);
+            }
+            step(&chars, &mut i, &mut line, &mut col);
+            step(&chars, &mut i, &mut line, &mut col);
+            continue;
+        }
+        // String literals.
+        if c == '"' || c == '`' {
+            let (l0, c0) = (line, col);
+            let quote = c;
+            step(&chars, &mut i, &mut line, &mut col);
+            let mut text = String::new();
+            while i < chars.len() && chars[i] != quote {
+                if chars[i] == '\\' && i + 1 < chars.len() {
+                    step(&chars, &mut i, &mut line, &mut col);
+                }
+                text.push(chars[i]);
+                step(&chars, &mut i, &mut line, &mut col);
+            }
+            step(&chars, &mut i, &mut line, &mut col);
+            if let Some((name, _)) = &current_fn {
+                out.literals_in.entry(name.clone()).or_default().push((text.clone(), l0, c0));
+            }
+            out.strings.push((text, l0, c0));
+            at_statement_start = false;
+            continue;
+        }
+        if c.is_alphabetic() || c == '_' {
+            let (l0, c0) = (line, col);
+            let mut word = String::new();
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                word.push(chars[i]);
+                step(&chars, &mut i, &mut line, &mut col);
+            }
+            if depth == 0 && at_statement_start && !matches!(word.as_str(), "fn" | "const" | "private") {
+                out.top_level.push((word.clone(), l0, c0));
+            }
+            at_statement_start = false;
+            let next = chars.get(i).copied();
+            if word == "req" && next == Some('.') {
+                step(&chars, &mut i, &mut line, &mut col);
+                let mut field = String::new();
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    field.push(chars[i]);
+                    step(&chars, &mut i, &mut line, &mut col);
+                }
+                out.req_fields.push((field, l0, c0));
+                continue;
+            }
+            if word == "fn" || (word == "private" && depth == 0) {
+                // `fn name(a, b)`: skip to the name and count parameters.
+                while i < chars.len() && chars[i].is_whitespace() {
+                    step(&chars, &mut i, &mut line, &mut col);
+                }
+                let mut name = String::new();
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    name.push(chars[i]);
+                    step(&chars, &mut i, &mut line, &mut col);
+                }
+                if name == "fn" {
+                    continue; // `private fn`: the next iteration reads `fn`
+                }
+                let mut params = String::new();
+                if chars.get(i) == Some(&'(') {
+                    step(&chars, &mut i, &mut line, &mut col);
+                    while i < chars.len() && chars[i] != ')' {
+                        params.push(chars[i]);
+                        step(&chars, &mut i, &mut line, &mut col);
+                    }
+                }
+                let count = params.split(',').filter(|p| !p.trim().is_empty()).count();
+                out.functions.insert(name.clone(), (count, l0, BTreeSet::new()));
+                current_fn = Some((name, depth + 1));
+                continue;
+            }
+            if next == Some('(') || (word == "import" || word == "export") {
+                if FORBIDDEN.contains(&word.as_str()) {
+                    out.forbidden.push((word.clone(), l0, c0));
+                }
+                if let Some((name, _)) = &current_fn
+                    && let Some(f) = out.functions.get_mut(name)
+                {
+                    f.2.insert(word);
+                }
+            }
+            continue;
+        }
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth = depth.saturating_sub(1);
+                if current_fn.as_ref().is_some_and(|(_, d)| depth < *d) {
+                    current_fn = None;
+                }
+                if depth == 0 {
+                    at_statement_start = true;
+                }
+            }
+            ';' if depth == 0 => at_statement_start = true,
+            _ => {}
+        }
+        step(&chars, &mut i, &mut line, &mut col);
+    }
+    out
+}
+
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn closest<'a>(word: &str, candidates: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    candidates.map(|c| (distance(word, c), c)).filter(|(d, _)| *d <= 3).min_by_key(|(d, _)| *d).map(|(_, c)| c)
+}
+
+fn looks_like_code(s: &str) -> bool {
+    let mut parts = s.split('-');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(p), Some(n), None)
+        if (1..=4).contains(&p.len()) && p.chars().all(|c| c.is_ascii_uppercase()) && n.len() == 2 && n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// Rewrites Rhai's parse errors where they mislead a rule author; returns (line, col, message, help).
+fn parse_finding(
+    source: &str,
+    err: &rhai::ParseError,
+    at: Option<(usize, usize)>,
+) -> (usize, usize, String, Option<String>) {
+    let (line, col) = at.unwrap_or((1, 1));
+    let text = err.0.to_string();
+    if text.starts_with("Expecting ';'") {
+        // Rhai reports a missing `;` at the start of the next statement: point at the end of the previous one.
+        let lines: Vec<&str> = source.lines().collect();
+        if let Some((n, l)) =
+            lines.iter().enumerate().take(line.saturating_sub(1)).rev().find(|(_, l)| !l.trim().is_empty())
+        {
+            let end = l.trim_end().chars().count() + 1;
+            return (n + 1, end, "missing `;` at the end of this statement".into(), Some("add `;` here".into()));
+        }
+    }
+    if let rhai::ParseErrorType::VariableUndefined(name) = err.0.as_ref() {
+        return (
+            line,
+            col,
+            format!("variable `{name}` is not defined"),
+            Some(format!(
+                "declare it with `let {name} = …;` first, or check the spelling (fields of the request are `req.{name}`)"
+            )),
+        );
+    }
+    (line, col, text, None)
+}
+
+/// Lints one task folder. `lib` are the shared library files with their sources.
+fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan)]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let task_path = folder.join("task.yaml");
+    let rule_path = folder.join("rule.rhai");
+    let task: serde_json::Value = match std::fs::read_to_string(&task_path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_saphyr::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(v) => v,
+        Err(e) => return vec![Finding::new(&task_path, 1, 1, e, None)],
+    };
+    let catalogue: BTreeSet<String> =
+        task.get("reasons").and_then(|r| r.as_object()).map(|r| r.keys().cloned().collect()).unwrap_or_default();
+    let mut fields: BTreeSet<String> = task
+        .get("schema")
+        .and_then(|s| s.get("properties"))
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    fields.extend(ENVELOPE_FIELDS.iter().map(|f| f.to_string()));
+    fields.insert("protocollo".into());
+    let source = match std::fs::read_to_string(&rule_path) {
+        Ok(s) => s,
+        Err(e) => return vec![Finding::new(&rule_path, 1, 1, format!("cannot read: {e}"), None)],
+    };
+    if let Err((err, at)) = evaluator.compile_at(&source) {
+        let (line, col, message, help) = parse_finding(&source, &err, at);
+        findings.push(Finding::new(&rule_path, line, col, message, help));
+        return findings;
+    }
+    let rule = scan(&source);
+    match rule.functions.get("decide") {
+        None => findings.push(Finding::new(
+            &rule_path,
+            1,
+            1,
+            "no `fn decide(req, ctx)`: the daemon calls it to decide each request",
+            Some("add `fn decide(req, ctx) { … }`".into()),
+        )),
+        Some((n, line, _)) if *n != 2 => findings.push(Finding::new(
+            &rule_path,
+            *line,
+            1,
+            format!("`decide` takes {n} parameter(s); it must take two: `fn decide(req, ctx)`"),
+            None,
+        )),
+        _ => {}
+    }
+    for (word, line, col) in &rule.top_level {
+        findings.push(Finding::new(
+            &rule_path,
+            *line,
+            *col,
+            format!("`{word}…` at the top level runs on every decision"),
+            Some("only `fn` and `const` may stand outside functions: move it into `decide`".into()),
+        ));
+    }
+    for (name, line, col) in &rule.forbidden {
+        findings.push(Finding::new(
+            &rule_path,
+            *line,
+            *col,
+            format!("`{name}` is not allowed in rules"),
+            Some("rules are pure: facts come from `ctx`, the date from `ctx.today`".into()),
+        ));
+    }
+    for (field, line, col) in &rule.req_fields {
+        if !fields.contains(field) {
+            let help = closest(field, fields.iter())
+                .map(|c| format!("did you mean `{c}`?"))
+                .or_else(|| Some("add the field to the task's schema in task.yaml".into()));
+            findings.push(Finding::new(
+                &rule_path,
+                *line,
+                *col,
+                format!("`req.{field}` is not a field of this task's requests"),
+                help,
+            ));
+        }
+    }
+    // Codes used: literals of the rule, and of the library functions it reaches.
+    let mut reached: BTreeSet<String> = BTreeSet::new();
+    let mut todo: Vec<String> = rule.functions.values().flat_map(|f| f.2.iter().cloned()).collect();
+    while let Some(f) = todo.pop() {
+        for (_, _, scan) in lib {
+            if let Some((_, _, calls)) = scan.functions.get(&f)
+                && reached.insert(f.clone())
+            {
+                todo.extend(calls.iter().cloned());
+            }
+        }
+    }
+    let mut used: Vec<(String, PathBuf, usize, usize)> = rule
+        .strings
+        .iter()
+        .filter(|(s, _, _)| looks_like_code(s))
+        .map(|(s, l, c)| (s.clone(), rule_path.clone(), *l, *c))
+        .collect();
+    for (path, _, scan) in lib {
+        for f in &reached {
+            for (s, l, c) in scan.literals_in.get(f).into_iter().flatten() {
+                if looks_like_code(s) {
+                    used.push((s.clone(), path.clone(), *l, *c));
+                }
+            }
+        }
+    }
+    for (code, path, line, col) in &used {
+        if !catalogue.contains(code) {
+            let help = closest(code, catalogue.iter())
+                .map(|c| format!("did you mean `{c}`? or add `{code}` to `reasons` in task.yaml"))
+                .or_else(|| Some(format!("add `{code}` with its Italian message to `reasons` in task.yaml")));
+            findings.push(Finding::new(
+                path,
+                *line,
+                *col,
+                format!("reason code `{code}` is not in the catalogue of {}", task_path.display()),
+                help,
+            ));
+        }
+    }
+    let used_codes: BTreeSet<&String> = used.iter().map(|(c, ..)| c).collect();
+    for code in catalogue.iter().filter(|c| !used_codes.contains(c)) {
+        let line = std::fs::read_to_string(&task_path)
+            .ok()
+            .and_then(|t| t.lines().position(|l| l.trim_start().starts_with(&format!("{code}:"))))
+            .map_or(1, |p| p + 1);
+        findings.push(Finding::new(
+            &task_path,
+            line,
+            3,
+            format!("reason code `{code}` is in the catalogue but no check or referral uses it"),
+            Some("use it in rule.rhai, or remove it from `reasons`".into()),
+        ));
+    }
+    // The rest of the loader's checks: schema, templates, id.
+    if findings.is_empty()
+        && let Err(e) = super::loader::load_task_for_lint(folder, evaluator)
+    {
+        findings.push(Finding::new(&task_path, 1, 1, e.to_string(), None));
+    }
+    findings
+}
+
+/// Lints every task folder of a rules directory (and its `lib/`).
+pub fn check_rules(dir: &Path, evaluator: &Evaluator) -> Result<Vec<Finding>, std::io::Error> {
+    let mut lib = Vec::new();
+    let lib_dir = dir.join("lib");
+    let mut findings = Vec::new();
+    if lib_dir.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&lib_dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+            .collect();
+        files.sort();
+        for f in files {
+            let source = std::fs::read_to_string(&f)?;
+            if let Err((err, at)) = evaluator.compile_at(&source) {
+                let (line, col, message, help) = parse_finding(&source, &err, at);
+                findings.push(Finding::new(&f, line, col, message, help));
+            }
+            let s = scan(&source);
+            for (word, line, col) in &s.top_level {
+                findings.push(Finding::new(
+                    &f,
+                    *line,
+                    *col,
+                    format!("`{word}…` at the top level of a library"),
+                    Some("a library holds only `fn` and `const`".into()),
+                ));
+            }
+            for (name, line, col) in &s.forbidden {
+                findings.push(Finding::new(&f, *line, *col, format!("`{name}` is not allowed in rules"), None));
+            }
+            lib.push((f, source, s));
+        }
+    }
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("task.yaml").is_file())
+        .collect();
+    folders.sort();
+    for folder in folders {
+        findings.extend(lint_task(&folder, evaluator, &lib));
+    }
+    Ok(findings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scanner_finds_fields_codes_top_level_and_calls() {
+        let s = scan(
+            "// c\nconst X = 1;\nlet y = 2;\nfn decide(req, ctx) {\n  check(\"AB-01\", req.campo == \"x\"); helper(req)\n}\nfn helper(r) { sleep(1); }",
+        );
+        assert_eq!(s.top_level, vec![("let".to_string(), 3, 1)]);
+        assert_eq!(s.req_fields[0], ("campo".to_string(), 5, 18));
+        assert_eq!(s.functions["decide"].0, 2);
+        assert!(s.functions["decide"].2.contains("helper"));
+        assert_eq!(s.forbidden[0].0, "sleep");
+        assert!(s.literals_in["decide"].iter().any(|(t, _, _)| t == "AB-01"));
+    }
+
+    #[test]
+    fn suggestions() {
+        let fields = ["cf_intermediario".to_string(), "matricola".to_string()];
+        assert_eq!(closest("cf_intermediaro", fields.iter()).map(String::as_str), Some("cf_intermediario"));
+        assert!(
+            looks_like_code("RDI-01")
+                && looks_like_code("GEN-05")
+                && !looks_like_code("ATTIVA")
+                && !looks_like_code("2026-01-01")
+        );
+    }
+}
