@@ -112,12 +112,40 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Notifications: list them (those that could not be delivered with --dead) and send them again
+    Notifications {
+        #[command(subcommand)]
+        command: NotificationsCommand,
+    },
     /// Validate the configuration and the rules; non-zero exit with a report on any problem
     CheckConfig,
     /// Apply pending database migrations
     Migrate,
     /// Measure the pipeline on a synthetic world in a temporary SQLite file
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum NotificationsCommand {
+    /// Notifications, newest first, recipients masked
+    List {
+        /// Only those not retried by themselves: failed permanently (SMTP 5xx, HTTP 4xx) or out of attempts
+        #[arg(long)]
+        dead: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a failed or dead notification again, due now (a sent one is never sent twice)
+    Retry {
+        /// The notification's id (see `notifications list`)
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        id: Option<i64>,
+        /// Every notification that failed permanently or ran out of attempts
+        #[arg(long)]
+        all_dead: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +200,8 @@ enum OperatorCommand {
 
 #[derive(Debug, Subcommand)]
 enum RulesCommand {
+    /// Print the reference of the host API and the effects (the generated part of docs/rules.md)
+    Docs,
     /// Decisions on which a task's shadow candidate disagreed with the active version
     Shadow {
         #[arg(long)]
@@ -224,6 +254,7 @@ type Outcome = Result<(), Failure>;
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::notify::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -251,7 +282,8 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Run { exit_when_idle } => {
             let store = daemon::open_store(&config).await.map_err(runtime)?;
             let pipeline = daemon::pipeline(&config, store).map_err(input)?;
-            daemon::run(&config, pipeline, exit_when_idle).await.map_err(runtime)
+            let dispatcher = daemon::dispatcher(&config, &pipeline).map_err(input)?;
+            daemon::run_with(&config, pipeline, dispatcher, exit_when_idle).await.map_err(runtime)
         }
         Command::Submit { file, json } => submit(&config, &file, json).await,
         Command::Show { id_or_protocollo, json } => show(&config, &id_or_protocollo, json).await,
@@ -288,6 +320,10 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Facts { command: FactsCommand::Import { file } } => import_facts(&config, &file).await,
         Command::Rules { command: RulesCommand::Test { dir, task, json } } => rules_test(&config, dir, task, json),
         Command::Rules { command: RulesCommand::Check { dir, json } } => rules_check(&config, dir, json),
+        Command::Rules { command: RulesCommand::Docs } => {
+            print!("{}", crate::rules::reference_markdown(&daemon::evaluator(&config)));
+            Ok(())
+        }
         Command::Rules { command: RulesCommand::Shadow { task, json } } => {
             let store = daemon::open_store(&config).await.map_err(runtime)?;
             let found = store.shadow_disagreements(task.as_deref()).await.map_err(runtime)?;
@@ -371,6 +407,7 @@ async fn dispatch(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Fascicolo { soggetto, json } => fascicolo(&config, &soggetto, json).await,
+        Command::Notifications { command } => notifications(&config, command).await,
         Command::CheckConfig => check_config(&config),
         Command::Migrate => {
             daemon::open_store(&config).await.map_err(runtime)?;
@@ -713,11 +750,74 @@ fn check_config(config: &Config) -> Outcome {
             for r in rules.tasks.values() {
                 println!("  {:<36} {}  {} reason code(s)  — {}", r.id, r.version, r.reasons.len(), r.label);
             }
-            Ok(())
+            check_notify(config)
         }
         Err(e) => {
             println!("rules:   FAILED");
             Err(input(e))
+        }
+    }
+}
+
+/// `check-config`: the notification channels, templates (each rendered with sample data) and providers.
+fn check_notify(config: &Config) -> Outcome {
+    match crate::notify::check(&config.notify) {
+        Ok((lines, warnings)) => {
+            for l in lines {
+                println!("{l}");
+            }
+            for w in warnings {
+                println!("  warning: {w}");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            println!("notify:  FAILED");
+            Err(input(anyhow::anyhow!("notify: {e}")))
+        }
+    }
+}
+
+/// `notifications list` and `notifications retry`.
+async fn notifications(config: &Config, command: NotificationsCommand) -> Outcome {
+    use crate::notify::privacy::mask;
+    let store = daemon::open_store(config).await.map_err(runtime)?;
+    match command {
+        NotificationsCommand::List { dead, limit, json } => {
+            let mut rows = store.list_notifications(dead, limit).await.map_err(runtime)?;
+            for r in &mut rows {
+                r.destinatario = mask(&r.destinatario);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows).map_err(runtime)?);
+            } else if rows.is_empty() {
+                println!("{}", if dead { "no notification failed or ran out of attempts" } else { "no notification" });
+            } else {
+                for r in rows {
+                    let when = r.inviata_il.as_deref().or(r.prossimo_tentativo.as_deref()).unwrap_or(&r.creata_il);
+                    println!(
+                        "{:>6}  {:<18} {:<18} {:<5} {:<24} {:<7} {} tentativi  {when}",
+                        r.id, r.protocollo, r.evento, r.canale, r.destinatario, r.stato, r.tentativi
+                    );
+                    if let Some(e) = r.errore.as_deref().filter(|_| r.stato != "sent") {
+                        println!("        errore: {e}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        NotificationsCommand::Retry { id, all_dead } => {
+            let target = match (id, all_dead) {
+                (Some(id), false) => crate::store::RetryTarget::One(id),
+                _ => crate::store::RetryTarget::AllUndeliverable,
+            };
+            let ids = store.retry_notifications(target, now_ms()).await.map_err(store_failure)?;
+            match ids.as_slice() {
+                [] => println!("no notification to retry"),
+                [one] => println!("notification {one}: queued again"),
+                many => println!("{} notifications queued again", many.len()),
+            }
+            Ok(())
         }
     }
 }

@@ -286,3 +286,23 @@ fn dry_run_mode_records_the_rules_decision_and_leaves_closing_to_an_operator() {
         "the rule's effects, on acceptance"
     );
 }
+
+#[test]
+fn the_reference_in_docs_rules_md_is_the_generated_one() {
+    let env = Env::new();
+    let generated = env.ok(&["rules", "docs"]);
+    let guide = std::fs::read_to_string(common::repo().join("docs/rules.md")).expect("docs/rules.md");
+    assert!(
+        guide.contains(&generated),
+        "docs/rules.md is out of date: regenerate its reference with `smart-taskd rules docs` (between the markers)"
+    );
+    for function in [
+        "ctx.delegation(matricola, cf)",
+        "check(code, cond)",
+        "refer(code)",
+        "same_person(a, b)",
+        "`revoke_delegation`",
+    ] {
+        assert!(generated.contains(function), "{function}");
+    }
+}

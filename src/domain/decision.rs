@@ -100,6 +100,36 @@ impl Channel {
 pub const EFFECT_KINDS: &[&str] =
     &["revoke_delegation", "replace_contacts", "disable_contacts", "add_contact", "notify"];
 
+/// The reference of each effect: its kind, an example of its arguments as a rule writes them, and what it
+/// does. A unit test parses every example, so the reference cannot drift from [`Effect`].
+pub const EFFECT_DOCS: &[(&str, &str, &str)] = &[
+    (
+        "revoke_delegation",
+        r#"#{ delegation_id: "D-1", from: "2026-12-01" }"#,
+        "Revokes the delega from the date on (REVOCATA, data_revoca) and, in cascade, its ATTIVA sub-deleghe. The rule must have read the position's deleghe.",
+    ),
+    (
+        "replace_contacts",
+        r#"#{ titolare_cf: "VRDGPP80A41H501Y", ambito: "TUTTE", contatti: [#{ tipo: "EMAIL", valore: "nuova@example.it" }] }"#,
+        "For each new value: archives the holder's current contacts of that type in scope (valid_to set, anomaly cleared) and adds the new one, valid from the day of the decision. `ambito`: \"TUTTE\" or a list of matricole. The rule must have read ctx.contacts(titolare_cf).",
+    ),
+    (
+        "disable_contacts",
+        r#"#{ contact_ids: ["C-9"], motivo: "PEC_SATURA" }"#,
+        "Disables contacts for notifications (soft delete: the row and its anomaly stay for audit). Never the PEC of the Registro Imprese.",
+    ),
+    (
+        "add_contact",
+        r#"#{ titolare_cf: "00000010017", matricola: "3456789012", tipo_contatto: "PEC", valore: "nuova@pec.it", uso: ["NDR"] }"#,
+        "Adds a contact (bound to one position when `matricola` is given).",
+    ),
+    (
+        "notify",
+        r#"#{ channel: "email", recipient: "studio@pec.it", role: "intermediario" }"#,
+        "Notifies a counterparty of the closing (`channel`: email or sms), beside the requester.",
+    ),
+];
+
 /// One named check a rule ran (`check(code, cond)`), in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckRecord {
@@ -220,6 +250,47 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Budget => "budget",
             FailureKind::NoRule => "no_rule",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Turns a Rhai map literal of the reference into JSON (enough for the examples: plain keys and strings).
+    fn rhai_to_json(example: &str) -> String {
+        let mut out = example.replace("#{", "{");
+        for key in [
+            "delegation_id",
+            "from",
+            "titolare_cf",
+            "ambito",
+            "contatti",
+            "tipo_contatto",
+            "tipo",
+            "valore",
+            "contact_ids",
+            "motivo",
+            "matricola",
+            "uso",
+            "channel",
+            "recipient",
+            "role",
+        ] {
+            out = out.replace(&format!(" {key}:"), &format!(" \"{key}\":"));
+        }
+        out
+    }
+
+    #[test]
+    fn every_effect_of_the_reference_parses_as_documented() {
+        let kinds: Vec<&str> = EFFECT_DOCS.iter().map(|(k, _, _)| *k).collect();
+        assert_eq!(kinds, EFFECT_KINDS);
+        for (kind, example, _) in EFFECT_DOCS {
+            let mut value: serde_json::Value = serde_json::from_str(&rhai_to_json(example)).expect(example);
+            value["tipo"] = serde_json::Value::from(*kind);
+            serde_json::from_value::<Effect>(value).unwrap_or_else(|e| panic!("{kind}: {e}"));
         }
     }
 }

@@ -38,6 +38,7 @@ thread_local! {
 pub struct Evaluator {
     engine: Engine,
     limits: Limits,
+    docs: Vec<super::host::HostDoc>,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -94,12 +95,17 @@ impl Evaluator {
             }
             DEADLINE.with(|d| matches!(d.get(), Some(t) if Instant::now() >= t).then(|| Dynamic::from("deadline")))
         });
-        super::host::register(&mut e);
-        Evaluator { engine: e, limits }
+        let docs = super::host::register(&mut e);
+        Evaluator { engine: e, limits, docs }
     }
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The reference of the host API rules see, from the registrations themselves.
+    pub fn host_docs(&self) -> &[super::host::HostDoc] {
+        &self.docs
     }
 
     /// Compiles a script with this engine (sandbox options apply at compile time).

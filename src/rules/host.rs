@@ -189,91 +189,171 @@ fn record_referral(code: &str, params: serde_json::Value) -> Result<(), Box<Eval
     })
 }
 
-/// Registers the host API on the engine.
-pub(super) fn register(engine: &mut Engine) {
-    engine.register_type_with_name::<Ctx>("Ctx");
-    engine.register_get("today", |c: &mut Ctx| c.today.clone());
-    engine.register_get("now", |c: &mut Ctx| c.now.clone());
+/// One entry of the host API reference (`smart-taskd rules docs`, docs/rules.md): written beside the
+/// registration it documents, so the reference cannot drift from the code.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostDoc {
+    pub group: &'static str,
+    pub signature: &'static str,
+    pub doc: &'static str,
+}
 
-    engine.register_fn("company", |c: &mut Ctx, matricola: &str| {
-        c.read(format!("company({matricola})"), Subject::Azienda(matricola.to_string()), |f| f.azienda.clone())
-    });
-    engine.register_fn("person", |c: &mut Ctx, cf: &str| {
-        c.read(format!("person({cf})"), Subject::Persona(norm(cf)), |f| f.persona.clone())
-    });
-    engine.register_fn("intermediary", |c: &mut Ctx, cf: &str| {
+/// Registers functions on the engine and collects their documentation.
+struct Api<'a> {
+    engine: &'a mut Engine,
+    docs: Vec<HostDoc>,
+}
+
+impl Api<'_> {
+    /// Documents the function registered right after, on the returned engine.
+    fn doc(&mut self, group: &'static str, signature: &'static str, doc: &'static str) -> &mut Engine {
+        self.docs.push(HostDoc { group, signature, doc });
+        self.engine
+    }
+}
+
+/// Registers the host API on the engine; returns its reference.
+pub(super) fn register(engine: &mut Engine) -> Vec<HostDoc> {
+    let mut api = Api { engine, docs: Vec::new() };
+    api.engine.register_type_with_name::<Ctx>("Ctx");
+    api.doc("ctx", "ctx.today", "The day of the decision, \"YYYY-MM-DD\" (compare dates as strings).")
+        .register_get("today", |c: &mut Ctx| c.today.clone());
+    api.doc("ctx", "ctx.now", "The instant of the decision, RFC 3339 in UTC. The only clock a rule has.")
+        .register_get("now", |c: &mut Ctx| c.now.clone());
+
+    api.doc("ctx", "ctx.company(matricola)", "The company of a position: #{matricola, cf, ragione_sociale, sede, pec_registro_imprese, rappresentanti_legali}, or () when the matricola is unknown.")
+        .register_fn("company", |c: &mut Ctx, matricola: &str| {
+            c.read(format!("company({matricola})"), Subject::Azienda(matricola.to_string()), |f| f.azienda.clone())
+        });
+    api.doc("ctx", "ctx.person(cf)", "A natural person: #{cf, nome, cognome}, or ().")
+        .register_fn("person", |c: &mut Ctx, cf: &str| {
+            c.read(format!("person({cf})"), Subject::Persona(norm(cf)), |f| f.persona.clone())
+        });
+    api.doc(
+        "ctx",
+        "ctx.intermediary(cf)",
+        "An intermediary registered under L. 12/1979: #{cf, categoria, albo}, or ().",
+    )
+    .register_fn("intermediary", |c: &mut Ctx, cf: &str| {
         c.read(format!("intermediary({cf})"), Subject::Persona(norm(cf)), |f| f.intermediario.clone())
     });
-    engine.register_fn("sede", |c: &mut Ctx, codice: &str| {
-        c.read(format!("sede({codice})"), Subject::Sede(codice.to_string()), |f| f.sede.clone())
-    });
-    engine.register_fn("delegation", |c: &mut Ctx, matricola: &str, cf: &str| {
-        c.read(format!("delegation({matricola}, {cf})"), Subject::DelegheAzienda(matricola.to_string()), |f| {
-            main_delega(&f.deleghe, cf).cloned()
-        })
-    });
-    engine.register_fn("delegations", |c: &mut Ctx, matricola: &str| {
-        c.read(format!("delegations({matricola})"), Subject::DelegheAzienda(matricola.to_string()), |f| {
-            f.deleghe.clone()
-        })
-    });
-    engine.register_fn("delegations_held", |c: &mut Ctx, cf: &str| {
-        c.read(format!("delegations_held({cf})"), Subject::DelegheDelegato(norm(cf)), |f| f.deleghe.clone())
-    });
-    engine.register_fn("contacts", |c: &mut Ctx, cf: &str| {
-        c.read(format!("contacts({cf})"), Subject::ContattiTitolare(norm(cf)), |f| f.contatti.clone())
-    });
-    engine.register_fn("position_contacts", |c: &mut Ctx, matricola: &str| {
-        c.read(format!("position_contacts({matricola})"), Subject::ContattiAzienda(matricola.to_string()), |f| {
-            f.contatti.clone()
-        })
-    });
-    engine.register_fn("open_requests", |c: &mut Ctx| {
-        let subject = Subject::Open { task: c.task.clone(), soggetto: c.soggetto.clone() };
-        let me = c.request_id;
-        c.read("open_requests()".into(), subject, |f| {
-            // Only earlier requests count: of two identical requests, the first goes ahead.
-            f.open_requests.iter().filter(|r| r.id < me).cloned().collect::<Vec<_>>()
-        })
-    });
+    api.doc("ctx", "ctx.sede(codice)", "An INPS sede: #{codice, denominazione, provincia, email}, or ().").register_fn(
+        "sede",
+        |c: &mut Ctx, codice: &str| {
+            c.read(format!("sede({codice})"), Subject::Sede(codice.to_string()), |f| f.sede.clone())
+        },
+    );
+    api.doc("ctx", "ctx.delegation(matricola, cf)", "The direct delega (not a sub-delega) of `cf` on the position: the ATTIVA one if any, else the most recent; #{id, matricola, delegato_cf, tipo, stato, data_inizio, data_fine, data_revoca, padre}, or (). Omocodic codes match.")
+        .register_fn("delegation", |c: &mut Ctx, matricola: &str, cf: &str| {
+            c.read(format!("delegation({matricola}, {cf})"), Subject::DelegheAzienda(matricola.to_string()), |f| {
+                main_delega(&f.deleghe, cf).cloned()
+            })
+        });
+    api.doc("ctx", "ctx.delegations(matricola)", "Every delega on the position (any type and state), oldest first.")
+        .register_fn("delegations", |c: &mut Ctx, matricola: &str| {
+            c.read(format!("delegations({matricola})"), Subject::DelegheAzienda(matricola.to_string()), |f| {
+                f.deleghe.clone()
+            })
+        });
+    api.doc("ctx", "ctx.delegations_held(cf)", "Every delega `cf` holds, on any position.").register_fn(
+        "delegations_held",
+        |c: &mut Ctx, cf: &str| {
+            c.read(format!("delegations_held({cf})"), Subject::DelegheDelegato(norm(cf)), |f| f.deleghe.clone())
+        },
+    );
+    api.doc("ctx", "ctx.contacts(cf)", "Every contact of a holder (person or numeric CF): #{id, titolare_cf, matricola, tipo, valore, uso, stato, anomalia, valid_from, valid_to}; `matricola` () = valid for all the holder's positions.")
+        .register_fn("contacts", |c: &mut Ctx, cf: &str| {
+            c.read(format!("contacts({cf})"), Subject::ContattiTitolare(norm(cf)), |f| f.contatti.clone())
+        });
+    api.doc("ctx", "ctx.position_contacts(matricola)", "The contacts bound to a position (of any holder).")
+        .register_fn("position_contacts", |c: &mut Ctx, matricola: &str| {
+            c.read(format!("position_contacts({matricola})"), Subject::ContattiAzienda(matricola.to_string()), |f| {
+                f.contatti.clone()
+            })
+        });
+    api.doc("ctx", "ctx.open_requests()", "The requests of the same task for the same subject, submitted earlier and not closed yet: [#{id, protocollo, creata_il}] (GEN-04).")
+        .register_fn("open_requests", |c: &mut Ctx| {
+            let subject = Subject::Open { task: c.task.clone(), soggetto: c.soggetto.clone() };
+            let me = c.request_id;
+            c.read("open_requests()".into(), subject, |f| {
+                // Only earlier requests count: of two identical requests, the first goes ahead.
+                f.open_requests.iter().filter(|r| r.id < me).cloned().collect::<Vec<_>>()
+            })
+        });
 
-    engine.register_fn("check", |ctx: NativeCallContext, code: &str, cond: bool| {
-        record_check(&ctx, code, cond, serde_json::Value::Null)
-    });
-    engine.register_fn("check", |ctx: NativeCallContext, code: &str, cond: bool, params: rhai::Map| {
+    api.doc("decision", "check(code, cond)", "Records the named check `code` with its result and line; when `cond` is false, adds the reason `code` (its message from the catalogue). Returns `cond`.")
+        .register_fn("check", |ctx: NativeCallContext, code: &str, cond: bool| {
+            record_check(&ctx, code, cond, serde_json::Value::Null)
+        });
+    api.doc(
+        "decision",
+        "check(code, cond, #{name: value})",
+        "As check(code, cond), passing the values the reason's message template uses (e.g. #{ prot: ... }).",
+    )
+    .register_fn("check", |ctx: NativeCallContext, code: &str, cond: bool, params: rhai::Map| {
         record_check(&ctx, code, cond, params_json(params)?)
     });
-    engine.register_fn("refer", |code: &str| record_referral(code, serde_json::Value::Null));
-    engine.register_fn("refer", |code: &str, params: rhai::Map| record_referral(code, params_json(params)?));
-    engine.register_fn("effect", |kind: &str, args: rhai::Map| -> Result<(), Box<EvalAltResult>> {
-        if !EFFECT_KINDS.contains(&kind) {
-            return Err(format!("unknown effect `{kind}` (known: {})", EFFECT_KINDS.join(", ")).into());
-        }
-        let mut value = params_json(args)?;
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("tipo".into(), kind.into());
-        }
-        serde_json::from_value::<crate::domain::decision::Effect>(value.clone())
-            .map_err(|e| format!("effect `{kind}`: {e}"))?;
-        with_collector(|c| {
-            c.effects.push(value);
-            Ok(())
-        })
-    });
+    api.doc("decision", "refer(code)", "Sends the request to an operator of the competent sede (e.g. GEN-05); effects recorded so far are what the operator's acceptance applies.")
+        .register_fn("refer", |code: &str| record_referral(code, serde_json::Value::Null));
+    api.doc("decision", "refer(code, #{name: value})", "As refer(code), with values for the message template.")
+        .register_fn("refer", |code: &str, params: rhai::Map| record_referral(code, params_json(params)?));
+    api.doc("decision", "effect(kind, #{...})", "Proposes an effect, applied only on acceptance, in the closing transaction, after checking that what the rule read has not changed. Kinds: see the effects below.")
+        .register_fn("effect", |kind: &str, args: rhai::Map| -> Result<(), Box<EvalAltResult>> {
+            if !EFFECT_KINDS.contains(&kind) {
+                return Err(format!("unknown effect `{kind}` (known: {})", EFFECT_KINDS.join(", ")).into());
+            }
+            let mut value = params_json(args)?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("tipo".into(), kind.into());
+            }
+            serde_json::from_value::<crate::domain::decision::Effect>(value.clone())
+                .map_err(|e| format!("effect `{kind}`: {e}"))?;
+            with_collector(|c| {
+                c.effects.push(value);
+                Ok(())
+            })
+        });
 
-    engine.register_fn("cf_valid", |cf: &str| validators::codice_fiscale(cf).is_ok());
-    engine.register_fn("piva_valid", |p: &str| validators::partita_iva(p.trim()).is_ok());
-    engine.register_fn("cf_or_piva_valid", validators::cf_or_partita_iva);
-    engine.register_fn("same_person", same_cf);
-    engine.register_fn("contains_person", |list: Array, cf: &str| {
-        list.iter().any(|v| v.clone().into_immutable_string().is_ok_and(|s| same_cf(&s, cf)))
-    });
-    engine.register_fn("matricola_valid", validators::matricola);
-    engine.register_fn("email_valid", |s: &str| validators::email(s).is_some());
-    engine.register_fn("pec_plausible", validators::looks_like_pec);
-    engine.register_fn("contact_normal", |tipo: &str, valore: &str| -> Dynamic {
-        let kind: Option<TipoContatto> = serde_json::from_value(serde_json::Value::String(tipo.to_string())).ok();
-        kind.and_then(|k| normalise_contact(k, valore)).map_or(Dynamic::UNIT, Dynamic::from)
-    });
-    engine.register_fn("mobile_e164", |s: &str| validators::mobile_e164(s).map_or(Dynamic::UNIT, Dynamic::from));
+    api.doc("validators", "cf_valid(cf)", "A formally valid personal codice fiscale (format, month, day incl. +40, place, check character, omocodia) — domain.md §6.1.")
+        .register_fn("cf_valid", |cf: &str| validators::codice_fiscale(cf).is_ok());
+    api.doc(
+        "validators",
+        "piva_valid(p)",
+        "A valid 11-digit partita IVA / numeric codice fiscale (office code, check digit) — §6.2.",
+    )
+    .register_fn("piva_valid", |p: &str| validators::partita_iva(p.trim()).is_ok());
+    api.doc("validators", "cf_or_piva_valid(s)", "Either of the two above (intermediaries may be firms).")
+        .register_fn("cf_or_piva_valid", validators::cf_or_partita_iva);
+    api.doc(
+        "validators",
+        "same_person(a, b)",
+        "The same codice fiscale, omocodic variants included (compared after de-omocodia).",
+    )
+    .register_fn("same_person", same_cf);
+    api.doc("validators", "contains_person(list, cf)", "Whether a list of codici fiscali holds `cf` (omocodia-aware).")
+        .register_fn("contains_person", |list: Array, cf: &str| {
+            list.iter().any(|v| v.clone().into_immutable_string().is_ok_and(|s| same_cf(&s, cf)))
+        });
+    api.doc("validators", "matricola_valid(m)", "A matricola INPS: 10 digits — §6.3.")
+        .register_fn("matricola_valid", validators::matricola);
+    api.doc("validators", "email_valid(s)", "A syntactically valid e-mail or PEC address — §6.6.")
+        .register_fn("email_valid", |s: &str| validators::email(s).is_some());
+    api.doc(
+        "validators",
+        "pec_plausible(s)",
+        "The domain looks like a PEC provider (\"pec\" in it, legalmail.it, ...): a hint, never a proof — §6.6.",
+    )
+    .register_fn("pec_plausible", validators::looks_like_pec);
+    api.doc("validators", "contact_normal(tipo, valore)", "A contact value in its stored form for its type (EMAIL/PEC lower-cased, CELLULARE in E.164, TELEFONO digits), or () when invalid.")
+        .register_fn("contact_normal", |tipo: &str, valore: &str| -> Dynamic {
+            let kind: Option<TipoContatto> = serde_json::from_value(serde_json::Value::String(tipo.to_string())).ok();
+            kind.and_then(|k| normalise_contact(k, valore)).map_or(Dynamic::UNIT, Dynamic::from)
+        });
+    api.doc(
+        "validators",
+        "mobile_e164(s)",
+        "An Italian mobile number normalised to E.164 (\"+393...\"), or () — §6.5.",
+    )
+    .register_fn("mobile_e164", |s: &str| validators::mobile_e164(s).map_or(Dynamic::UNIT, Dynamic::from));
+    api.docs
 }

@@ -6,9 +6,11 @@ mod engine;
 mod host;
 mod lint;
 mod loader;
+mod reference;
 
 pub use cases::{Case, CaseOptions, Report, run_cases, task_cases};
 pub use engine::{Evaluator, Limits};
-pub use host::{FactLoader, FactsView};
+pub use host::{FactLoader, FactsView, HostDoc};
 pub use lint::{Finding, check_rules};
 pub use loader::{Candidate, LoadError, Mode, RuleSet, TaskRule, load_rule_set};
+pub use reference::reference_markdown;
