@@ -45,6 +45,12 @@ pub struct Config {
     /// Notifications (the outbox dispatcher); absent: nothing is sent and notifications wait in the outbox.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// The operations endpoint (/metrics, /healthz, /readyz).
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Cron-scheduled maintenance jobs.
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
     /// Identity of this instance in leases, logs and events (default: host name and process id).
     #[serde(default)]
     pub instance: Option<String>,
@@ -121,6 +127,81 @@ impl Default for WorkerConfig {
             retry_base_ms: 2_000,
             retry_max_ms: 300_000,
             shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address of /metrics, /healthz and /readyz; `null` turns the endpoint off.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))) }
+    }
+}
+
+/// A cron job: a standard 5-field crontab expression in a time zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub cron: String,
+    /// Default: `schedule.time_zone`.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+/// The retention purge: off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub cron: String,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub enabled: bool,
+    /// Closed requests older than this are deleted with their history.
+    pub older_than_days: u32,
+}
+
+impl RetentionConfig {
+    /// Its schedule, as any other job's.
+    pub fn job(&self) -> JobConfig {
+        JobConfig { cron: self.cron.clone(), time_zone: self.time_zone.clone(), enabled: self.enabled }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// Time zone of the jobs that do not name one.
+    pub time_zone: String,
+    pub lease_reaper: JobConfig,
+    pub sla_escalation: JobConfig,
+    pub retention_purge: RetentionConfig,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        ScheduleConfig {
+            time_zone: "Europe/Rome".into(),
+            lease_reaper: JobConfig { cron: "* * * * *".into(), time_zone: None, enabled: true },
+            sla_escalation: JobConfig { cron: "0 7 * * *".into(), time_zone: None, enabled: true },
+            retention_purge: RetentionConfig {
+                cron: "30 2 * * *".into(),
+                time_zone: None,
+                enabled: false,
+                older_than_days: 3650,
+            },
         }
     }
 }
@@ -416,6 +497,9 @@ impl Config {
                 "rules",
                 "`max_operations` and `deadline_ms` must be at least 1 (0 would mean no limit)",
             ));
+        }
+        if let Err(problem) = crate::schedule::jobs(&config.schedule) {
+            return Err(ConfigError::Invalid { path: path.to_path_buf(), field: "schedule", problem });
         }
         if config.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));

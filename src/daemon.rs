@@ -9,9 +9,10 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
+use crate::notify::Dispatcher;
 use crate::rules::{Evaluator, Limits, RuleSet, load_rule_set};
 use crate::store::Store;
 use crate::worker::{Pipeline, now_ms};
@@ -53,9 +54,29 @@ pub fn pipeline(config: &Config, store: Store) -> anyhow::Result<Arc<Pipeline>> 
     }))
 }
 
-/// Runs the workers until a shutdown signal (or, with `exit_when_idle`, until nothing is left to decide).
+/// Runs the workers until a shutdown signal (or, with `exit_when_idle`, until nothing is left to decide),
+/// sending no notification (the benchmark; `run_with` for the daemon).
 pub async fn run(config: &Config, pipeline: Arc<Pipeline>, exit_when_idle: bool) -> anyhow::Result<()> {
+    run_with(config, pipeline, None, exit_when_idle).await
+}
+
+/// The notification dispatcher the configuration describes (None when no channel is configured).
+pub fn dispatcher(config: &Config, pipeline: &Pipeline) -> anyhow::Result<Option<Arc<Dispatcher>>> {
+    Dispatcher::new(config, pipeline.store.clone(), pipeline.rules.clone())
+}
+
+/// Runs the workers and the notification dispatcher until a shutdown signal, or, with `exit_when_idle`, until
+/// nothing is left to decide and no notification is due now (those waiting for a later retry do not hold it).
+pub async fn run_with(
+    config: &Config,
+    pipeline: Arc<Pipeline>,
+    dispatcher: Option<Arc<Dispatcher>>,
+    exit_when_idle: bool,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let notifier = dispatcher.clone().map(|d| tokio::spawn(d.run(stop_rx.clone())));
+    let mut decided = false;
+    let mut idle = tokio::time::interval(Duration::from_millis(config.notify.dispatcher.poll_interval_ms));
     let mut workers = tokio::task::JoinSet::new();
     for i in 0..config.worker.workers {
         workers.spawn(pipeline.clone().run_worker(i, stop_rx.clone(), exit_when_idle));
@@ -64,6 +85,7 @@ pub async fn run(config: &Config, pipeline: Arc<Pipeline>, exit_when_idle: bool)
         instance = %pipeline.instance,
         workers = config.worker.workers,
         tasks = pipeline.rules.load().tasks.len(),
+        notifiche = ?dispatcher.as_ref().map(|d| d.channels()),
         "smart-taskd started"
     );
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
@@ -82,6 +104,12 @@ pub async fn run(config: &Config, pipeline: Arc<Pipeline>, exit_when_idle: bool)
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the rules");
                 status = reload(config, &pipeline, status).await;
+                if let Some(d) = &dispatcher {
+                    match d.reload_templates() {
+                        Ok(()) => info!("SIGHUP: notification templates reloaded"),
+                        Err(e) => error!(error = %e, "SIGHUP: new notification templates refused, the running ones stay"),
+                    }
+                }
             }
             _ = watch.tick(), if config.rules.watch_interval_ms > 0 => {
                 let now_seen = crate::reload::fingerprint(&config.rules.dir);
@@ -91,10 +119,22 @@ pub async fn run(config: &Config, pipeline: Arc<Pipeline>, exit_when_idle: bool)
                     status = reload(config, &pipeline, status).await;
                 }
             }
-            done = workers.join_next() => {
+            done = workers.join_next(), if !decided => {
                 if done.is_none() || exit_when_idle && workers.is_empty() {
-                    info!("nothing left to decide: exiting");
-                    return Ok(());
+                    let Some(d) = &dispatcher else {
+                        info!("nothing left to decide: exiting");
+                        return Ok(());
+                    };
+                    decided = true;
+                    d.wake.notify_one();
+                }
+            }
+            _ = idle.tick(), if decided => {
+                let Some(d) = &dispatcher else { break };
+                match d.due().await {
+                    Ok(0) => { info!("nothing left to decide, no notification due: exiting"); break; }
+                    Ok(due) => debug!(due, "waiting for the notifications due"),
+                    Err(e) => error!(error = %e, "cannot count the notifications due"),
                 }
             }
         }
@@ -104,6 +144,20 @@ pub async fn run(config: &Config, pipeline: Arc<Pipeline>, exit_when_idle: bool)
     if tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await.is_err() {
         warn!(grace_seconds = grace.as_secs(), "in-flight batches did not finish in time: releasing their leases");
         workers.abort_all();
+    }
+    if let Some(handle) = notifier {
+        let abort = handle.abort_handle();
+        if tokio::time::timeout(grace, handle).await.is_err() {
+            warn!(grace_seconds = grace.as_secs(), "notifications in flight did not finish in time: releasing them");
+            abort.abort();
+        }
+    }
+    if let Some(d) = &dispatcher {
+        match d.release().await {
+            Ok(0) => {}
+            Ok(n) => info!(owner = d.owner(), released = n, "released notification leases"),
+            Err(e) => error!(error = %e, "cannot release notification leases (they will expire)"),
+        }
     }
     for i in 0..config.worker.workers {
         let owner = format!("{}/{i}", pipeline.instance);

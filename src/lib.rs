@@ -4,16 +4,19 @@
 //! (persistence), [`rules`] (the sandboxed rule engine), [`intake`], [`worker`] (the pipeline),
 //! [`daemon`] (lifecycle and signals), [`bench`], and [`cli`] at the top.
 
+pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod health;
 pub mod intake;
 pub mod notify;
 pub mod operator;
 pub mod reload;
 pub mod rules;
+pub mod schedule;
 pub mod ruletools;
 pub mod store;
 pub mod telemetry;

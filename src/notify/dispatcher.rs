@@ -204,6 +204,8 @@ impl Dispatcher {
         let now = now_ms();
         let mut stats = BatchStats { claimed: results.len(), ..Default::default() };
         let mut outcomes = Vec::with_capacity(results.len());
+        // Transient failures usually share their cause (the server is down): one line per cause and batch.
+        let mut retried: std::collections::BTreeMap<(String, String), (usize, i64)> = Default::default();
         for (n, delivery) in results {
             let fate = self.fate(&n, delivery, now);
             let (id, protocollo, evento, canale, destinatario) =
@@ -215,8 +217,11 @@ impl Dispatcher {
                 }
                 NotificationFate::Retry { at, error } => {
                     stats.retried += 1;
-                    warn!(notifica = id, protocollo, evento, canale, %destinatario, tentativo = n.attempts,
-                          errore = log_reason(canale, error), tra_ms = at - now, "notifica non inviata: nuovo tentativo");
+                    debug!(notifica = id, protocollo, evento, canale, %destinatario, tentativo = n.attempts,
+                           errore = log_reason(canale, error), tra_ms = at - now, "notifica non inviata: nuovo tentativo");
+                    let entry = retried.entry((n.channel.clone(), log_reason(canale, error).to_string())).or_insert((0, i64::MAX));
+                    entry.0 += 1;
+                    entry.1 = entry.1.min(at - now);
                 }
                 NotificationFate::Failed { error, .. } => {
                     stats.failed += 1;
@@ -230,6 +235,9 @@ impl Dispatcher {
                 }
             }
             outcomes.push(NotificationOutcome { id: n.id, token: n.token, fate });
+        }
+        for ((canale, errore), (notifiche, tra_ms)) in retried {
+            warn!(canale, notifiche, errore, tra_ms, "notifiche non inviate: nuovo tentativo");
         }
         let report = self.store.record_notifications(&outcomes, self.config.bounces.flag_contacts, now_ms()).await?;
         stats.stale = report.stale.len();

@@ -173,6 +173,18 @@ pub struct FascicoloEntry {
     pub motivazioni: Vec<Value>,
 }
 
+/// What `/metrics` samples from the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OpsSnapshot {
+    pub counts: QueueCounts,
+    /// Age of the oldest request still waiting for the rules (0 when none).
+    pub oldest_open_age_s: f64,
+    pub dead_notifications: i64,
+    /// Requests referred to an operator for 20–30 days (warning) and 30 days or more (breach).
+    pub sla_warning: i64,
+    pub sla_breach: i64,
+}
+
 /// Queue depth by state, for `exit-when-idle`, the benchmark and (later) metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct QueueCounts {
@@ -470,6 +482,41 @@ impl Store {
     /// Puts failed or dead notifications back in the queue, due now; a sent one is refused (never sent twice).
     pub async fn retry_notifications(&self, target: RetryTarget, now: Millis) -> Result<Vec<i64>> {
         dispatch!(self, s => s.retry_notifications(target, now).await)
+    }
+
+    /// The next scheduled instant of a cron job (`first` when the job is new).
+    pub async fn cron_next(&self, name: &str, first: Millis) -> Result<Millis> {
+        dispatch!(self, s => s.cron_next(name, first).await)
+    }
+
+    /// Claims a cron run (compare-and-set on the scheduled instant): true for exactly one instance.
+    pub async fn cron_claim(&self, name: &str, due: Millis, next: Millis, now: Millis) -> Result<bool> {
+        dispatch!(self, s => s.cron_claim(name, due, next, now).await)
+    }
+
+    /// Records how a cron run ended.
+    pub async fn cron_done(&self, name: &str, error: Option<&str>, now: Millis) -> Result<()> {
+        dispatch!(self, s => s.cron_done(name, error, now).await)
+    }
+
+    /// Gives back expired leases. Returns how many.
+    pub async fn reap_leases(&self, now: Millis) -> Result<u64> {
+        dispatch!(self, s => s.reap_leases(now).await)
+    }
+
+    /// SLA escalation of referred requests; returns (warnings, breaches) written.
+    pub async fn escalate_sla(&self, now: Millis) -> Result<(usize, usize)> {
+        dispatch!(self, s => s.escalate_sla(now).await)
+    }
+
+    /// Deletes closed requests closed before `cutoff`; returns how many.
+    pub async fn purge_closed(&self, cutoff: Millis) -> Result<u64> {
+        dispatch!(self, s => s.purge_closed(cutoff).await)
+    }
+
+    /// The gauges of `/metrics`.
+    pub async fn ops_snapshot(&self, now: Millis) -> Result<OpsSnapshot> {
+        dispatch!(self, s => s.ops_snapshot(now).await)
     }
 
     /// Number of decisions recorded per request id (for exactly-once checks in tests and the benchmark).

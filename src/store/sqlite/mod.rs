@@ -29,6 +29,7 @@ mod history;
 mod operator;
 mod outbox;
 mod rule_status;
+mod schedule;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -671,6 +672,30 @@ impl SqliteStore {
             in_carico: row.try_get(1)?,
             chiuse: row.try_get(2)?,
             sospese: row.try_get(3)?,
+        })
+    }
+
+    pub async fn ops_snapshot(&self, now: Millis) -> Result<super::OpsSnapshot> {
+        const DAY_MS: i64 = 86_400_000;
+        let counts = self.counts().await?;
+        let row = sqlx::query(
+            "SELECT (SELECT MIN(creata_il) FROM requests WHERE stato <> 'chiusa' AND parked IS NULL),
+                    (SELECT COUNT(*) FROM outbox WHERE state = 'dead'),
+                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio'
+                                                     AND creata_il <= $1 AND creata_il > $2),
+                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio' AND creata_il <= $2)",
+        )
+        .bind(now - 20 * DAY_MS)
+        .bind(now - 30 * DAY_MS)
+        .fetch_one(&self.pool)
+        .await?;
+        let oldest: Option<i64> = row.try_get(0)?;
+        Ok(super::OpsSnapshot {
+            counts,
+            oldest_open_age_s: oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
+            dead_notifications: row.try_get(1)?,
+            sla_warning: row.try_get(2)?,
+            sla_breach: row.try_get(3)?,
         })
     }
 

@@ -1,0 +1,50 @@
+//! Liveness of the daemon's loops (workers, dispatcher, scheduler), for `/healthz` and the systemd watchdog:
+//! each loop beats on every turn; the watchdog is pinged only while every loop has beaten recently, so a
+//! stuck loop makes systemd restart the service.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Health {
+    beats: Mutex<BTreeMap<String, Instant>>,
+    /// How long a loop may go without a beat before it counts as stuck.
+    tolerance: Duration,
+    ready: AtomicBool,
+}
+
+impl Health {
+    pub fn new(tolerance: Duration) -> Self {
+        Health { beats: Mutex::new(BTreeMap::new()), tolerance, ready: AtomicBool::new(false) }
+    }
+
+    /// A loop made progress.
+    pub fn beat(&self, loop_name: &str) {
+        if let Ok(mut beats) = self.beats.lock() {
+            beats.insert(loop_name.to_string(), Instant::now());
+        }
+    }
+
+    /// A loop ended on purpose (shutdown): it no longer counts.
+    pub fn retire(&self, loop_name: &str) {
+        if let Ok(mut beats) = self.beats.lock() {
+            beats.remove(loop_name);
+        }
+    }
+
+    /// The first loop that has not beaten within the tolerance, if any.
+    pub fn stale(&self) -> Option<String> {
+        let beats = self.beats.lock().ok()?;
+        beats.iter().find(|(_, at)| at.elapsed() > self.tolerance).map(|(name, _)| name.clone())
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,741 @@
+//! Notifications end to end, through the real binary: a real SMTP server (Python aiosmtpd writing a Maildir,
+//! `tests/support/smtp_sink.py`, read back with Python's own MIME parser) and a real local HTTP server as the
+//! SMS gateway (wiremock, answering like Skebby), driven by the shipped templates and provider file.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Env, Settings, repo, stderr};
+use serde_json::{Value, json};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers};
+
+// ---------------------------------------------------------------------------------------------------------
+// The SMTP server
+
+/// aiosmtpd on 127.0.0.1:`port`, delivering into a Maildir; stop it to make the server "down".
+struct Sink {
+    port: u16,
+    maildir: PathBuf,
+    control: PathBuf,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn sink_script() -> PathBuf {
+    repo().join("tests/support/smtp_sink.py")
+}
+
+impl Sink {
+    /// A sink that is not running yet (the server is down).
+    fn down(dir: &Path) -> Sink {
+        Sink { port: free_port(), maildir: dir.join("maildir"), control: dir.join("smtp-control.json"), child: None }
+    }
+
+    fn start(dir: &Path) -> Sink {
+        let mut sink = Sink::down(dir);
+        sink.up();
+        sink
+    }
+
+    fn up(&mut self) {
+        let mut child = Command::new("python3")
+            .arg(sink_script())
+            .args(["serve", "--port", &self.port.to_string()])
+            .arg("--maildir")
+            .arg(&self.maildir)
+            .arg("--control")
+            .arg(&self.control)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 must be installed to run the SMTP sink");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the sink's first line");
+        if line.trim() != "ready" {
+            let out = child.wait_with_output().expect("wait for the sink");
+            panic!(
+                "the SMTP sink did not start (exit {:?}): {}\n(aiosmtpd is required: python3 -m pip install aiosmtpd; .ci/run installs it)",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Scripts the server's answers (see smtp_sink.py).
+    fn control(&self, value: Value) {
+        std::fs::write(&self.control, value.to_string()).expect("write the sink's control file");
+    }
+
+    /// Every delivered message, decoded.
+    fn messages(&self) -> Vec<Mail> {
+        if !self.maildir.exists() {
+            return Vec::new();
+        }
+        let out = Command::new("python3")
+            .arg(sink_script())
+            .args(["decode", "--maildir"])
+            .arg(&self.maildir)
+            .output()
+            .expect("decode the Maildir");
+        assert!(out.status.success(), "decode failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("decoded messages")
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct Mail {
+    message_id: String,
+    subject: String,
+    from: String,
+    rcpt_to: String,
+    auto_submitted: String,
+    content_type: String,
+    text: Option<String>,
+    html: Option<String>,
+}
+
+fn count_by_message_id(mails: &[Mail]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for m in mails {
+        *out.entry(m.message_id.clone()).or_default() += 1;
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The SMS gateway
+
+/// A Skebby-like gateway: 201 {"result": "OK", "order_id": <the client's order_id>}; per-number scripted
+/// answers (status, extra headers) are used up in order.
+#[derive(Clone, Default)]
+struct GatewayScript {
+    answers: Arc<Mutex<HashMap<String, Vec<(u16, Vec<(String, String)>)>>>>,
+}
+
+impl Respond for GatewayScript {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = request.body_json().unwrap_or(Value::Null);
+        let to = body["recipient"][0].as_str().unwrap_or_default().to_string();
+        let scripted = self.answers.lock().expect("lock").get_mut(&to).and_then(|q| (!q.is_empty()).then(|| q.remove(0)));
+        match scripted {
+            Some((status, headers)) => {
+                let mut r = ResponseTemplate::new(status)
+                    .set_body_json(json!({ "result": "KO", "error": format!("recipient {to} refused") }));
+                for (k, v) in headers {
+                    r = r.insert_header(k.as_str(), v.as_str());
+                }
+                r
+            }
+            None => ResponseTemplate::new(201).set_body_json(json!({
+                "result": "OK", "order_id": body["order_id"], "total_sent": 1, "internal_order_id": "IOID-1"
+            })),
+        }
+    }
+}
+
+struct Gateway {
+    rt: tokio::runtime::Runtime,
+    server: MockServer,
+    script: GatewayScript,
+}
+
+impl Gateway {
+    fn start() -> Gateway {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let script = GatewayScript::default();
+        let server = rt.block_on(async {
+            let server = MockServer::start().await;
+            Mock::given(matchers::method("POST"))
+                .and(matchers::path("/API/v1.0/REST/sms"))
+                .respond_with(script.clone())
+                .mount(&server)
+                .await;
+            server
+        });
+        Gateway { rt, server, script }
+    }
+
+    /// What SMART_TASK_SMS_URL points at.
+    fn url(&self) -> String {
+        format!("{}/API/v1.0/REST/sms", self.server.uri())
+    }
+
+    fn script(&self, number: &str, answers: Vec<(u16, Vec<(&str, &str)>)>) {
+        self.script.answers.lock().expect("lock").insert(
+            number.to_string(),
+            answers
+                .into_iter()
+                .map(|(s, h)| (s, h.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()))
+                .collect(),
+        );
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.rt.block_on(self.server.received_requests()).unwrap_or_default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The daemon's configuration and requests
+
+struct Notify<'a> {
+    /// The configured SMTP URL (SMART_TASK_SMTP_URL may override it).
+    smtp_url: String,
+    sms: bool,
+    max_attempts: i64,
+    batch_size: u32,
+    concurrency: usize,
+    lease_seconds: u64,
+    timeout_ms: u64,
+    log_level: &'a str,
+}
+
+impl Default for Notify<'_> {
+    fn default() -> Self {
+        Notify {
+            smtp_url: "smtp://127.0.0.1:9".into(),
+            sms: true,
+            max_attempts: 100,
+            batch_size: 16,
+            concurrency: 4,
+            lease_seconds: 30,
+            timeout_ms: 2_000,
+            log_level: "info",
+        }
+    }
+}
+
+/// An environment with the example world and a `notify` section using the shipped templates and the
+/// shipped Skebby provider file (its credentials in files, as under systemd).
+fn env_with(n: Notify) -> Env {
+    let env = Env::with(Settings { batch_size: 16, ..Default::default() });
+    env.import_examples();
+    let credentials = env.path("credentials");
+    std::fs::create_dir_all(&credentials).expect("mkdir");
+    std::fs::write(credentials.join("skebby-user-key"), "UK-test-1234\n").expect("write");
+    std::fs::write(credentials.join("skebby-access-token"), "AT-test-5678\n").expect("write");
+    let sms = if n.sms {
+        format!(
+            "  sms:\n    provider_file: {}\n    sender: INPS\n    max_segments: 2\n",
+            repo().join("config/sms-providers/skebby.yaml").display()
+        )
+    } else {
+        String::new()
+    };
+    let config = std::fs::read_to_string(&env.config).expect("config").replace("level: info", &format!("level: {}", n.log_level));
+    let text = format!(
+        "{config}notify:\n  templates_dir: {templates}\n  credentials_dir: {credentials}\n  email:\n    url: {url}\n\
+         \x20   from: \"INPS - Smart-Task <noreply.smarttask@inps.test>\"\n    reply_to: \"Sede INPS <aziende.roma@inps.it>\"\n\
+         \x20   timeout_ms: {timeout}\n    pool_size: 2\n{sms}  retry:\n    max_attempts: {attempts}\n    base_ms: 20\n    max_ms: 150\n\
+         \x20 dispatcher:\n    batch_size: {batch}\n    concurrency: {concurrency}\n    lease_seconds: {lease}\n    poll_interval_ms: 20\n",
+        templates = repo().join("config/templates").display(),
+        credentials = credentials.display(),
+        url = n.smtp_url,
+        timeout = n.timeout_ms,
+        attempts = n.max_attempts,
+        batch = n.batch_size,
+        concurrency = n.concurrency,
+        lease = n.lease_seconds,
+    );
+    std::fs::write(&env.config, text).expect("write config");
+    env
+}
+
+fn daemon(env: &Env, args: &[&str], smtp: Option<&str>, sms: Option<&str>) -> Command {
+    let mut c = env.command(args);
+    c.env_remove("SMART_TASK_SMTP_URL").env_remove("SMART_TASK_SMS_URL").env_remove("CREDENTIALS_DIRECTORY");
+    if let Some(url) = smtp {
+        c.env("SMART_TASK_SMTP_URL", url);
+    }
+    if let Some(url) = sms {
+        c.env("SMART_TASK_SMS_URL", url);
+    }
+    c
+}
+
+/// `run --exit-when-idle`; fails the test unless it exits 0.
+fn run_until_idle(env: &Env, smtp: Option<&str>, sms: Option<&str>) -> Output {
+    let started = Instant::now();
+    let out = daemon(env, &["run", "--exit-when-idle"], smtp, sms).output().expect("run");
+    assert!(out.status.success(), "run failed: {}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(30), "the run took {:?}", started.elapsed());
+    out
+}
+
+/// A REVOCA_DELEGA_INTERMEDIARIO request of the example world with the given notification contacts.
+/// `accolta`: the consultant renounces her delega (accepted); otherwise a retroactive revocation asked by the
+/// wrong party (Non Accolta, RDI-02 and RDI-05).
+fn request(accolta: bool, key: &str, email: Option<&str>, cellulare: Option<&str>, consenso: (bool, bool)) -> String {
+    let mut contatti = String::new();
+    if let Some(e) = email {
+        contatti.push_str(&format!("  email: {e}\n"));
+    }
+    if let Some(c) = cellulare {
+        contatti.push_str(&format!("  cellulare: \"{c}\"\n"));
+    }
+    contatti.push_str(&format!("  consenso_email: {}\n  consenso_sms: {}\n", consenso.0, consenso.1));
+    let body = if accolta {
+        "richiedente_cf: VRDGPP80A41H501Y\nprofilo_richiedente: INTERMEDIARIO\nmatricola: \"1234567890\"\n\
+         cf_intermediario: VRDGPP80A41H501Y\nmotivazione: RINUNCIA\n"
+    } else {
+        "richiedente_cf: CLMNNA82R55F205H\nprofilo_richiedente: INTERMEDIARIO\nmatricola: \"5678901234\"\n\
+         cf_intermediario: GLLSFN88H10L219C\ndata_decorrenza: 2024-01-01\nmotivazione: CESSAZIONE_INCARICO\n"
+    };
+    format!("task: REVOCA_DELEGA_INTERMEDIARIO\n{body}contatti_notifica:\n{contatti}chiave_idempotenza: {key}\n")
+}
+
+fn submit(env: &Env, text: &str) -> String {
+    env.submit(text)[0]["protocollo"].as_str().expect("protocollo").to_string()
+}
+
+/// Outbox rows: (id, protocollo, event, channel, recipient, state, reference, attempts, last_error, provider_id).
+#[derive(Debug, Clone)]
+struct Row {
+    id: i64,
+    protocollo: String,
+    event: String,
+    channel: String,
+    recipient: String,
+    state: String,
+    reference: Option<String>,
+    attempts: i64,
+    last_error: Option<String>,
+    provider_id: Option<String>,
+}
+
+fn outbox(env: &Env) -> Vec<Row> {
+    env.sql(
+        "SELECT o.id, r.protocollo, o.event, o.channel, o.recipient, o.state, o.reference, o.attempts, o.last_error,
+                o.provider_id
+         FROM outbox o JOIN requests r ON r.id = o.request_id ORDER BY o.id",
+    )
+    .into_iter()
+    .map(|r| {
+        let s = |i: usize| r[i].as_str().map(str::to_string);
+        Row {
+            id: r[0].as_i64().expect("id"),
+            protocollo: s(1).expect("protocollo"),
+            event: s(2).expect("event"),
+            channel: s(3).expect("channel"),
+            recipient: s(4).expect("recipient"),
+            state: s(5).expect("state"),
+            reference: s(6),
+            attempts: r[7].as_i64().unwrap_or(0),
+            last_error: s(8),
+            provider_id: s(9),
+        }
+    })
+    .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sms_body(r: &Request) -> Value {
+    r.body_json().expect("the gateway got JSON")
+}
+
+const LABEL: &str = "Revoca delega intermediario";
+const RDI_02: &str = "La revoca può essere richiesta esclusivamente dall'intermediario titolare della delega o dall'azienda delegante.";
+const RDI_05: &str = "La data di decorrenza della revoca non può essere antecedente alla data della richiesta.";
+
+// ---------------------------------------------------------------------------------------------------------
+
+#[test]
+fn the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(tmp.path());
+    let gateway = Gateway::start();
+    // The configured SMTP URL is wrong on purpose: SMART_TASK_SMTP_URL points at the sink.
+    let env = env_with(Notify::default());
+    let ok = submit(&env, &request(true, "n-1", Some("studio.verdi@example.it"), Some("+39 347 765 4321"), (true, true)));
+    let ko = submit(&env, &request(false, "n-2", Some("anna.colombo@example.it"), Some("333 123 4567"), (true, true)));
+    run_until_idle(&env, Some(&sink.url()), Some(&gateway.url()));
+
+    let rows = outbox(&env);
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:#?}");
+    let mails = sink.messages();
+    let counts = count_by_message_id(&mails);
+    // Every e-mail row arrived exactly once, under its own stable Message-ID.
+    let email_rows: Vec<&Row> = rows.iter().filter(|r| r.channel == "email").collect();
+    assert_eq!(mails.len(), email_rows.len());
+    for r in &email_rows {
+        let reference = r.reference.as_deref().expect("reference");
+        assert_eq!(reference, format!("<outbox-{}@smart-task>", r.id));
+        assert_eq!(counts.get(reference), Some(&1), "{reference}");
+        assert!(r.provider_id.as_deref().unwrap_or_default().starts_with("250"), "{r:?}");
+    }
+    let mail_of = |protocollo: &str, event: &str, to: &str| -> Mail {
+        let row = email_rows
+            .iter()
+            .find(|r| r.protocollo == protocollo && r.event == event && r.recipient == to)
+            .unwrap_or_else(|| panic!("no {event} e-mail row for {protocollo} to {to}: {email_rows:#?}"));
+        mails.iter().find(|m| Some(m.message_id.as_str()) == row.reference.as_deref()).expect("delivered").clone()
+    };
+    for (protocollo, to) in [(&ok, "studio.verdi@example.it"), (&ko, "anna.colombo@example.it")] {
+        let p = mail_of(protocollo, "protocollazione", to);
+        let s = mail_of(protocollo, "smistamento", to);
+        let c = mail_of(protocollo, "chiusura", to);
+        assert!(p.subject.contains(protocollo.as_str()) && p.subject.contains("protocollata"), "{}", p.subject);
+        assert!(s.subject.contains("presa in carico"), "{}", s.subject);
+        for m in [&p, &s, &c] {
+            assert_eq!(m.rcpt_to, to);
+            assert!(m.from.contains("noreply.smarttask@inps.test"), "{}", m.from);
+            assert_eq!(m.auto_submitted, "auto-generated");
+            assert_eq!(m.content_type, "multipart/alternative");
+            let text = m.text.as_deref().expect("text part");
+            let html = m.html.as_deref().expect("html part");
+            assert!(text.contains(protocollo.as_str()) && text.contains(LABEL), "{text}");
+            assert!(html.contains(protocollo.as_str()) && html.contains(LABEL), "{html}");
+            assert!(text.contains("Roma Tiburtino") || text.contains("Milano Nord"), "the sede: {text}");
+        }
+        assert!(p.text.as_deref().unwrap_or_default().contains("protocollata"));
+    }
+    let accepted = mail_of(&ok, "chiusura", "studio.verdi@example.it");
+    assert!(accepted.subject.contains("accolta") && !accepted.subject.contains("non accolta"), "{}", accepted.subject);
+    assert!(accepted.text.as_deref().unwrap_or_default().contains("con esito: Accolta"));
+    let rejected = mail_of(&ko, "chiusura", "anna.colombo@example.it");
+    assert!(rejected.subject.contains("non accolta"), "{}", rejected.subject);
+    let text = rejected.text.as_deref().expect("text");
+    assert!(text.contains("con esito: Non accolta"), "{text}");
+    for (code, message) in [("RDI-02", RDI_02), ("RDI-05", RDI_05)] {
+        assert!(text.contains(code) && text.contains(message), "{code} missing from\n{text}");
+    }
+    let html = rejected.html.as_deref().expect("html");
+    assert!(html.contains("RDI-02") && html.contains(RDI_05), "{html}");
+
+    // SMS: the shipped Skebby request shape, credentials from files, E.164 numbers, our reference as order_id.
+    let sms_rows: Vec<&Row> = rows.iter().filter(|r| r.channel == "sms").collect();
+    assert_eq!(sms_rows.len(), 6, "three events × two requests: {sms_rows:#?}");
+    let requests = gateway.requests();
+    assert_eq!(requests.len(), 6);
+    for r in &requests {
+        assert_eq!(r.headers.get("user_key").and_then(|v| v.to_str().ok()), Some("UK-test-1234"));
+        assert_eq!(r.headers.get("Access_token").and_then(|v| v.to_str().ok()), Some("AT-test-5678"));
+        let body = sms_body(r);
+        assert_eq!(body["message_type"], "GP");
+        assert_eq!(body["sender"], "INPS");
+        assert_eq!(body["encoding"], "gsm");
+        assert_eq!(body["returnCredits"], false);
+    }
+    for row in &sms_rows {
+        let reference = row.reference.as_deref().expect("reference");
+        assert_eq!(reference, format!("outbox-{}", row.id));
+        assert_eq!(row.provider_id.as_deref(), Some(reference), "the gateway's order_id is stored");
+        let sent: Vec<Value> =
+            requests.iter().map(sms_body).filter(|b| b["order_id"] == reference).collect();
+        assert_eq!(sent.len(), 1, "{reference} sent once");
+        assert_eq!(sent[0]["recipient"], json!([row.recipient]));
+        let message = sent[0]["message"].as_str().expect("message");
+        assert!(message.contains(&row.protocollo) && message.contains(LABEL), "{message}");
+        match row.event.as_str() {
+            "protocollazione" => assert!(message.contains("protocollata"), "{message}"),
+            "smistamento" => assert!(message.contains("presa in carico"), "{message}"),
+            _ if row.protocollo == ko => {
+                assert!(message.contains("non accolta") && message.contains("RDI-02, RDI-05"), "{message}")
+            }
+            _ => assert!(message.contains("è stata accolta"), "{message}"),
+        }
+    }
+    assert!(sms_rows.iter().any(|r| r.recipient == "+393477654321") && sms_rows.iter().any(|r| r.recipient == "+393331234567"));
+}
+
+#[test]
+fn without_consent_nothing_is_sent_on_that_channel() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(tmp.path());
+    let gateway = Gateway::start();
+    let env = env_with(Notify { smtp_url: sink.url(), ..Default::default() });
+    // E-mail only: a mobile number is given but SMS not consented.
+    let mail_only = submit(&env, &request(false, "c-1", Some("solo.email@example.it"), Some("+39 320 111 2222"), (true, false)));
+    // SMS only: an address is given but e-mail not consented.
+    let sms_only = submit(&env, &request(false, "c-2", Some("solo.sms@example.it"), Some("+39 320 333 4444"), (false, true)));
+    run_until_idle(&env, None, Some(&gateway.url()));
+
+    let mails = sink.messages();
+    assert_eq!(mails.iter().filter(|m| m.rcpt_to == "solo.email@example.it").count(), 3);
+    assert!(mails.iter().all(|m| m.rcpt_to != "solo.sms@example.it"), "e-mail sent without consent");
+    let to: Vec<String> = gateway.requests().iter().map(|r| sms_body(r)["recipient"][0].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(to.iter().filter(|t| *t == "+393203334444").count(), 3, "{to:?}");
+    assert!(!to.contains(&"+393201112222".to_string()), "SMS sent without consent: {to:?}");
+    let rows = outbox(&env);
+    assert!(!rows.iter().any(|r| r.protocollo == mail_only && r.channel == "sms"));
+    assert!(!rows.iter().any(|r| r.protocollo == sms_only && r.channel == "email"));
+    assert!(rows.iter().all(|r| r.state == "sent"));
+}
+
+#[test]
+fn a_server_down_for_a_while_then_up_gets_every_notification_exactly_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut sink = Sink::down(tmp.path());
+    let env = env_with(Notify { smtp_url: sink.url(), sms: false, ..Default::default() });
+    for i in 0..8 {
+        submit(&env, &request(i == 0, &format!("d-{i}"), Some(&format!("utente{i}@example.it")), None, (true, false)));
+    }
+    let mut child = daemon(&env, &["run"], None, None).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    // Down: every notification is tried and retried, none is lost or given up.
+    wait_for("every request decided and every e-mail tried twice", Duration::from_secs(30), || {
+        let rows = outbox(&env);
+        env.sql("SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked IS NULL")[0][0] == 0
+            && rows.len() >= 24
+            && rows.iter().all(|r| r.state == "pending" && r.attempts >= 2)
+    });
+    let rows = outbox(&env);
+    assert!(rows.iter().all(|r| r.last_error.as_deref().unwrap_or_default().contains("Connection refused")), "{rows:#?}");
+    // Up again: everything goes out.
+    sink.up();
+    wait_for("every e-mail sent", Duration::from_secs(30), || outbox(&env).iter().all(|r| r.state == "sent"));
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "the daemon did not stop cleanly");
+    let counts = count_by_message_id(&sink.messages());
+    let rows = outbox(&env);
+    assert_eq!(counts.len(), rows.len(), "one message per notification");
+    for r in &rows {
+        assert_eq!(counts.get(r.reference.as_deref().expect("reference")), Some(&1), "{r:?}");
+    }
+    let mut stderr_text = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr_text).expect("read stderr");
+    assert!(stderr_text.contains("nuovo tentativo"), "{stderr_text}");
+}
+
+#[test]
+fn permanent_failures_are_recorded_listed_flag_the_contact_and_can_be_retried() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(tmp.path());
+    let gateway = Gateway::start();
+    let env = env_with(Notify { smtp_url: sink.url(), max_attempts: 3, ..Default::default() });
+    // Laura Bianchi's address is on file as a VALID contact (C-4): the server says it does not exist.
+    let bounced = "laura.bianchi@rossicostruzioni.it";
+    sink.control(json!({ "rcpt": { bounced: format!("550 5.1.1 <{bounced}>: Recipient address rejected: User unknown") } }));
+    let versions_before: Vec<i64> = env
+        .sql("SELECT subject, version FROM subject_versions WHERE subject IN ('cp:BNCLRA90E50F205S', 'cm:1234567890') ORDER BY 1")
+        .iter()
+        .map(|r| r[1].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(versions_before.len(), 2);
+    submit(&env, &request(false, "p-1", Some(bounced), None, (true, false)));
+    // One number is refused by the gateway (400), one makes it busy for good (503), one asks to wait (429).
+    gateway.script("+393200000001", vec![(400, vec![]); 3]);
+    gateway.script("+393200000002", vec![(503, vec![]); 9]); // three events × three attempts
+    gateway.script("+393200000003", vec![(429, vec![("Retry-After", "1")])]);
+    submit(&env, &request(false, "p-2", None, Some("+39 320 000 0001"), (false, true)));
+    submit(&env, &request(false, "p-3", None, Some("+39 320 000 0002"), (false, true)));
+    submit(&env, &request(false, "p-4", None, Some("+39 320 000 0003"), (false, true)));
+    let out = run_until_idle(&env, None, Some(&gateway.url()));
+    let mut logs = stderr(&out);
+    // Retry-After: 1 is honoured, and a row waiting for a later retry does not hold `--exit-when-idle`.
+    let waits = env.sql(
+        "SELECT attempts, available_at - updated_at FROM outbox WHERE recipient = '+393200000003' AND state = 'pending'",
+    );
+    assert!(!waits.is_empty() && waits.iter().all(|w| w[0] == 1 && w[1].as_i64().unwrap_or(0) >= 900), "{waits:?}");
+    // Transient failures back off (20 to 150 ms here) until the attempts run out; each run exits as soon as
+    // nothing is due now, so run until nothing is pending.
+    for _ in 0..20 {
+        if env.sql("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0] == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(160));
+        logs.push_str(&stderr(&run_until_idle(&env, None, Some(&gateway.url()))));
+    }
+
+    let rows = outbox(&env);
+    let of = |recipient: &str| -> Vec<&Row> { rows.iter().filter(|r| r.recipient == recipient).collect() };
+    for r in of(bounced) {
+        assert_eq!(r.state, "failed", "{r:?}");
+        assert_eq!(r.attempts, 1, "a permanent failure is not retried: {r:?}");
+        let error = r.last_error.as_deref().expect("error");
+        assert!(error.contains("550") && error.contains("5.1.1") && error.contains("User unknown"), "{error}");
+        assert!(!error.contains(bounced) && error.contains("l***@rossicostruzioni.it"), "recipient masked: {error}");
+    }
+    for r in of("+393200000001") {
+        assert_eq!((r.state.as_str(), r.attempts), ("failed", 1), "{r:?}");
+        assert!(r.last_error.as_deref().unwrap_or_default().starts_with("HTTP 400"), "{r:?}");
+        assert!(!r.last_error.as_deref().unwrap_or_default().contains("3200000001"), "number masked: {r:?}");
+    }
+    for r in of("+393200000002") {
+        assert_eq!((r.state.as_str(), r.attempts), ("dead", 3), "{r:?}");
+        assert!(r.last_error.as_deref().unwrap_or_default().contains("HTTP 503"), "{r:?}");
+    }
+    assert!(of("+393200000003").iter().all(|r| r.state == "sent"), "sent after the Retry-After");
+    // The bounce flagged the contact on file, and bumped its subjects' versions for rules that read it.
+    assert_eq!(
+        env.sql("SELECT stato, anomalia FROM contatti WHERE id = 'C-4'"),
+        vec![vec![json!("ANOMALO"), json!("EMAIL_HARD_BOUNCE")]]
+    );
+    let versions = || env.sql("SELECT subject, version FROM subject_versions WHERE subject IN ('cp:BNCLRA90E50F205S', 'cm:1234567890') ORDER BY 1");
+    let bumped: Vec<i64> = versions().iter().map(|r| r[1].as_i64().unwrap_or(0)).collect();
+    assert_eq!(bumped, versions_before.iter().map(|v| v + 1).collect::<Vec<_>>(), "contact subjects bumped once");
+    assert!(logs.contains("contacts flagged ANOMALO"), "{logs}");
+
+    // Listed, with the reason; recipients masked.
+    let listed: Vec<Value> = serde_json::from_str(&env.ok(&["notifications", "list", "--dead", "--json"])).expect("json");
+    let failed_ids: Vec<i64> = rows.iter().filter(|r| r.state == "failed" || r.state == "dead").map(|r| r.id).collect();
+    let mut listed_ids: Vec<i64> = listed.iter().map(|l| l["id"].as_i64().expect("id")).collect();
+    listed_ids.sort();
+    assert_eq!(listed_ids, failed_ids);
+    for l in &listed {
+        assert!(l["errore"].as_str().is_some_and(|e| !e.is_empty()), "{l}");
+        assert!(!l["destinatario"].as_str().unwrap_or_default().contains("laura.bianchi"), "{l}");
+    }
+    let text = env.ok(&["notifications", "list", "--dead"]);
+    assert!(text.contains("(550): 5.1.1") && text.contains("failed") && text.contains("dead") && text.contains("HTTP 503"), "{text}");
+    assert!(!text.contains(bounced) && !text.contains("3200000002"), "{text}");
+
+    // The server accepts the address again; the gateway recovered: retry one, then all the others.
+    sink.control(json!({}));
+    let one = of(bounced).iter().find(|r| r.event == "chiusura").expect("chiusura").id;
+    assert!(env.ok(&["notifications", "retry", &one.to_string()]).contains("queued again"));
+    assert!(env.ok(&["notifications", "retry", "--all-dead"]).contains("notifications queued again"));
+    run_until_idle(&env, None, Some(&gateway.url()));
+    let rows = outbox(&env);
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:#?}");
+    let counts = count_by_message_id(&sink.messages());
+    for r in rows.iter().filter(|r| r.channel == "email") {
+        assert_eq!(counts.get(r.reference.as_deref().expect("reference")), Some(&1), "{r:?}");
+    }
+    let to_3 = gateway.requests().iter().filter(|r| sms_body(r)["recipient"][0] == "+393200000003").count();
+    assert_eq!(to_3, 4, "three events, one answered 429 then sent again");
+    assert_eq!(env.ok(&["notifications", "list", "--dead"]).trim(), "no notification failed or ran out of attempts");
+
+    // A confirmed notification is never sent again; an unknown one is not found.
+    let sent = env.run(&["notifications", "retry", &one.to_string()]);
+    assert_eq!(sent.status.code(), Some(2), "{}", stderr(&sent));
+    assert!(stderr(&sent).contains("already sent"), "{}", stderr(&sent));
+    let unknown = env.run(&["notifications", "retry", "999999"]);
+    assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
+}
+
+#[test]
+fn a_daemon_killed_while_sending_resumes_without_losing_or_resending_confirmed_notifications() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(tmp.path());
+    // Each message takes a little while, so the kill lands in the middle of a batch.
+    sink.control(json!({ "delay_ms": 15 }));
+    let env = env_with(Notify {
+        smtp_url: sink.url(),
+        sms: false,
+        batch_size: 8,
+        concurrency: 4,
+        lease_seconds: 3,
+        timeout_ms: 1_000,
+        ..Default::default()
+    });
+    let requests: Vec<String> = (0..40)
+        .map(|i| request(false, &format!("k-{i}"), Some(&format!("k{i}@example.it")), None, (true, false)))
+        .map(|r| format!("- {}", r.trim_end().replace('\n', "\n  ")))
+        .collect();
+    let file = env.write("many.yaml", &requests.join("\n"));
+    env.ok(&["submit", file.to_str().expect("path")]);
+    let mut child = daemon(&env, &["run"], None, None).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    wait_for("some notifications confirmed", Duration::from_secs(30), || {
+        outbox(&env).iter().filter(|r| r.state == "sent").count() >= 30
+    });
+    let _ = Command::new("kill").arg("-KILL").arg(child.id().to_string()).status();
+    child.wait().expect("wait");
+    let before = outbox(&env);
+    let confirmed: BTreeMap<String, i64> = before
+        .iter()
+        .filter(|r| r.state == "sent")
+        .map(|r| (r.reference.clone().expect("reference"), r.id))
+        .collect();
+    assert!(confirmed.len() < before.len(), "killed too late to test anything");
+    let delivered_before = count_by_message_id(&sink.messages());
+    for reference in confirmed.keys() {
+        assert_eq!(delivered_before.get(reference), Some(&1), "a confirmed notification was delivered once");
+    }
+    // A new daemon takes the expired leases over and sends the rest.
+    run_until_idle(&env, None, None);
+    let after = outbox(&env);
+    assert!(after.iter().all(|r| r.state == "sent"), "{after:#?}");
+    let delivered = count_by_message_id(&sink.messages());
+    let mut resent_in_flight = 0;
+    for r in &after {
+        let reference = r.reference.as_deref().expect("reference");
+        let n = delivered.get(reference).copied().unwrap_or(0);
+        assert!(n >= 1, "{reference} lost");
+        if confirmed.contains_key(reference) {
+            assert_eq!(n, delivered_before[reference], "{reference} was confirmed, then sent again");
+        } else if n > 1 {
+            // In flight at the kill: delivered but not yet recorded. At least once, same Message-ID.
+            resent_in_flight += n - 1;
+        }
+    }
+    assert!(resent_in_flight <= 8, "at most one batch in flight is sent twice, found {resent_in_flight}");
+}
+
+#[test]
+fn logs_carry_no_address_number_codice_fiscale_or_body() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(tmp.path());
+    let gateway = Gateway::start();
+    let env = env_with(Notify { smtp_url: sink.url(), log_level: "debug", max_attempts: 2, ..Default::default() });
+    sink.control(json!({ "rcpt": { "anna.colombo@example.it": "550 5.1.1 <anna.colombo@example.it>: no such user" } }));
+    gateway.script("+393331234567", vec![(400, vec![]); 3]);
+    submit(&env, &request(true, "l-1", Some("studio.verdi@example.it"), Some("+39 347 765 4321"), (true, true)));
+    submit(&env, &request(false, "l-2", Some("anna.colombo@example.it"), Some("333 123 4567"), (true, true)));
+    let out = run_until_idle(&env, None, Some(&gateway.url()));
+    let logs = stderr(&out);
+    assert!(logs.contains("notifica inviata") && logs.contains("s***@example.it"), "the sends are logged, masked:\n{logs}");
+    assert!(logs.contains("+39*******321"), "numbers are logged masked:\n{logs}");
+    assert!(logs.contains("errore permanente"), "{logs}");
+    let forbidden = [
+        // addresses and numbers, in every form they travel in
+        "studio.verdi@example.it",
+        "anna.colombo@example.it",
+        "+393477654321",
+        "393477654321",
+        "3477654321",
+        "347 765 4321",
+        "3331234567",
+        // codici fiscali of the requests
+        "VRDGPP80A41H501Y",
+        "CLMNNA82R55F205H",
+        "GLLSFN88H10L219C",
+        // bodies: templates' text, reason messages, SMS text
+        "Gentile utente",
+        "Cordiali saluti",
+        "antecedente alla data della richiesta",
+        "Dettagli nel Cassetto",
+        "è stata presa in carico",
+        // secrets
+        "UK-test-1234",
+        "AT-test-5678",
+    ];
+    for f in forbidden {
+        assert!(!logs.contains(f), "`{f}` appears in the logs:\n{logs}");
+    }
+    assert!(outbox(&env).iter().filter(|r| r.state == "sent").count() >= 6);
+}
