@@ -37,7 +37,9 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, store: Store
                 }
                 "/healthz" => match health.stale() {
                     None => ("200 OK", "text/plain", "ok\n".to_string()),
-                    Some(lp) => ("503 Service Unavailable", "text/plain", format!("loop `{lp}` is not making progress\n")),
+                    Some(lp) => {
+                        ("503 Service Unavailable", "text/plain", format!("loop `{lp}` is not making progress\n"))
+                    }
                 },
                 "/readyz" => {
                     if health.is_ready() && store.counts().await.is_ok() {

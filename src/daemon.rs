@@ -51,6 +51,9 @@ pub fn pipeline(config: &Config, store: Store) -> anyhow::Result<Arc<Pipeline>> 
         config: config.worker.clone(),
         instance: config.instance_name(),
         wake: Notify::new(),
+        health: Arc::new(crate::health::Health::new(
+            sd_notify::watchdog_enabled().unwrap_or(Duration::from_secs(60)).max(Duration::from_millis(200)),
+        )),
     }))
 }
 
@@ -74,7 +77,27 @@ pub async fn run_with(
     exit_when_idle: bool,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let notifier = dispatcher.clone().map(|d| tokio::spawn(d.run(stop_rx.clone())));
+    // The operations endpoint and the cron jobs belong to the daemon, not to a batch run.
+    let metrics_handle = crate::telemetry::metrics::install().ok();
+    crate::telemetry::metrics::initialise(&pipeline.rules.load());
+    crate::telemetry::metrics::started(now_ms() as f64 / 1000.0);
+    let api = match (exit_when_idle, config.api.listen) {
+        (false, Some(addr)) => {
+            let listener = crate::api::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for /metrics (api.listen; `null` turns it off)"))?;
+            metrics_handle
+                .map(|h| tokio::spawn(crate::api::serve(listener, h, pipeline.store.clone(), pipeline.health.clone())))
+        }
+        _ => None,
+    };
+    let scheduler = if exit_when_idle {
+        None
+    } else {
+        let jobs = crate::schedule::jobs(&config.schedule).map_err(anyhow::Error::msg)?;
+        Some(tokio::spawn(crate::schedule::run(pipeline.store.clone(), jobs, pipeline.health.clone(), stop_rx.clone())))
+    };
+    let notifier = dispatcher.clone().map(|d| tokio::spawn(d.run(stop_rx.clone(), pipeline.health.clone())));
     let mut decided = false;
     let mut idle = tokio::time::interval(Duration::from_millis(config.notify.dispatcher.poll_interval_ms));
     let mut workers = tokio::task::JoinSet::new();
@@ -97,10 +120,20 @@ pub async fn run_with(
     let watch_every = Duration::from_millis(config.rules.watch_interval_ms.max(1));
     let mut watch = tokio::time::interval(watch_every);
     let mut seen = crate::reload::fingerprint(&config.rules.dir);
+    let watchdog = sd_notify::watchdog_enabled();
+    let mut watchdog_tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 3));
+    pipeline.health.set_ready(true);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("deciding requests")]);
     loop {
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                match pipeline.health.stale() {
+                    None => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+                    Some(stuck) => warn!(loop_name = %stuck, "a loop is not making progress: no watchdog ping"),
+                }
+            }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the rules");
                 status = reload(config, &pipeline, status).await;
@@ -139,7 +172,15 @@ pub async fn run_with(
             }
         }
     }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    pipeline.health.set_ready(false);
     let _ = stop_tx.send(true);
+    if let Some(api) = api {
+        api.abort();
+    }
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
     let grace = Duration::from_secs(config.worker.shutdown_grace_seconds);
     if tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await.is_err() {
         warn!(grace_seconds = grace.as_secs(), "in-flight batches did not finish in time: releasing their leases");
@@ -178,6 +219,10 @@ async fn reload(
     pipeline: &Arc<Pipeline>,
     previous: crate::store::RuleStatus,
 ) -> crate::store::RuleStatus {
+    let mut reloading = vec![sd_notify::NotifyState::Reloading];
+    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+    let _ = sd_notify::notify(&reloading);
+    let previous_versions = previous.active.clone();
     let (dir, sede, p, prev) =
         (config.rules.dir.clone(), config.intake.sede_predefinita.clone(), pipeline.clone(), previous.clone());
     let status = tokio::task::spawn_blocking(move || {
@@ -185,7 +230,10 @@ async fn reload(
     })
     .await
     .unwrap_or(previous);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    crate::telemetry::metrics::reload(status.candidate_errors.is_empty());
     if status.candidate_errors.is_empty() {
+        crate::telemetry::metrics::rule_versions(&pipeline.rules.load(), Some(&previous_versions));
         let versions: Vec<String> = status.active.iter().map(|(t, v)| format!("{t}@{v}")).collect();
         info!(?versions, "rules activated");
     } else {

@@ -44,6 +44,8 @@ pub struct Pipeline {
     pub instance: String,
     /// Wakes idle workers (e.g. after an in-process submission).
     pub wake: Notify,
+    /// Liveness of the loops (for /healthz and the systemd watchdog).
+    pub health: Arc<crate::health::Health>,
 }
 
 /// Loads facts a rule asks for beyond the batch's prefetch, from the evaluation thread.
@@ -144,6 +146,7 @@ impl Pipeline {
         if claimed.is_empty() {
             return Ok(BatchStats::default());
         }
+        crate::telemetry::metrics::claimed(&claimed, now_ms());
         let taken_over = claimed.iter().filter(|r| r.taken_over).count();
         if taken_over > 0 {
             warn!(owner, taken_over, "took over requests whose lease expired");
@@ -152,6 +155,7 @@ impl Pipeline {
         let evaluated = self.evaluate_batch(claimed).await?;
         let eval_us = started.elapsed().as_micros() - claim_us;
         let plan = self.store.close_batch(&evaluated, self.policy(), now_ms(), owner).await?;
+        crate::telemetry::metrics::closed(&evaluated, &plan.fates);
         let mut stats = BatchStats { claimed: evaluated.len(), ..Default::default() };
         for ((req, eval), (_, fate)) in evaluated.iter().zip(&plan.fates) {
             match fate {
@@ -195,6 +199,7 @@ impl Pipeline {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let mut failures = 0u32;
         while !*shutdown.borrow() {
+            self.health.beat(&owner);
             match self.run_batch(&owner).await {
                 Ok(stats) if stats.claimed > 0 => {
                     failures = 0;
@@ -222,6 +227,7 @@ impl Pipeline {
                 _ = shutdown.changed() => {}
             }
         }
+        self.health.retire(&owner);
         debug!(owner, "worker stopped");
     }
 }

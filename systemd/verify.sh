@@ -35,7 +35,7 @@ if grep -q '/usr/bin/smart-taskd' "$tmp/smart-taskd.service"; then
 fi
 
 fail=0
-echo "== systemd-analyze verify ($(systemd-analyze --version | head -1))"
+echo "== systemd-analyze verify ($(systemd-analyze --version | sed -n 1p))"
 set +e
 out=$(cd "$tmp" && systemd-analyze verify --man=no --generators=no "$tmp/smart-taskd.service" 2>&1)
 rc=$?

@@ -18,6 +18,7 @@ use crate::domain::closing::RetryPolicy;
 use crate::domain::time::Millis;
 use crate::rules::RuleSet;
 use crate::store::{DueNotification, NotificationFate, NotificationOutcome, Store, StoreError};
+use crate::telemetry::metrics::NOTIFICATIONS;
 use crate::worker::now_ms;
 
 /// What one batch did.
@@ -219,7 +220,9 @@ impl Dispatcher {
                     stats.retried += 1;
                     debug!(notifica = id, protocollo, evento, canale, %destinatario, tentativo = n.attempts,
                            errore = log_reason(canale, error), tra_ms = at - now, "notifica non inviata: nuovo tentativo");
-                    let entry = retried.entry((n.channel.clone(), log_reason(canale, error).to_string())).or_insert((0, i64::MAX));
+                    let entry = retried
+                        .entry((n.channel.clone(), log_reason(canale, error).to_string()))
+                        .or_insert((0, i64::MAX));
                     entry.0 += 1;
                     entry.1 = entry.1.min(at - now);
                 }
@@ -234,6 +237,13 @@ impl Dispatcher {
                            errore = log_reason(canale, error), "notifica abbandonata: vedi `notifications list --dead`");
                 }
             }
+            let outcome = match &fate {
+                NotificationFate::Sent { .. } => "sent",
+                NotificationFate::Retry { .. } => "retried",
+                NotificationFate::Failed { .. } => "failed",
+                NotificationFate::Dead { .. } => "dead",
+            };
+            metrics::counter!(NOTIFICATIONS, "channel" => n.channel.clone(), "outcome" => outcome).increment(1);
             outcomes.push(NotificationOutcome { id: n.id, token: n.token, fate });
         }
         for ((canale, errore), (notifiche, tra_ms)) in retried {
@@ -252,10 +262,11 @@ impl Dispatcher {
     }
 
     /// Runs batches until shutdown; idle, polls every `poll_interval_ms` (or when woken).
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, health: Arc<crate::health::Health>) {
         let poll = Duration::from_millis(self.config.dispatcher.poll_interval_ms);
         let mut failures = 0u32;
         while !*shutdown.borrow() {
+            health.beat("dispatcher");
             match self.run_batch().await {
                 Ok(stats) if stats.claimed > 0 => {
                     failures = 0;
@@ -274,6 +285,7 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
             }
         }
+        health.retire("dispatcher");
         debug!(owner = %self.owner, "dispatcher stopped");
     }
 }

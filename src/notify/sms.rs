@@ -72,6 +72,7 @@ fn leaves(value: &Value, pointer: String, out: &mut Vec<(String, String)>) {
 
 impl SmsSender {
     pub fn new(config: &SmsConfig, credentials: Credentials) -> Result<SmsSender, String> {
+        super::install_crypto_provider();
         let mut provider = match (&config.provider, &config.provider_file) {
             (Some(p), _) => p.clone(),
             (None, Some(file)) => load_provider(file)?,

@@ -64,8 +64,10 @@ pub fn initialise(rules: &RuleSet) {
     for outcome in ["activated", "refused"] {
         counter!(RULE_RELOADS, "outcome" => outcome).absolute(0);
     }
-    for (channel, outcome) in [("email", "sent"), ("sms", "sent"), ("email", "failed"), ("sms", "failed")] {
-        counter!(NOTIFICATIONS, "channel" => channel, "outcome" => outcome).absolute(0);
+    for channel in ["email", "sms"] {
+        for outcome in ["sent", "retried", "failed", "dead"] {
+            counter!(NOTIFICATIONS, "channel" => channel, "outcome" => outcome).absolute(0);
+        }
     }
     counter!(CONFLICTS).absolute(0);
     counter!(TAKEOVERS).absolute(0);
@@ -135,16 +137,20 @@ pub fn queue(counts: &QueueCounts, oldest_open_age_s: f64, dead_notifications: i
 
 /// A cron job run.
 pub fn cron_run(job: &str, ok: bool, now_s: f64) {
-    counter!(CRON_RUNS, "job" => job.to_string(), "outcome" => if ok { "success" } else { "failure" }).increment(1);
+    counter!(CRON_RUNS, "cron_job" => job.to_string(), "outcome" => if ok { "success" } else { "failure" })
+        .increment(1);
     if ok {
-        gauge!(CRON_LAST_SUCCESS, "job" => job.to_string()).set(now_s);
+        gauge!(CRON_LAST_SUCCESS, "cron_job" => job.to_string()).set(now_s);
     }
 }
 
 /// Process metrics from /proc (Linux).
 pub fn process() {
     if let Ok(status) = std::fs::read_to_string("/proc/self/status")
-        && let Some(kib) = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        && let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
     {
         gauge!(PROCESS_RSS).set(kib * 1024.0);
     }

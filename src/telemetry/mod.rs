@@ -27,7 +27,10 @@ pub fn init(config: &LogConfig) {
     if stderr_is_journal()
         && let Ok(journald) = tracing_journald::layer()
     {
-        let _ = tracing_subscriber::registry().with(filter).with(journald.with_syslog_identifier("smart-taskd".into())).try_init();
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(journald.with_syslog_identifier("smart-taskd".into()))
+            .try_init();
         return;
     }
     let builder = tracing_subscriber::fmt()

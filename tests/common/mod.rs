@@ -58,7 +58,7 @@ impl Env {
         let text = format!(
             "database:\n  url: sqlite:smart-task.db\nrules:\n  dir: {}\n  max_operations: {}\n  deadline_ms: {}\n  watch_interval_ms: {}\n\
              worker:\n  workers: {}\n  batch_size: {}\n  lease_seconds: {}\n  poll_interval_ms: 50\n  max_failures: {}\n  retry_base_ms: 20\n  retry_max_ms: 100\n\
-             intake:\n  sede_predefinita: \"7000\"\nlog:\n  level: info\n",
+             intake:\n  sede_predefinita: \"7000\"\nlog:\n  level: info\napi:\n  listen: null\n",
             s.rules_dir.display(),
             s.max_operations,
             s.deadline_ms,

@@ -8,7 +8,8 @@
             {"rcpt": {"someone@example.it": "550 5.1.1 <someone@example.it>: user unknown"},
              "rcpt_all": "451 4.3.0 try again later",
              "data": "452 4.3.1 insufficient storage",
-             "delay_ms": 20}
+             "delay_ms": 20, "ack_delay_ms": 20}
+        (delay_ms: before the message is stored; ack_delay_ms: after it is stored, before the 250.)
         ("down" is simply the server not running: the test stops it and starts it again on the same port.)
 
     smtp_sink.py decode --maildir DIR
@@ -63,6 +64,9 @@ class Sink:
         if isinstance(content, str):
             content = content.encode("utf-8")
         key = self.maildir.add(headers.encode("ascii") + content)
+        if c.get("ack_delay_ms"):
+            # Delivered but not yet acknowledged: a client killed now has sent it without knowing.
+            await asyncio.sleep(c["ack_delay_ms"] / 1000)
         return "250 2.0.0 OK queued as " + key.split(".")[0]
 
 

@@ -18,18 +18,22 @@ impl SqliteStore {
             .bind(first)
             .execute(&self.pool)
             .await?;
-        Ok(sqlx::query_scalar("SELECT next_run_at FROM cron_jobs WHERE name = $1").bind(name).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar("SELECT next_run_at FROM cron_jobs WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Claims the run due at `due` by moving the job to `next`; false when another instance got it first.
     pub async fn cron_claim(&self, name: &str, due: Millis, next: Millis, now: Millis) -> Result<bool> {
-        let done = sqlx::query("UPDATE cron_jobs SET next_run_at = $3, last_run_at = $4 WHERE name = $1 AND next_run_at = $2")
-            .bind(name)
-            .bind(due)
-            .bind(next)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE cron_jobs SET next_run_at = $3, last_run_at = $4 WHERE name = $1 AND next_run_at = $2")
+                .bind(name)
+                .bind(due)
+                .bind(next)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -111,7 +115,10 @@ impl SqliteStore {
         ] {
             sqlx::query(statement).bind(cutoff).execute(&mut *tx).await?;
         }
-        let done = sqlx::query("DELETE FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1").bind(cutoff).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }
