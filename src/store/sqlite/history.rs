@@ -9,7 +9,19 @@ use crate::domain::decision::Decision;
 use crate::domain::time::Millis;
 use crate::store::{Result, StoreError, StoredDecision};
 
-fn decision_from_row(d: &SqliteRow) -> Result<Decision> {
+/// A decision row joined with its request's `protocollo` and `task`.
+fn stored_decision(r: &SqliteRow) -> Result<StoredDecision> {
+    Ok(StoredDecision {
+        request_id: r.try_get("request_id")?,
+        protocollo: r.try_get("protocollo")?,
+        task: r.try_get("task")?,
+        decided_at: r.try_get("decided_at")?,
+        decision: decision_from_row(r)?,
+    })
+}
+
+/// A decision from the columns of a `decisions` row.
+pub(super) fn decision_from_row(d: &SqliteRow) -> Result<Decision> {
     Ok(Decision {
         outcome: serde_json::from_value(serde_json::Value::String(d.try_get("outcome")?))
             .map_err(|e| StoreError::Corrupt(format!("decisions.outcome: {e}")))?,
@@ -34,17 +46,7 @@ impl SqliteStore {
         .bind(by_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredDecision {
-                    request_id: r.try_get("request_id")?,
-                    protocollo: r.try_get("protocollo")?,
-                    task: r.try_get("task")?,
-                    decided_at: r.try_get("decided_at")?,
-                    decision: decision_from_row(r)?,
-                })
-            })
-            .collect()
+        rows.iter().map(stored_decision).collect()
     }
 
     /// Decisions whose shadow candidate disagreed with the active version, oldest first.
@@ -56,17 +58,7 @@ impl SqliteStore {
         .bind(task)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredDecision {
-                    request_id: r.try_get("request_id")?,
-                    protocollo: r.try_get("protocollo")?,
-                    task: r.try_get("task")?,
-                    decided_at: r.try_get("decided_at")?,
-                    decision: decision_from_row(r)?,
-                })
-            })
-            .collect()
+        rows.iter().map(stored_decision).collect()
     }
 
     /// The rule decisions that closed requests (accolta or non_accolta, not an operator's), oldest first,

@@ -83,18 +83,7 @@ impl SqliteStore {
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
-        .map(|d| -> Result<Decision> {
-            Ok(Decision {
-                outcome: serde_json::from_value(Value::String(d.try_get("outcome")?))
-                    .map_err(|e| StoreError::Corrupt(format!("decisions.outcome: {e}")))?,
-                reasons: parse_json("decisions.reasons", d.try_get("reasons")?)?,
-                effects: parse_json("decisions.effects", d.try_get("effects")?)?,
-                rule_version: d.try_get("rule_version")?,
-                trace: parse_json("decisions.trace", d.try_get("trace")?)?,
-                duration_us: d.try_get::<i64, _>("duration_us")?.max(0) as u64,
-                nota: None,
-            })
-        })
+        .map(|d| super::history::decision_from_row(&d))
         .transpose()?;
         tx.commit().await?;
         Ok((claimed, decision))
