@@ -188,6 +188,21 @@ pub struct ScheduleConfig {
     pub lease_reaper: JobConfig,
     pub sla_escalation: JobConfig,
     pub retention_purge: RetentionConfig,
+    pub daily_summary: SummaryConfig,
+}
+
+/// The daily summary e-mailed to an operations address: off by default; needs `notify.email`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryConfig {
+    pub cron: String,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub enabled: bool,
+    /// The operations address.
+    #[serde(default)]
+    pub to: Option<String>,
 }
 
 impl Default for ScheduleConfig {
@@ -202,6 +217,7 @@ impl Default for ScheduleConfig {
                 enabled: false,
                 older_than_days: 3650,
             },
+            daily_summary: SummaryConfig { cron: "0 8 * * *".into(), time_zone: None, enabled: false, to: None },
         }
     }
 }
@@ -500,6 +516,12 @@ impl Config {
         }
         if let Err(problem) = crate::schedule::jobs(&config.schedule) {
             return Err(ConfigError::Invalid { path: path.to_path_buf(), field: "schedule", problem });
+        }
+        if config.schedule.daily_summary.enabled && (config.notify.email.is_none() || !config.notify.enabled) {
+            return Err(invalid(
+                "schedule.daily_summary",
+                "the daily summary is sent by e-mail: configure and enable `notify.email`, or set `enabled: false`",
+            ));
         }
         if config.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));

@@ -95,7 +95,14 @@ pub async fn run_with(
         None
     } else {
         let jobs = crate::schedule::jobs(&config.schedule).map_err(anyhow::Error::msg)?;
-        Some(tokio::spawn(crate::schedule::run(pipeline.store.clone(), jobs, pipeline.health.clone(), stop_rx.clone())))
+        let mail = crate::schedule::Mailer::from_config(config).map_err(anyhow::Error::msg)?;
+        Some(tokio::spawn(crate::schedule::run(
+            pipeline.store.clone(),
+            jobs,
+            mail,
+            pipeline.health.clone(),
+            stop_rx.clone(),
+        )))
     };
     let notifier = dispatcher.clone().map(|d| tokio::spawn(d.run(stop_rx.clone(), pipeline.health.clone())));
     let mut decided = false;

@@ -27,6 +27,7 @@ pub enum Work {
     LeaseReaper,
     SlaEscalation,
     RetentionPurge { older_than_days: u32 },
+    DailySummary,
 }
 
 /// A job with its schedule.
@@ -71,11 +72,103 @@ pub fn jobs(config: &ScheduleConfig) -> Result<Vec<Job>, String> {
         &config.retention_purge.job(),
         Work::RetentionPurge { older_than_days: config.retention_purge.older_than_days },
     )?;
+    let summary = &config.daily_summary;
+    if summary.enabled && summary.to.as_deref().and_then(crate::domain::validators::email).is_none() {
+        return Err("schedule.daily_summary: `to` must be the e-mail address of the operations team".into());
+    }
+    let summary_job =
+        JobConfig { cron: summary.cron.clone(), time_zone: summary.time_zone.clone(), enabled: summary.enabled };
+    add("daily_summary", &summary_job, Work::DailySummary)?;
     Ok(out)
 }
 
-async fn perform(store: &Store, work: Work, now: Millis) -> Result<String, StoreError> {
+/// Sends the daily summary: counts only, never personal data. The Message-ID is stable per day, so a copy
+/// sent again after a failure is recognisable.
+async fn send_summary(store: &Store, mail: &Mailer, now: Millis) -> Result<String, String> {
+    let day = crate::domain::time::iso_date(now);
+    let s = store.ops_snapshot(now).await.map_err(|e| e.to_string())?;
+    let last_day = store.decisions_since(now - 86_400_000).await.map_err(|e| e.to_string())?;
+    let mut text = format!("Riepilogo Smart-Task del {day} (ultime 24 ore)\n\nDecisioni:\n");
+    for (outcome, n) in &last_day {
+        text.push_str(&format!("  {outcome}: {n}\n"));
+    }
+    text.push_str(&format!(
+        "\nCoda:\n  aperte: {}\n  in carico: {}\n  in attesa di un operatore: {}\n  chiuse in totale: {}\n  richiesta aperta più vecchia: {:.0} minuti\n\nTermini (pratiche rinviate alla sede):\n  oltre 20 giorni: {}\n  oltre 30 giorni: {}\n\nNotifiche non recapitabili: {}\n",
+        s.counts.aperte,
+        s.counts.in_carico,
+        s.counts.sospese,
+        s.counts.chiuse,
+        s.oldest_open_age_s / 60.0,
+        s.sla_warning,
+        s.sla_breach,
+        s.dead_notifications
+    ));
+    let reference = format!("<riepilogo-{day}@{}>", mail.domain);
+    let n = crate::store::DueNotification {
+        id: 0,
+        token: 0,
+        request_id: 0,
+        event: "riepilogo_giornaliero".into(),
+        channel: "email".into(),
+        recipient: mail.to.clone(),
+        role: "operazioni".into(),
+        attempts: 1,
+        reference,
+        protocollo: String::new(),
+        task: String::new(),
+        sede: String::new(),
+        sede_denominazione: None,
+        sede_email: None,
+        event_detail: serde_json::Value::Null,
+        event_at: now,
+    };
+    let content = crate::notify::templates::EmailContent {
+        subject: format!("Smart-Task: riepilogo del {day}"),
+        text,
+        html: None,
+    };
+    match mail.sender.send(&n, &content).await {
+        crate::notify::Delivery::Sent { .. } => Ok(format!("daily summary of {day} sent")),
+        other => Err(format!("daily summary not sent: {other:?}")),
+    }
+}
+
+/// How the daily summary is sent.
+pub struct Mailer {
+    pub sender: crate::notify::email::EmailSender,
+    pub to: String,
+    pub domain: String,
+}
+
+impl Mailer {
+    /// The summary's mailer, when the summary is enabled.
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Mailer>, String> {
+        let (Some(to), Some(email), true) = (
+            config.schedule.daily_summary.to.clone(),
+            config.notify.email.as_ref(),
+            config.schedule.daily_summary.enabled,
+        ) else {
+            return Ok(None);
+        };
+        let credentials = crate::notify::credentials::Credentials::new(config.notify.credentials_dir.as_deref());
+        let sender = crate::notify::email::EmailSender::new(email, &credentials)?;
+        Ok(Some(Mailer { sender, to, domain: email.message_id_domain.clone() }))
+    }
+}
+
+async fn perform(store: &Store, work: Work, now: Millis, mail: Option<&Mailer>) -> Result<String, String> {
+    if work == Work::DailySummary {
+        return match mail {
+            Some(m) => send_summary(store, m, now).await,
+            None => Err("the daily summary has no mailer (notify.email)".into()),
+        };
+    }
+    perform_store(store, work, now).await.map_err(|e| e.to_string())
+}
+
+async fn perform_store(store: &Store, work: Work, now: Millis) -> Result<String, StoreError> {
     Ok(match work {
+        Work::DailySummary => String::new(),
         Work::LeaseReaper => format!("{} expired lease(s) given back", store.reap_leases(now).await?),
         Work::SlaEscalation => {
             let (w, b) = store.escalate_sla(now).await?;
@@ -89,7 +182,7 @@ async fn perform(store: &Store, work: Work, now: Millis) -> Result<String, Store
 }
 
 /// Runs every due job once (if this instance claims it). Returns the jobs it ran.
-pub async fn tick(store: &Store, jobs: &[Job], now: Millis) -> Vec<&'static str> {
+pub async fn tick(store: &Store, jobs: &[Job], now: Millis, mail: Option<&Mailer>) -> Vec<&'static str> {
     let mut ran = Vec::new();
     for job in jobs {
         let Some(first) = job.next_after(now) else { continue };
@@ -113,7 +206,11 @@ pub async fn tick(store: &Store, jobs: &[Job], now: Millis) -> Vec<&'static str>
                 continue;
             }
         }
-        let result = perform(store, job.work, now).await;
+        let result = perform(store, job.work, now, mail).await;
+        if result.is_err() && job.work == Work::DailySummary {
+            // A summary that could not be sent is tried again in five minutes, not tomorrow.
+            let _ = store.cron_claim(job.name, next, now + 300_000, now).await;
+        }
         let error = result.as_ref().err().map(ToString::to_string);
         match &result {
             Ok(summary) => info!(job = job.name, %summary, "cron job done"),
@@ -129,11 +226,17 @@ pub async fn tick(store: &Store, jobs: &[Job], now: Millis) -> Vec<&'static str>
 }
 
 /// The scheduler loop: a tick every second until shutdown.
-pub async fn run(store: Store, jobs: Vec<Job>, health: Arc<Health>, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    store: Store,
+    jobs: Vec<Job>,
+    mail: Option<Mailer>,
+    health: Arc<Health>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     while !*stop.borrow() {
         health.beat("scheduler");
-        tick(&store, &jobs, now_ms()).await;
+        tick(&store, &jobs, now_ms(), mail.as_ref()).await;
         tokio::select! {
             _ = every.tick() => {}
             _ = stop.changed() => {}

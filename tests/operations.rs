@@ -242,3 +242,53 @@ fn a_sighup_with_a_broken_rule_keeps_the_old_rule_and_counts_the_refusal() {
     assert!(scrape.contains("smart_task_rule_reloads_total{outcome=\"activated\"} 0"), "{scrape}");
     stop(child);
 }
+
+#[test]
+fn the_daily_summary_is_emailed_to_operations_with_counts_only() {
+    let env = Env::new();
+    env.import_examples();
+    env.submit(&rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", "VRDGPP80A41H501Y", ""));
+    env.decide_all();
+    // A real SMTP server (aiosmtpd, as in tests/notifications.rs) writing a Maildir.
+    let port = free_port();
+    let maildir = env.path("maildir");
+    let mut sink = std::process::Command::new("python3")
+        .arg(common::repo().join("tests/support/smtp_sink.py"))
+        .args(["serve", "--port", &port.to_string(), "--maildir"])
+        .arg(&maildir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(sink.stdout.take().expect("stdout")), &mut ready)
+        .expect("read");
+    assert_eq!(ready.trim(), "ready", "the SMTP sink needs aiosmtpd: python3 -m pip install aiosmtpd");
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        format!(
+            "{config}notify:\n  templates_dir: {}\n  email:\n    url: smtp://127.0.0.1:{port}\n    from: \"Smart-Task <noreply@inps.test>\"\n\
+             schedule:\n  daily_summary:\n    cron: \"0 8 * * *\"\n    enabled: true\n    to: operazioni@inps.test\n",
+            common::repo().join("config/templates").display()
+        ),
+    )
+    .expect("write config");
+    env.ok(&["migrate"]);
+    env.sql("INSERT INTO cron_jobs (name, next_run_at) VALUES ('daily_summary', 1000)");
+    let child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mail = || -> Option<String> {
+        let dir = std::fs::read_dir(maildir.join("new")).ok()?;
+        dir.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).find(|m| m.contains("riepilogo"))
+    };
+    wait_for("the summary e-mail", 30, || mail().is_some());
+    stop(child);
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let text = mail().expect("mail");
+    assert!(text.contains("To: operazioni@inps.test"), "{text}");
+    assert!(text.contains("Message-ID: <riepilogo-"), "a stable id per day: {text}");
+    assert!(text.contains("Decisioni:") && text.contains("accolta: 1"), "{text}");
+    assert!(!text.contains("RSSMRA80A01H501U") && !text.contains("richiedente@example.it"), "counts only: {text}");
+    assert!(env.sql("SELECT last_success_at FROM cron_jobs WHERE name = 'daily_summary'")[0][0].as_i64().is_some());
+}

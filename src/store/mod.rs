@@ -514,6 +514,11 @@ impl Store {
         dispatch!(self, s => s.purge_closed(cutoff).await)
     }
 
+    /// Decisions recorded since an instant, by outcome (the daily summary).
+    pub async fn decisions_since(&self, since: Millis) -> Result<Vec<(String, i64)>> {
+        dispatch!(self, s => s.decisions_since(since).await)
+    }
+
     /// The gauges of `/metrics`.
     pub async fn ops_snapshot(&self, now: Millis) -> Result<OpsSnapshot> {
         dispatch!(self, s => s.ops_snapshot(now).await)

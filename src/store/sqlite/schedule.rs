@@ -51,6 +51,16 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Decisions recorded since an instant, by outcome.
+    pub async fn decisions_since(&self, since: Millis) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT outcome, COUNT(*) FROM decisions WHERE decided_at >= $1 GROUP BY outcome ORDER BY outcome",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Lease reaper: gives back the leases that expired (their worker died), so the queue shows them as
     /// waiting again. Returns how many.
     pub async fn reap_leases(&self, now: Millis) -> Result<u64> {
