@@ -856,31 +856,23 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
         .execute(&mut **tx)
         .await?;
     }
-    if !p.decisions.is_empty() {
-        let rows: Vec<Value> = p
-            .decisions
-            .iter()
-            .map(|(id, d)| {
-                json!([
-                    id,
-                    d.outcome.as_str(),
-                    json_text(&d.reasons),
-                    json_text(&d.effects),
-                    d.rule_version,
-                    json_text(&d.trace),
-                    d.duration_us
-                ])
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO decisions (request_id, outcome, reasons, effects, rule_version, trace, duration_us, decided_at)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, $2
-             FROM json_each($1)",
-        )
-        .bind(json_text(&rows))
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    // Decisions carry the largest texts (the trace with every fact read): bound one by one rather than
+    // escaped into a JSON document and parsed back, which profiling showed to cost a tenth of a batch.
+    for chunk in p.decisions.chunks(1000) {
+        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO decisions (request_id, outcome, reasons, effects, rule_version, trace, duration_us, decided_at) ",
+        );
+        insert.push_values(chunk, |mut row, (id, d)| {
+            row.push_bind(*id)
+                .push_bind(d.outcome.as_str())
+                .push_bind(json_text(&d.reasons))
+                .push_bind(json_text(&d.effects))
+                .push_bind(d.rule_version.clone())
+                .push_bind(json_text(&d.trace))
+                .push_bind(d.duration_us as i64)
+                .push_bind(now);
+        });
+        insert.build().execute(&mut **tx).await?;
     }
     if !p.revocations.is_empty() {
         let rows: Vec<Value> =
