@@ -336,120 +336,87 @@ impl SqliteStore {
                 _ => None,
             })
             .collect();
-        if !aziende.is_empty() {
-            for row in sqlx::query("SELECT * FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))")
-                .bind(json_text(&aziende))
-                .fetch_all(&mut *tx)
-                .await?
-            {
-                let a = azienda(&row)?;
-                if let Some(f) = out.get_mut(&Subject::Azienda(a.matricola.clone())) {
-                    f.azienda = Some(a);
-                }
-            }
-        }
-        if !deleghe_azienda.is_empty() {
-            for row in sqlx::query(
-                "SELECT * FROM deleghe WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id",
-            )
-            .bind(json_text(&deleghe_azienda))
-            .fetch_all(&mut *tx)
-            .await?
-            {
-                let d = delega(&row)?;
-                if let Some(f) = out.get_mut(&Subject::DelegheAzienda(d.matricola.clone())) {
-                    f.deleghe.push(d);
-                }
-            }
-        }
-        if !contatti_azienda.is_empty() {
-            for row in
-                sqlx::query("SELECT * FROM contatti WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY id")
-                    .bind(json_text(&contatti_azienda))
-                    .fetch_all(&mut *tx)
-                    .await?
-            {
-                let c = contatto(&row)?;
-                if let Some(f) = c.matricola.clone().and_then(|m| out.get_mut(&Subject::ContattiAzienda(m))) {
-                    f.contatti.push(c);
-                }
-            }
-        }
-        if !persone.is_empty() {
-            let p = json_text(&persone);
-            for row in
-                sqlx::query("SELECT cf, nome, cognome FROM persone WHERE cf IN (SELECT value FROM json_each($1))")
-                    .bind(&p)
-                    .fetch_all(&mut *tx)
-                    .await?
-            {
-                let p =
-                    Persona { cf: row.try_get("cf")?, nome: row.try_get("nome")?, cognome: row.try_get("cognome")? };
-                if let Some(f) = out.get_mut(&Subject::Persona(p.cf.clone())) {
-                    f.persona = Some(p);
-                }
-            }
-            for row in sqlx::query(
-                "SELECT cf, categoria, albo FROM intermediari WHERE cf IN (SELECT value FROM json_each($1))",
-            )
-            .bind(&p)
-            .fetch_all(&mut *tx)
-            .await?
-            {
-                let i = Intermediario {
-                    cf: row.try_get("cf")?,
-                    categoria: row.try_get("categoria")?,
-                    albo: row.try_get("albo")?,
-                };
-                if let Some(f) = out.get_mut(&Subject::Persona(i.cf.clone())) {
-                    f.intermediario = Some(i);
-                }
-            }
-        }
-        if !deleghe_delegato.is_empty() {
-            for row in sqlx::query(
-                "SELECT * FROM deleghe WHERE delegato_cf IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id",
-            )
-            .bind(json_text(&deleghe_delegato))
-            .fetch_all(&mut *tx)
-            .await?
-            {
-                let d = delega(&row)?;
-                if let Some(f) = out.get_mut(&Subject::DelegheDelegato(d.delegato_cf.clone())) {
-                    f.deleghe.push(d);
-                }
-            }
-        }
-        if !contatti_titolare.is_empty() {
-            for row in
-                sqlx::query("SELECT * FROM contatti WHERE titolare_cf IN (SELECT value FROM json_each($1)) ORDER BY id")
-                    .bind(json_text(&contatti_titolare))
-                    .fetch_all(&mut *tx)
-                    .await?
-            {
-                let k = contatto(&row)?;
-                if let Some(f) = out.get_mut(&Subject::ContattiTitolare(k.titolare_cf.clone())) {
-                    f.contatti.push(k);
-                }
-            }
-        }
-        if !sedi.is_empty() {
-            for row in sqlx::query("SELECT * FROM sedi WHERE codice IN (SELECT value FROM json_each($1))")
-                .bind(json_text(&sedi))
-                .fetch_all(&mut *tx)
-                .await?
-            {
-                let s = Sede {
-                    codice: row.try_get("codice")?,
-                    denominazione: row.try_get("denominazione")?,
-                    provincia: row.try_get("provincia")?,
-                    email: row.try_get("email")?,
-                };
-                if let Some(f) = out.get_mut(&Subject::Sede(s.codice.clone())) {
-                    f.sede = Some(s);
-                }
-            }
-        }
+        let t = &mut tx;
+        fill(
+            t,
+            &mut out,
+            "SELECT * FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))",
+            &aziende,
+            azienda,
+            |a| Some(Subject::Azienda(a.matricola.clone())),
+            |f, a| f.azienda = Some(a),
+        )
+        .await?;
+        fill(
+            t,
+            &mut out,
+            "SELECT * FROM deleghe WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id",
+            &deleghe_azienda,
+            delega,
+            |d| Some(Subject::DelegheAzienda(d.matricola.clone())),
+            |f, d| f.deleghe.push(d),
+        )
+        .await?;
+        fill(
+            t,
+            &mut out,
+            "SELECT * FROM contatti WHERE matricola IN (SELECT value FROM json_each($1)) ORDER BY id",
+            &contatti_azienda,
+            contatto,
+            |c| c.matricola.clone().map(Subject::ContattiAzienda),
+            |f, c| f.contatti.push(c),
+        )
+        .await?;
+        fill(
+            t,
+            &mut out,
+            "SELECT cf, nome, cognome FROM persone WHERE cf IN (SELECT value FROM json_each($1))",
+            &persone,
+            persona,
+            |p| Some(Subject::Persona(p.cf.clone())),
+            |f, p| f.persona = Some(p),
+        )
+        .await?;
+        fill(
+            t,
+            &mut out,
+            "SELECT cf, categoria, albo FROM intermediari WHERE cf IN (SELECT value FROM json_each($1))",
+            &persone,
+            intermediario,
+            |i| Some(Subject::Persona(i.cf.clone())),
+            |f, i| f.intermediario = Some(i),
+        )
+        .await?;
+        fill(
+            t,
+            &mut out,
+            "SELECT * FROM deleghe WHERE delegato_cf IN (SELECT value FROM json_each($1)) ORDER BY data_inizio, id",
+            &deleghe_delegato,
+            delega,
+            |d| Some(Subject::DelegheDelegato(d.delegato_cf.clone())),
+            |f, d| f.deleghe.push(d),
+        )
+        .await?;
+        fill(
+            t,
+            &mut out,
+            "SELECT * FROM contatti WHERE titolare_cf IN (SELECT value FROM json_each($1)) ORDER BY id",
+            &contatti_titolare,
+            contatto,
+            |c| Some(Subject::ContattiTitolare(c.titolare_cf.clone())),
+            |f, c| f.contatti.push(c),
+        )
+        .await?;
+        fill(
+            t,
+            &mut out,
+            "SELECT * FROM sedi WHERE codice IN (SELECT value FROM json_each($1))",
+            &sedi,
+            sede,
+            |s| Some(Subject::Sede(s.codice.clone())),
+            |f, s| f.sede = Some(s),
+        )
+        .await?;
         if !open.is_empty() {
             for row in sqlx::query(
                 "SELECT r.id, r.protocollo, r.creata_il, r.task, r.soggetto
@@ -942,6 +909,45 @@ async fn insert_contacts(tx: &mut Tx, contatti: &[&Contatto]) -> Result<()> {
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Runs a fact query over `keys` (bound as a JSON array) and files each row under the subject it belongs to.
+async fn fill<T>(
+    tx: &mut Tx,
+    out: &mut HashMap<Subject, SubjectFacts>,
+    sql: &'static str,
+    keys: &[&str],
+    parse: fn(&SqliteRow) -> Result<T>,
+    subject: fn(&T) -> Option<Subject>,
+    put: fn(&mut SubjectFacts, T),
+) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    for row in sqlx::query(sql).bind(json_text(&keys)).fetch_all(&mut **tx).await? {
+        let item = parse(&row)?;
+        if let Some(f) = subject(&item).and_then(|s| out.get_mut(&s)) {
+            put(f, item);
+        }
+    }
+    Ok(())
+}
+
+fn persona(row: &SqliteRow) -> Result<Persona> {
+    Ok(Persona { cf: row.try_get("cf")?, nome: row.try_get("nome")?, cognome: row.try_get("cognome")? })
+}
+
+fn intermediario(row: &SqliteRow) -> Result<Intermediario> {
+    Ok(Intermediario { cf: row.try_get("cf")?, categoria: row.try_get("categoria")?, albo: row.try_get("albo")? })
+}
+
+fn sede(row: &SqliteRow) -> Result<Sede> {
+    Ok(Sede {
+        codice: row.try_get("codice")?,
+        denominazione: row.try_get("denominazione")?,
+        provincia: row.try_get("provincia")?,
+        email: row.try_get("email")?,
+    })
 }
 
 /// A claimed request from a row holding the request's columns (`claims` is the fencing token).
