@@ -23,8 +23,8 @@ pub const SMS_URL_ENV: &str = "SMART_TASK_SMS_URL";
 pub enum ConfigError {
     #[error("no configuration file found (looked for {}); pass --config FILE", DEFAULT_PATHS.join(", "))]
     NotFound,
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: `{field}`: {problem}")]
@@ -476,7 +476,7 @@ impl Config {
             Some(p) => p.to_path_buf(),
             None => DEFAULT_PATHS.iter().map(PathBuf::from).find(|p| p.exists()).ok_or(ConfigError::NotFound)?,
         };
-        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read { path: path.clone(), error })?;
         let mut config = Config::parse(&text, &path)?;
         if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
             config.database.url = url;

@@ -18,8 +18,8 @@ pub const EVENTS: [&str; 5] = ["protocollazione", "smistamento", "chiusura", "co
 pub enum TemplateError {
     #[error("{}: missing (every event needs one per configured channel: {})", path.display(), EVENTS.join(", "))]
     Missing { path: PathBuf },
-    #[error("cannot read {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
     #[error("template {name}: {message}")]
@@ -192,15 +192,15 @@ impl Templates {
         for channel in channels {
             let folder = dir.join(channel);
             let entries =
-                std::fs::read_dir(&folder).map_err(|source| TemplateError::Read { path: folder.clone(), source })?;
+                std::fs::read_dir(&folder).map_err(|error| TemplateError::Read { path: folder.clone(), error })?;
             for entry in entries {
-                let path = entry.map_err(|source| TemplateError::Read { path: folder.clone(), source })?.path();
+                let path = entry.map_err(|error| TemplateError::Read { path: folder.clone(), error })?.path();
                 let Some(file) = path.file_name().and_then(|f| f.to_str()) else { continue };
                 if !(file.ends_with(".txt") || file.ends_with(".html")) || file.starts_with('.') {
                     continue;
                 }
                 let source = std::fs::read_to_string(&path)
-                    .map_err(|source| TemplateError::Read { path: path.clone(), source })?;
+                    .map_err(|error| TemplateError::Read { path: path.clone(), error })?;
                 let name = format!("{channel}/{file}");
                 env.add_template_owned(name.clone(), source)
                     .map_err(|e| TemplateError::Invalid { path: path.clone(), message: describe(&e) })?;

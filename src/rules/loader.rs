@@ -13,8 +13,8 @@ use super::engine::Evaluator;
 /// A problem with the rules directory.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -24,7 +24,7 @@ fn invalid(path: &Path, message: impl Into<String>) -> LoadError {
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
-    std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|error| LoadError::Read { path: path.to_path_buf(), error })
 }
 
 /// Rollout mode of a task.
@@ -112,7 +112,7 @@ impl RuleSet {
 /// Loads and compiles every task folder of `dir` (a folder with a `task.yaml`); `lib/*.rhai` are shared
 /// functions merged into every rule.
 pub fn load_rule_set(dir: &Path, evaluator: &Evaluator) -> Result<RuleSet, LoadError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| LoadError::Read { path: dir.to_path_buf(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|error| LoadError::Read { path: dir.to_path_buf(), error })?;
     let mut folders: Vec<PathBuf> =
         entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("task.yaml").is_file()).collect();
     folders.sort();
@@ -141,7 +141,7 @@ fn load_lib(dir: &Path, evaluator: &Evaluator) -> Result<(rhai::AST, Vec<u8>), L
         return Ok((ast, hasher.finalize().to_vec()));
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|source| LoadError::Read { path: dir.to_path_buf(), source })?
+        .map_err(|error| LoadError::Read { path: dir.to_path_buf(), error })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
         .collect();
