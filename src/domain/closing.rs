@@ -70,9 +70,21 @@ impl World {
         for effect in effects {
             match effect {
                 Effect::RevokeDelegation { delegation_id, .. } => t.deleghe.push(delegation_id.clone()),
-                Effect::ReplaceContacts { titolare_cf, .. } => t.titolari.push(titolare_cf.clone()),
+                Effect::ReplaceContacts { titolare_cf, ambito, .. } => {
+                    t.titolari.push(titolare_cf.clone());
+                    let scope = match ambito {
+                        Ambito::Tutte(_) => Vec::new(),
+                        Ambito::Matricole(m) => m.clone(),
+                    };
+                    for m in std::iter::once(None).chain(scope.iter().map(Some)) {
+                        t.subjects.extend(contatto_subjects(titolare_cf, m));
+                    }
+                }
                 Effect::DisableContacts { contact_ids, .. } => t.contatti.extend(contact_ids.iter().cloned()),
-                Effect::AddContact { titolare_cf, .. } => t.titolari.push(titolare_cf.clone()),
+                Effect::AddContact { titolare_cf, matricola, .. } => {
+                    t.titolari.push(titolare_cf.clone());
+                    t.subjects.extend(contatto_subjects(titolare_cf, matricola.as_ref()));
+                }
                 Effect::Notify { .. } => {}
             }
         }
@@ -86,6 +98,9 @@ pub struct EffectTargets {
     pub deleghe: Vec<String>,
     pub contatti: Vec<String>,
     pub titolari: Vec<String>,
+    /// Subjects that effects may bump although no loaded row names them (e.g. the first contact of a holder):
+    /// their current versions must be read too.
+    pub subjects: Vec<Subject>,
 }
 
 /// Retry schedule of rule failures.

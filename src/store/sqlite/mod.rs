@@ -505,6 +505,7 @@ impl SqliteStore {
         for c in world.contatti.values() {
             subjects.extend(contatto_subjects(&c.titolare_cf, c.matricola.as_ref()));
         }
+        subjects.extend(targets.subjects.iter().cloned());
         let keys: Vec<String> = subjects.iter().map(Subject::to_string).collect();
         let current: HashMap<String, i64> = sqlx::query_as(
             "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))",
