@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{Env, Settings, copy_dir, rdi};
 
+const RICCI_REP: &str = "RCCFNC79B12H501Q";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -244,11 +246,16 @@ fn a_sighup_with_a_broken_rule_keeps_the_old_rule_and_counts_the_refusal() {
 }
 
 #[test]
-fn the_daily_summary_is_emailed_to_operations_with_counts_only() {
+fn the_daily_summary_and_the_sla_warning_are_emailed() {
     let env = Env::new();
     env.import_examples();
     env.submit(&rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", "VRDGPP80A41H501Y", ""));
+    // A request referred to the Roma sede 25 days ago: the SLA warning is due.
+    let referred =
+        env.submit(&rdi(RICCI_REP, "AZIENDA", "6789012345", "VRDGPP80A41H501Y", "").replace("REVOCA\n", "ALTRO\n"));
     env.decide_all();
+    let p = referred[0]["protocollo"].as_str().expect("p").to_string();
+    env.sql(&format!("UPDATE requests SET creata_il = creata_il - 25 * 86400000 WHERE protocollo = '{p}'"));
     // A real SMTP server (aiosmtpd, as in tests/notifications.rs) writing a Maildir.
     let port = free_port();
     let maildir = env.path("maildir");
@@ -276,12 +283,19 @@ fn the_daily_summary_is_emailed_to_operations_with_counts_only() {
     .expect("write config");
     env.ok(&["migrate"]);
     env.sql("INSERT INTO cron_jobs (name, next_run_at) VALUES ('daily_summary', 1000)");
+    env.sql("INSERT INTO cron_jobs (name, next_run_at) VALUES ('sla_escalation', 1000)");
     let child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
-    let mail = || -> Option<String> {
+    let mail_with = |needle: &str| -> Option<String> {
         let dir = std::fs::read_dir(maildir.join("new")).ok()?;
-        dir.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).find(|m| m.contains("riepilogo"))
+        dir.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).find(|m| m.contains(needle))
     };
+    let mail = || mail_with("riepilogo");
     wait_for("the summary e-mail", 30, || mail().is_some());
+    // Headers may be folded: unfold them before looking for the subject.
+    let sla = || mail_with("X-RcptTo: aziende.roma@inps.it").map(|m| m.replace("\r\n ", " "));
+    wait_for("the SLA e-mail to the sede", 30, || sla().is_some());
+    let sla = sla().expect("sla mail");
+    assert!(sla.contains(&format!("Subject: Pratica {p} in attesa da 20 giorni")), "{sla}");
     stop(child);
     let _ = sink.kill();
     let _ = sink.wait();

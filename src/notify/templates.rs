@@ -12,7 +12,16 @@ use serde::Serialize;
 use crate::store::DueNotification;
 
 /// The events that queue notifications.
-pub const EVENTS: [&str; 5] = ["protocollazione", "smistamento", "chiusura", "commento_operatore", "annullamento"];
+pub const EVENTS: [&str; 7] = [
+    "protocollazione",
+    "smistamento",
+    "chiusura",
+    "commento_operatore",
+    "annullamento",
+    // SLA escalation of a referred request, to the competent sede (day 20 warning, day 30 breach).
+    "sla_avviso",
+    "sla_superato",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -45,6 +54,8 @@ pub struct Context {
     pub nota: Option<String>,
     /// The operator's comment (commento_operatore).
     pub commento: Option<String>,
+    /// Days since protocollazione (sla_avviso, sla_superato).
+    pub giorni: Option<i64>,
     /// richiedente | controparte
     pub ruolo: String,
     /// When the event happened: "25/11/2026 alle 10:42" (server time zone).
@@ -111,6 +122,7 @@ impl Context {
             motivazioni,
             nota: text("nota"),
             commento: text("testo"),
+            giorni: d.get("giorni").and_then(|v| v.as_i64()),
             ruolo: n.role.clone(),
             data,
             riferimento: n.reference.clone(),
@@ -134,6 +146,7 @@ impl Context {
             motivazioni: Vec::new(),
             nota: None,
             commento: None,
+            giorni: None,
             ruolo: "richiedente".into(),
             data: "25/11/2026 alle 10:42".into(),
             riferimento: "<outbox-1@smart-task>".into(),
@@ -161,6 +174,8 @@ impl Context {
                 vec![Context { esito: Some("annullata".into()), esito_testo: Some("Annullata".into()), ..base }]
             }
             "commento_operatore" => vec![Context { commento: Some("Serve un documento.".into()), ..base }],
+            "sla_avviso" => vec![Context { giorni: Some(20), ruolo: "sede".into(), ..base }],
+            "sla_superato" => vec![Context { giorni: Some(30), ruolo: "sede".into(), ..base }],
             _ => vec![base],
         }
     }
