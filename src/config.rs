@@ -514,6 +514,12 @@ impl Config {
                 "`max_operations` and `deadline_ms` must be at least 1 (0 would mean no limit)",
             ));
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+            return Err(invalid(
+                "log.level",
+                &format!("`{}` is not a log filter ({e}); e.g. info, or smart_task=debug,warn", config.log.level),
+            ));
+        }
         if let Err(problem) = crate::schedule::jobs(&config.schedule) {
             return Err(ConfigError::Invalid { path: path.to_path_buf(), field: "schedule", problem });
         }

@@ -127,6 +127,7 @@ pub async fn run_with(
     let watch_every = Duration::from_millis(config.rules.watch_interval_ms.max(1));
     let mut watch = tokio::time::interval(watch_every);
     let mut seen = crate::reload::fingerprint(&config.rules.dir);
+    let mut live_level = config.log.level.clone();
     let watchdog = sd_notify::watchdog_enabled();
     let mut watchdog_tick = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 3));
     pipeline.health.set_ready(true);
@@ -142,7 +143,8 @@ pub async fn run_with(
                 }
             }
             _ = hup.recv() => {
-                info!("SIGHUP: reloading the rules");
+                info!("SIGHUP: reloading the configuration, the rules and the templates");
+                reload_config(config, &mut live_level);
                 status = reload(config, &pipeline, status).await;
                 if let Some(d) = &dispatcher {
                     match d.reload_templates() {
@@ -217,6 +219,44 @@ pub async fn run_with(
     }
     info!("smart-taskd stopped");
     Ok(())
+}
+
+/// Re-reads the configuration file on SIGHUP and applies what can change live (the log level); a file that
+/// does not parse is refused (logged and counted) and the running configuration stays. The other settings
+/// need a restart, and the log says which changed.
+fn reload_config(config: &Config, live_level: &mut String) {
+    let new = match Config::load(Some(&config.source)) {
+        Ok(new) => new,
+        Err(e) => {
+            crate::telemetry::metrics::reload(false);
+            error!(error = %e, "SIGHUP: new configuration refused, the running one stays");
+            return;
+        }
+    };
+    if new.log.level != *live_level {
+        match crate::telemetry::set_level(&new.log.level) {
+            Ok(true) => {
+                info!(level = %new.log.level, "SIGHUP: log level changed");
+                *live_level = new.log.level.clone();
+            }
+            Ok(false) => info!("SIGHUP: RUST_LOG is set, it keeps deciding the log level"),
+            Err(e) => error!(error = %e, "SIGHUP: cannot change the log level"),
+        }
+    }
+    let restart_needed: Vec<&str> = [
+        ("database", format!("{:?}", new.database) != format!("{:?}", config.database)),
+        ("worker", format!("{:?}", new.worker) != format!("{:?}", config.worker)),
+        ("api", format!("{:?}", new.api) != format!("{:?}", config.api)),
+        ("schedule", format!("{:?}", new.schedule) != format!("{:?}", config.schedule)),
+        ("notify", format!("{:?}", new.notify) != format!("{:?}", config.notify)),
+        ("intake", format!("{:?}", new.intake) != format!("{:?}", config.intake)),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect();
+    if !restart_needed.is_empty() {
+        warn!(sections = ?restart_needed, "SIGHUP: these settings changed and apply at the next restart");
+    }
 }
 
 /// Vets the rules directory and activates it if it passes (compiles, lints clean, cases pass); otherwise

@@ -306,3 +306,31 @@ fn the_daily_summary_and_the_sla_warning_are_emailed() {
     assert!(!text.contains("RSSMRA80A01H501U") && !text.contains("richiedente@example.it"), "counts only: {text}");
     assert!(env.sql("SELECT last_success_at FROM cron_jobs WHERE name = 'daily_summary'")[0][0].as_i64().is_some());
 }
+
+#[test]
+fn a_sighup_refuses_a_broken_configuration_and_applies_a_new_log_level() {
+    let env = Env::with(Settings { watch_interval_ms: 0, ..Default::default() });
+    let port = free_port();
+    with_api(&env, port);
+    let log = std::fs::File::create(env.path("daemon.log")).expect("log file");
+    let child = env.command(&["run"]).stdout(Stdio::null()).stderr(log).spawn().expect("spawn");
+    wait_for("the endpoint", 30, || get(port, "/readyz").0 == 200);
+    let good = std::fs::read_to_string(&env.config).expect("config");
+    let log_text = || std::fs::read_to_string(env.path("daemon.log")).unwrap_or_default();
+    let hup = || {
+        let _ = std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]).status();
+    };
+    // A misspelt key: refused, counted, the running configuration stays.
+    std::fs::write(&env.config, format!("{good}worker:\n  batch_sise: 10\n")).expect("write");
+    hup();
+    wait_for("the refusal", 10, || log_text().contains("new configuration refused"));
+    assert!(log_text().contains("batch_sise"), "{}", log_text());
+    assert!(get(port, "/metrics").1.contains("smart_task_rule_reloads_total{outcome=\"refused\"} 1"));
+    assert_eq!(get(port, "/healthz").0, 200, "still running");
+    // A new log level applies at once.
+    std::fs::write(&env.config, good.replace("level: info", "level: debug")).expect("write");
+    hup();
+    wait_for("the new level", 10, || log_text().contains("log level changed"));
+    wait_for("debug lines", 10, || log_text().contains("DEBUG"));
+    stop(child);
+}

@@ -5,12 +5,16 @@
 pub mod metrics;
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
+
+/// The handle that changes the log filter of a running daemon (SIGHUP).
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// True when stderr is the journal stream systemd set up for this service (`JOURNAL_STREAM=dev:ino`).
 fn stderr_is_journal() -> bool {
@@ -24,21 +28,34 @@ fn stderr_is_journal() -> bool {
 /// Installs the global subscriber; later calls are ignored (tests may call it repeatedly).
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    if stderr_is_journal()
-        && let Ok(journald) = tracing_journald::layer()
-    {
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(journald.with_syslog_identifier("smart-taskd".into()))
-            .try_init();
-        return;
-    }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match config.format {
-        LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match tracing_journald::layer() {
+        Ok(journald) if stderr_is_journal() => {
+            registry.with(journald.with_syslog_identifier("smart-taskd".into())).try_init()
+        }
+        _ => {
+            let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+            match config.format {
+                LogFormat::Text => {
+                    registry.with(layer.with_ansi(std::io::stderr().is_terminal()).with_target(false)).try_init()
+                }
+                LogFormat::Json => registry.with(layer.json()).try_init(),
+            }
+        }
     };
+    if installed.is_ok() {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Changes the log filter of the running process (`log.level` on SIGHUP). Returns false when `RUST_LOG` is
+/// set: the environment wins, as at start.
+pub fn set_level(level: &str) -> Result<bool, String> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Ok(false);
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| format!("`{level}`: {e}"))?;
+    FILTER.get().ok_or("logging is not initialised")?.reload(filter).map_err(|e| e.to_string())?;
+    Ok(true)
 }
