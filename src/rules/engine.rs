@@ -99,10 +99,6 @@ impl Evaluator {
         Evaluator { engine: e, limits, docs }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// The reference of the host API rules see, from the registrations themselves.
     pub fn host_docs(&self) -> &[super::host::HostDoc] {
         &self.docs
