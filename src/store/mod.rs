@@ -1,11 +1,11 @@
 //! Persistence: requests and their queue state, history, decisions, the notification outbox and the
-//! reference data. One API, one implementation per backend (SQLite today; PostgreSQL slots in as a second
-//! variant of [`Store`] with the same methods and the same tests).
+//! reference data. One API and one implementation for both backends, SQLite and PostgreSQL (see
+//! [`Dialect`]), with the same tests.
 //!
 //! Every write after a claim is fenced by the claim's lease token; batch closing computes its writes with
 //! the pure [`crate::domain::closing::plan`] and applies them in one transaction.
 
-mod sqlite;
+mod sql;
 
 use std::collections::HashMap;
 
@@ -17,7 +17,7 @@ use crate::domain::facts::{ImportFile, Subject, SubjectFacts};
 use crate::domain::request::{Envelope, Stato};
 use crate::domain::time::Millis;
 
-pub use sqlite::SqliteStore;
+pub use sql::{Dialect, OUTBOX_CHANNEL, REQUESTS_CHANNEL, SqlStore, dialect_of_url};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,7 +25,7 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL `{0}`: expected sqlite:PATH (e.g. sqlite:/var/lib/smart-task/smart-task.db)")]
+    #[error("unsupported database URL `{0}`: expected sqlite:PATH (e.g. sqlite:/var/lib/smart-task/smart-task.db) or postgres://USER@HOST:PORT/DATABASE")]
     UnsupportedUrl(String),
     #[error("{record}: field `{field}`: {problem}")]
     Reference { record: String, field: String, problem: String },
@@ -292,28 +292,27 @@ pub enum RetryTarget {
     AllUndeliverable,
 }
 
-/// The store, whichever backend the database URL selects.
+/// The store, whichever backend the database URL selects (`sqlite:` or `postgres://`): one implementation
+/// over sqlx's `Any` driver, whose statements [`Dialect`] writes for each backend.
 #[derive(Debug, Clone)]
-pub enum Store {
-    Sqlite(SqliteStore),
-}
+pub struct Store(SqlStore);
 
 macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-        }
-    };
+    ($self:ident, $s:ident => $e:expr) => {{
+        let $s = &$self.0;
+        $e
+    }};
 }
 
 impl Store {
     /// Connects to the database the URL names (creating a SQLite file if missing); does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
-        if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(SqliteStore::connect(url, max_connections).await?))
-        } else {
-            Err(StoreError::UnsupportedUrl(url.to_string()))
-        }
+        Ok(Store(SqlStore::connect(url, max_connections).await?))
+    }
+
+    /// Which backend this store runs on.
+    pub fn dialect(&self) -> Dialect {
+        self.0.dialect()
     }
 
     /// Applies the embedded migrations that are not applied yet.

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{SqliteStore, bump_versions, json_text, parse_json};
+use super::{Sql, SqlStore, bump_versions, json_text, parse_json};
 use crate::domain::facts::contatto_subjects;
 use crate::domain::time::{Millis, rfc3339};
 use crate::store::{
@@ -13,7 +13,7 @@ use crate::store::{
     StoreError,
 };
 
-impl SqliteStore {
+impl SqlStore {
     pub async fn claim_notifications(
         &self,
         owner: &str,
@@ -27,15 +27,15 @@ impl SqliteStore {
         // `available_at` becomes the lease expiry: an expired lease makes the row due again (takeover), and
         // the new claim's token fences out whatever the old holder still writes.
         let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE outbox SET claims = claims + 1, lease_token = claims + 1, lease_owner = $1, available_at = $2,
+            tx.sql("UPDATE outbox SET claims = claims + 1, lease_token = claims + 1, lease_owner = $1, available_at = $2,
                     attempts = attempts + 1, updated_at = $3,
                     reference = COALESCE(reference, CASE channel WHEN 'email' THEN '<outbox-' || id || '@' || $6 || '>'
                                                                  ELSE 'outbox-' || id END)
              WHERE id IN (SELECT id FROM outbox
                           WHERE state = 'pending' AND available_at <= $3
                             AND channel IN (SELECT value FROM json_each($5))
-                          ORDER BY available_at, id LIMIT $4)
-             RETURNING id",
+                          ORDER BY available_at, id LIMIT $4 /*pg:FOR UPDATE SKIP LOCKED*/)
+             RETURNING id"),
         )
         .bind(owner)
         .bind(now + lease_ms)
@@ -50,15 +50,15 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(
-            "SELECT o.id, o.lease_token, o.request_id, o.event, o.channel, o.recipient, o.role, o.attempts,
+            tx.sql("SELECT o.id, o.lease_token, o.request_id, o.event, o.channel, o.recipient, o.role, o.attempts,
                     o.reference, r.protocollo, r.task, r.sede, s.denominazione, s.email AS sede_email,
                     e.detail, e.at
              FROM outbox o
              JOIN requests r ON r.id = o.request_id
              JOIN events e ON e.id = o.event_id
              LEFT JOIN sedi s ON s.codice = r.sede
-             WHERE o.id IN (SELECT value FROM json_each($1))
-             ORDER BY o.id",
+             WHERE o.id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))
+             ORDER BY o.id"),
         )
         .bind(json_text(&ids))
         .fetch_all(&mut *tx)
@@ -115,12 +115,14 @@ impl SqliteStore {
             .collect();
         let mut tx = self.write_tx().await?;
         let applied: Vec<i64> = sqlx::query_scalar(
-            "UPDATE outbox SET state = j.value ->> 2, available_at = COALESCE(j.value ->> 3, outbox.available_at),
+            tx.sql("UPDATE outbox SET state = j.value ->> 2,
+                    available_at = COALESCE(CAST(j.value ->> 3 AS BIGINT), outbox.available_at),
                     last_error = j.value ->> 4, provider_id = COALESCE(j.value ->> 5, outbox.provider_id),
-                    sent_at = j.value ->> 6, lease_token = NULL, lease_owner = NULL, updated_at = $2
+                    sent_at = CAST(j.value ->> 6 AS BIGINT), lease_token = NULL, lease_owner = NULL, updated_at = $2
              FROM json_each($1) j
-             WHERE outbox.id = j.value ->> 0 AND outbox.lease_token = j.value ->> 1 AND outbox.state = 'pending'
-             RETURNING outbox.id",
+             WHERE outbox.id = CAST(j.value ->> 0 AS BIGINT) AND outbox.lease_token = CAST(j.value ->> 1 AS BIGINT)
+               AND outbox.state = 'pending'
+             RETURNING outbox.id"),
         )
         .bind(json_text(&rows))
         .bind(now)
@@ -142,15 +144,15 @@ impl SqliteStore {
         if flag_contacts && !bounced.is_empty() {
             // Contact values are stored normalised (e-mail lower-case, mobiles E.164), as outbox recipients are.
             let flagged = sqlx::query(
-                "UPDATE contatti SET stato = 'ANOMALO',
+                tx.sql("UPDATE contatti SET stato = 'ANOMALO',
                         anomalia = CASE contatti.tipo WHEN 'PEC' THEN 'PEC_NON_VALIDA'
                                                       WHEN 'CELLULARE' THEN 'SMS_NON_RECAPITABILE'
                                                       ELSE 'EMAIL_HARD_BOUNCE' END
-                 FROM (SELECT channel, recipient FROM outbox WHERE id IN (SELECT value FROM json_each($1))) b
+                 FROM (SELECT channel, recipient FROM outbox WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))) b
                  WHERE contatti.stato = 'VALIDO' AND contatti.valore = b.recipient
                    AND ((b.channel = 'email' AND contatti.tipo IN ('EMAIL', 'PEC'))
                         OR (b.channel = 'sms' AND contatti.tipo = 'CELLULARE'))
-                 RETURNING contatti.id, contatti.titolare_cf, contatti.matricola",
+                 RETURNING contatti.id, contatti.titolare_cf, contatti.matricola"),
             )
             .bind(json_text(&bounced))
             .fetch_all(&mut *tx)
@@ -175,9 +177,9 @@ impl SqliteStore {
 
     pub async fn release_notifications(&self, owner: &str, now: Millis) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE outbox SET lease_token = NULL, lease_owner = NULL, available_at = $2,
-                    attempts = MAX(attempts - 1, 0), updated_at = $2
-             WHERE lease_owner = $1 AND lease_token IS NOT NULL AND state = 'pending'",
+            self.sql("UPDATE outbox SET lease_token = NULL, lease_owner = NULL, available_at = $2,
+                    attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $2
+             WHERE lease_owner = $1 AND lease_token IS NOT NULL AND state = 'pending'"),
         )
         .bind(owner)
         .bind(now)
@@ -188,9 +190,9 @@ impl SqliteStore {
 
     pub async fn notifications_due(&self, channels: &[&str], now: Millis) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM outbox
+            self.sql("SELECT COUNT(*) FROM outbox
              WHERE state = 'pending' AND channel IN (SELECT value FROM json_each($1))
-               AND (available_at <= $2 OR lease_token IS NOT NULL)",
+               AND (available_at <= $2 OR lease_token IS NOT NULL)"),
         )
         .bind(json_text(&channels))
         .bind(now)
@@ -200,11 +202,11 @@ impl SqliteStore {
 
     pub async fn list_notifications(&self, undeliverable: bool, limit: i64) -> Result<Vec<NotificationView>> {
         let rows = sqlx::query(
-            "SELECT o.id, r.protocollo, o.event, o.channel, o.recipient, o.role, o.state, o.attempts, o.reference,
+            self.sql("SELECT o.id, r.protocollo, o.event, o.channel, o.recipient, o.role, o.state, o.attempts, o.reference,
                     o.provider_id, o.created_at, o.sent_at, o.available_at, o.last_error
              FROM outbox o JOIN requests r ON r.id = o.request_id
              WHERE ($1 = 0 OR o.state IN ('failed', 'dead'))
-             ORDER BY o.id DESC LIMIT $2",
+             ORDER BY o.id DESC LIMIT $2"),
         )
         .bind(i64::from(undeliverable))
         .bind(limit)
@@ -241,7 +243,7 @@ impl SqliteStore {
         let ids: Vec<i64> = match target {
             RetryTarget::One(id) => {
                 let state: Option<(String, Option<i64>)> =
-                    sqlx::query_as("SELECT state, sent_at FROM outbox WHERE id = $1")
+                    sqlx::query_as(tx.sql("SELECT state, sent_at FROM outbox WHERE id = $1"))
                         .bind(id)
                         .fetch_optional(&mut *tx)
                         .await?;
@@ -262,15 +264,15 @@ impl SqliteStore {
                 }
             }
             RetryTarget::AllUndeliverable => {
-                sqlx::query_scalar("SELECT id FROM outbox WHERE state IN ('failed', 'dead') ORDER BY id")
+                sqlx::query_scalar(tx.sql("SELECT id FROM outbox WHERE state IN ('failed', 'dead') ORDER BY id"))
                     .fetch_all(&mut *tx)
                     .await?
             }
         };
         sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = 0, available_at = $2, lease_token = NULL,
+            tx.sql("UPDATE outbox SET state = 'pending', attempts = 0, available_at = $2, lease_token = NULL,
                     lease_owner = NULL, updated_at = $2
-             WHERE id IN (SELECT value FROM json_each($1)) AND state IN ('failed', 'dead')",
+             WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1)) AND state IN ('failed', 'dead')"),
         )
         .bind(json_text(&ids))
         .bind(now)

@@ -1,15 +1,18 @@
-//! The SQLite backend: one file in WAL mode, one writer at a time (`BEGIN IMMEDIATE`), batch statements
-//! driven by `json_each` so that a batch costs a constant number of statements whatever its size.
+//! The SQL store, one implementation for SQLite and PostgreSQL over sqlx's `Any` driver: each statement is
+//! written once ([`dialect`] says how), batch statements are driven by a JSON array (`json_each`) so that a
+//! batch costs a constant number of statements whatever its size.
+//!
+//! SQLite: one file in WAL mode, one writer at a time (`BEGIN IMMEDIATE`). PostgreSQL: many instances at
+//! once; claims skip rows another instance has locked, closes lock the requests and subject versions they
+//! check, intake serialises protocol numbers with an advisory lock, and ids come from identity sequences.
 
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
 
 use super::{
     EventView, ImportReport, ListFilter, NewRequest, QueueCounts, RequestSummary, RequestView, Result, StoreError,
@@ -25,20 +28,47 @@ use crate::domain::facts::{
 use crate::domain::request::{ContattiNotifica, protocol_number};
 use crate::domain::time::{Millis, rfc3339, year};
 
+pub use dialect::Dialect;
+
+mod copy;
+mod dialect;
 mod history;
 mod operator;
 mod outbox;
 mod rule_status;
 mod schedule;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The PostgreSQL channels that wake idle instances (one notification per transaction, whatever it wrote).
+pub const REQUESTS_CHANNEL: &str = "smart_task_requests";
+pub const OUTBOX_CHANNEL: &str = "smart_task_outbox";
 
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
 }
 
-type Tx = Transaction<'static, Sqlite>;
+type Tx = Transaction<'static, Any>;
+
+/// The text of a statement for the backend behind a store or a connection.
+trait Sql {
+    fn sql(&self, text: &'static str) -> &'static str;
+}
+
+impl Sql for SqlStore {
+    fn sql(&self, text: &'static str) -> &'static str {
+        self.dialect.sql(text)
+    }
+}
+
+impl Sql for AnyConnection {
+    fn sql(&self, text: &'static str) -> &'static str {
+        Dialect::of(self).sql(text)
+    }
+}
 
 fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
@@ -52,41 +82,85 @@ fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
-impl SqliteStore {
-    pub async fn connect(url: &str, max_connections: u32) -> Result<SqliteStore> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            .pragma("journal_size_limit", "67108864");
-        if let Some(dir) = options.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
-        }
-        let pool = SqlitePoolOptions::new().max_connections(max_connections).connect_with(options).await?;
-        Ok(SqliteStore { pool })
+/// The backend a database URL names, or why it names none.
+pub fn dialect_of_url(url: &str) -> Result<Dialect> {
+    if url.starts_with("sqlite:") {
+        Ok(Dialect::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Dialect::Postgres)
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+impl SqlStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<SqlStore> {
+        sqlx::any::install_default_drivers();
+        let dialect = dialect_of_url(url)?;
+        let options = AnyPoolOptions::new().max_connections(max_connections);
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+                if let Some(dir) = file.get_filename().parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
+                }
+                // The `Any` driver takes SQLite's settings from the URL (create the file when missing) and
+                // the pragmas from each new connection.
+                let url = if url.contains("mode=") {
+                    url.to_string()
+                } else {
+                    format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+                };
+                options
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::raw_sql(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000;
+                                 PRAGMA foreign_keys = ON; PRAGMA journal_size_limit = 67108864;",
+                            )
+                            .execute(conn)
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Dialect::Postgres => options.acquire_timeout(std::time::Duration::from_secs(10)).connect(url).await?,
+        };
+        Ok(SqlStore { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
+        match self.dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
         Ok(())
     }
 
     async fn write_tx(&self) -> Result<Tx> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.pool.begin_with(self.dialect.begin_write()).await?)
     }
 
     pub async fn submit(&self, requests: &[NewRequest], default_sede: &str, now: Millis) -> Result<Vec<Submitted>> {
         let mut tx = self.write_tx().await?;
+        if self.dialect == Dialect::Postgres {
+            // Protocol numbers are read, incremented and written back: one intake at a time, as on SQLite.
+            sqlx::query("SELECT pg_advisory_xact_lock(7400)").execute(&mut *tx).await?;
+        }
         let keys: Vec<&str> = requests.iter().filter_map(|r| r.envelope.chiave_idempotenza.as_deref()).collect();
         let mut known: HashMap<String, Submitted> = HashMap::new();
         if !keys.is_empty() {
             let rows = sqlx::query(
-                "SELECT chiave_idempotenza, id, protocollo FROM requests
-                 WHERE chiave_idempotenza IN (SELECT value FROM json_each($1))",
+                tx.sql("SELECT chiave_idempotenza, id, protocollo FROM requests
+                 WHERE chiave_idempotenza IN (SELECT value FROM json_each($1))"),
             )
             .bind(json_text(&keys))
             .fetch_all(&mut *tx)
@@ -98,7 +172,7 @@ impl SqliteStore {
         }
         let matricole: Vec<&str> = requests.iter().filter_map(|r| r.envelope.matricola.as_deref()).collect();
         let sede_of: HashMap<String, String> =
-            sqlx::query_as("SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))")
+            sqlx::query_as(tx.sql("SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))"))
                 .bind(json_text(&matricole))
                 .fetch_all(&mut *tx)
                 .await?
@@ -106,14 +180,14 @@ impl SqliteStore {
                 .collect();
         let anno = year(now);
         let mut counters: HashMap<String, i64> =
-            sqlx::query_as("SELECT sede, last FROM protocol_counters WHERE anno = $1")
+            sqlx::query_as(tx.sql("SELECT sede, last FROM protocol_counters WHERE anno = $1"))
                 .bind(anno)
                 .fetch_all(&mut *tx)
                 .await?
                 .into_iter()
                 .collect();
-        let mut next_id: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM requests").fetch_one(&mut *tx).await?;
+        let fresh = requests.len() - requests.iter().filter(|r| r.envelope.chiave_idempotenza.as_ref().is_some_and(|k| known.contains_key(k))).count();
+        let mut ids = reserve_ids(&mut tx, IdTable::Requests, fresh).await?.into_iter();
 
         let mut out = Vec::with_capacity(requests.len());
         let mut rows = Vec::new();
@@ -125,11 +199,12 @@ impl SqliteStore {
                 continue;
             }
             let sede = r.envelope.matricola.as_ref().and_then(|m| sede_of.get(m)).map_or(default_sede, String::as_str);
+            let Some(id) = ids.next() else {
+                return Err(StoreError::Corrupt("fewer request ids reserved than requests to store".into()));
+            };
             let progressive = counters.entry(sede.to_string()).or_insert(0);
             *progressive += 1;
-            let submitted =
-                Submitted { id: next_id, protocollo: protocol_number(sede, anno, *progressive), duplicate: false };
-            next_id += 1;
+            let submitted = Submitted { id, protocollo: protocol_number(sede, anno, *progressive), duplicate: false };
             rows.push(json!([
                 submitted.id,
                 submitted.protocollo,
@@ -154,11 +229,11 @@ impl SqliteStore {
         }
         if !rows.is_empty() {
             sqlx::query(
-                "INSERT INTO requests (id, protocollo, task, soggetto, sede, payload, chiave_idempotenza, stato,
+                tx.sql("INSERT INTO requests (id, protocollo, task, soggetto, sede, payload, chiave_idempotenza, stato,
                                        creata_il, aggiornata_il, available_at)
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6,
-                        'aperta', $2, $2, $2
-                 FROM json_each($1)",
+                 SELECT CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                        value ->> 6, 'aperta', $2, $2, $2
+                 FROM json_each($1)"),
             )
             .bind(json_text(&rows))
             .bind(now)
@@ -166,9 +241,9 @@ impl SqliteStore {
             .await?;
             let counter_rows: Vec<(&String, &i64)> = counters.iter().collect();
             sqlx::query(
-                "INSERT INTO protocol_counters (sede, anno, last)
-                 SELECT value ->> 0, $2, value ->> 1 FROM json_each($1) WHERE true
-                 ON CONFLICT (sede, anno) DO UPDATE SET last = excluded.last",
+                tx.sql("INSERT INTO protocol_counters (sede, anno, last)
+                 SELECT value ->> 0, $2, CAST(value ->> 1 AS BIGINT) FROM json_each($1) WHERE true
+                 ON CONFLICT (sede, anno) DO UPDATE SET last = excluded.last"),
             )
             .bind(json_text(&counter_rows))
             .bind(anno)
@@ -176,6 +251,7 @@ impl SqliteStore {
             .await?;
             bump_versions(&mut tx, &opened).await?;
             insert_events(&mut tx, &events, now).await?;
+            wake(&mut tx, REQUESTS_CHANNEL).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -185,39 +261,39 @@ impl SqliteStore {
         let mut tx = self.write_tx().await?;
         check_references(&mut tx, file).await?;
         sqlx::query(
-            "INSERT INTO sedi (codice, denominazione, provincia, email)
+            tx.sql("INSERT INTO sedi (codice, denominazione, provincia, email)
              SELECT value ->> 'codice', value ->> 'denominazione', value ->> 'provincia', value ->> 'email'
              FROM json_each($1) WHERE true
              ON CONFLICT (codice) DO UPDATE SET denominazione = excluded.denominazione,
-                 provincia = excluded.provincia, email = excluded.email",
+                 provincia = excluded.provincia, email = excluded.email"),
         )
         .bind(json_text(&file.sedi))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO aziende (matricola, cf, ragione_sociale, sede, pec_registro_imprese, rappresentanti_legali)
+            tx.sql("INSERT INTO aziende (matricola, cf, ragione_sociale, sede, pec_registro_imprese, rappresentanti_legali)
              SELECT value ->> 'matricola', value ->> 'cf', value ->> 'ragione_sociale', value ->> 'sede',
-                    value ->> 'pec_registro_imprese', value -> 'rappresentanti_legali'
+                    value ->> 'pec_registro_imprese', CAST(value -> 'rappresentanti_legali' AS TEXT)
              FROM json_each($1) WHERE true
              ON CONFLICT (matricola) DO UPDATE SET cf = excluded.cf, ragione_sociale = excluded.ragione_sociale,
                  sede = excluded.sede, pec_registro_imprese = excluded.pec_registro_imprese,
-                 rappresentanti_legali = excluded.rappresentanti_legali",
+                 rappresentanti_legali = excluded.rappresentanti_legali"),
         )
         .bind(json_text(&file.aziende))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO persone (cf, nome, cognome)
+            tx.sql("INSERT INTO persone (cf, nome, cognome)
              SELECT value ->> 'cf', value ->> 'nome', value ->> 'cognome' FROM json_each($1) WHERE true
-             ON CONFLICT (cf) DO UPDATE SET nome = excluded.nome, cognome = excluded.cognome",
+             ON CONFLICT (cf) DO UPDATE SET nome = excluded.nome, cognome = excluded.cognome"),
         )
         .bind(json_text(&file.persone))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO intermediari (cf, categoria, albo)
+            tx.sql("INSERT INTO intermediari (cf, categoria, albo)
              SELECT value ->> 'cf', value ->> 'categoria', value ->> 'albo' FROM json_each($1) WHERE true
-             ON CONFLICT (cf) DO UPDATE SET categoria = excluded.categoria, albo = excluded.albo",
+             ON CONFLICT (cf) DO UPDATE SET categoria = excluded.categoria, albo = excluded.albo"),
         )
         .bind(json_text(&file.intermediari))
         .execute(&mut *tx)
@@ -226,14 +302,14 @@ impl SqliteStore {
         let mut deleghe: Vec<&Delega> = file.deleghe.iter().collect();
         deleghe.sort_by_key(|d| d.padre.is_some());
         sqlx::query(
-            "INSERT INTO deleghe (id, matricola, delegato_cf, tipo, stato, data_inizio, data_fine, data_revoca, padre)
+            tx.sql("INSERT INTO deleghe (id, matricola, delegato_cf, tipo, stato, data_inizio, data_fine, data_revoca, padre)
              SELECT value ->> 'id', value ->> 'matricola', value ->> 'delegato_cf', value ->> 'tipo',
                     value ->> 'stato', value ->> 'data_inizio', value ->> 'data_fine', value ->> 'data_revoca',
                     value ->> 'padre'
              FROM json_each($1) WHERE true
              ON CONFLICT (id) DO UPDATE SET matricola = excluded.matricola, delegato_cf = excluded.delegato_cf,
                  tipo = excluded.tipo, stato = excluded.stato, data_inizio = excluded.data_inizio,
-                 data_fine = excluded.data_fine, data_revoca = excluded.data_revoca, padre = excluded.padre",
+                 data_fine = excluded.data_fine, data_revoca = excluded.data_revoca, padre = excluded.padre"),
         )
         .bind(json_text(&deleghe))
         .execute(&mut *tx)
@@ -255,12 +331,13 @@ impl SqliteStore {
     pub async fn claim(&self, owner: &str, limit: u32, lease_ms: i64, now: Millis) -> Result<Vec<ClaimedRequest>> {
         let mut tx = self.write_tx().await?;
         let rows = sqlx::query(
-            "UPDATE requests SET stato = 'in_carico', claims = claims + 1, lease_token = claims + 1,
-                    lease_owner = $1, available_at = $2, aggiornata_il = $3, taken_over = lease_token IS NOT NULL
+            tx.sql("UPDATE requests SET stato = 'in_carico', claims = claims + 1, lease_token = claims + 1,
+                    lease_owner = $1, available_at = $2, aggiornata_il = $3,
+                    taken_over = CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END
              WHERE id IN (SELECT id FROM requests
                           WHERE stato <> 'chiusa' AND parked IS NULL AND available_at <= $3
-                          ORDER BY available_at, id LIMIT $4)
-             RETURNING id, protocollo, task, soggetto, sede, payload, claims, failures, creata_il, taken_over",
+                          ORDER BY available_at, id LIMIT $4 /*pg:FOR UPDATE SKIP LOCKED*/)
+             RETURNING id, protocollo, task, soggetto, sede, payload, claims, failures, creata_il, taken_over"),
         )
         .bind(owner)
         .bind(now + lease_ms)
@@ -299,11 +376,11 @@ impl SqliteStore {
     }
 
     pub async fn load_facts(&self, subjects: &[Subject]) -> Result<HashMap<Subject, SubjectFacts>> {
-        // One read transaction = one WAL snapshot: versions and data agree.
-        let mut tx = self.pool.begin().await?;
+        // One snapshot for every statement: versions and data agree.
+        let mut tx = self.pool.begin_with(self.dialect.begin_snapshot()).await?;
         let keys: Vec<String> = subjects.iter().map(Subject::to_string).collect();
         let versions: HashMap<String, i64> = sqlx::query_as(
-            "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))",
+            tx.sql("SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))"),
         )
         .bind(json_text(&keys))
         .fetch_all(&mut *tx)
@@ -419,9 +496,9 @@ impl SqliteStore {
         .await?;
         if !open.is_empty() {
             for row in sqlx::query(
-                "SELECT r.id, r.protocollo, r.creata_il, r.task, r.soggetto
+                tx.sql("SELECT r.id, r.protocollo, r.creata_il, r.task, r.soggetto
                  FROM json_each($1) j JOIN requests r ON r.task = j.value ->> 0 AND r.soggetto = j.value ->> 1
-                 WHERE r.stato <> 'chiusa' ORDER BY r.id",
+                 WHERE r.stato <> 'chiusa' ORDER BY r.id"),
             )
             .bind(json_text(&open))
             .fetch_all(&mut *tx)
@@ -451,19 +528,32 @@ impl SqliteStore {
         let mut tx = self.write_tx().await?;
         let ids: Vec<i64> = batch.iter().map(|(r, _)| r.id).collect();
         let mut world = World::default();
-        for row in sqlx::query("SELECT id, lease_token FROM requests WHERE id IN (SELECT value FROM json_each($1))")
-            .bind(json_text(&ids))
-            .fetch_all(&mut *tx)
-            .await?
+        for row in sqlx::query(tx.sql(
+            "SELECT id, lease_token FROM requests WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))
+             ORDER BY id /*pg:FOR UPDATE*/",
+        ))
+        .bind(json_text(&ids))
+        .fetch_all(&mut *tx)
+        .await?
         {
             world.tokens.insert(row.try_get(0)?, row.try_get(1)?);
         }
+        // The subjects the batch names are locked before the facts its effects change are read, so that
+        // what is read stays as read until commit; those found through the facts are locked after.
         let targets = World::targets(batch);
+        let mut subjects: BTreeSet<Subject> = targets.subjects.iter().cloned().collect();
+        for (req, eval) in batch {
+            subjects.insert(Subject::Open { task: req.task.clone(), soggetto: req.soggetto.clone() });
+            if let Evaluation::Decided(d) = eval {
+                subjects.extend(d.read_versions().map(|(s, _)| s.clone()));
+            }
+        }
+        let mut current = lock_versions(&mut tx, &subjects).await?;
         if !targets.deleghe.is_empty() {
-            for row in sqlx::query(
+            for row in sqlx::query(tx.sql(
                 "SELECT * FROM deleghe WHERE id IN (SELECT value FROM json_each($1))
                                           OR padre IN (SELECT value FROM json_each($1))",
-            )
+            ))
             .bind(json_text(&targets.deleghe))
             .fetch_all(&mut *tx)
             .await?
@@ -473,10 +563,10 @@ impl SqliteStore {
             }
         }
         if !targets.contatti.is_empty() || !targets.titolari.is_empty() {
-            for row in sqlx::query(
+            for row in sqlx::query(tx.sql(
                 "SELECT * FROM contatti WHERE id IN (SELECT value FROM json_each($1))
                                            OR titolare_cf IN (SELECT value FROM json_each($2))",
-            )
+            ))
             .bind(json_text(&targets.contatti))
             .bind(json_text(&targets.titolari))
             .fetch_all(&mut *tx)
@@ -486,35 +576,21 @@ impl SqliteStore {
                 world.contatti.insert(c.id.clone(), c);
             }
             let matricole: BTreeSet<&String> = world.contatti.values().filter_map(|c| c.matricola.as_ref()).collect();
-            world.pec_registro_imprese = sqlx::query_scalar(
+            world.pec_registro_imprese = sqlx::query_scalar(tx.sql(
                 "SELECT pec_registro_imprese FROM aziende
                  WHERE matricola IN (SELECT value FROM json_each($1)) AND pec_registro_imprese IS NOT NULL",
-            )
+            ))
             .bind(json_text(&matricole))
             .fetch_all(&mut *tx)
             .await?;
         }
-        let mut subjects: BTreeSet<Subject> = BTreeSet::new();
-        for (req, eval) in batch {
-            subjects.insert(Subject::Open { task: req.task.clone(), soggetto: req.soggetto.clone() });
-            if let Evaluation::Decided(d) = eval {
-                subjects.extend(d.read_versions().map(|(s, _)| s.clone()));
-            }
-        }
-        subjects.extend(world.deleghe.values().flat_map(delega_subjects));
+        let mut found: BTreeSet<Subject> = world.deleghe.values().flat_map(delega_subjects).collect();
         for c in world.contatti.values() {
-            subjects.extend(contatto_subjects(&c.titolare_cf, c.matricola.as_ref()));
+            found.extend(contatto_subjects(&c.titolare_cf, c.matricola.as_ref()));
         }
-        subjects.extend(targets.subjects.iter().cloned());
-        let keys: Vec<String> = subjects.iter().map(Subject::to_string).collect();
-        let current: HashMap<String, i64> = sqlx::query_as(
-            "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))",
-        )
-        .bind(json_text(&keys))
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+        found.retain(|s| !subjects.contains(s));
+        current.extend(lock_versions(&mut tx, &found).await?);
+        subjects.extend(found);
         world.versions = subjects.into_iter().filter_map(|s| current.get(&s.to_string()).map(|v| (s, *v))).collect();
 
         let plan = closing::plan(batch, &world, policy, now, actor, rand::random::<f64>);
@@ -525,8 +601,8 @@ impl SqliteStore {
 
     pub async fn release(&self, owner: &str, now: Millis) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE requests SET lease_token = NULL, lease_owner = NULL, available_at = $2
-             WHERE lease_owner = $1 AND lease_token IS NOT NULL AND stato <> 'chiusa'",
+            self.sql("UPDATE requests SET lease_token = NULL, lease_owner = NULL, available_at = $2
+             WHERE lease_owner = $1 AND lease_token IS NOT NULL AND stato <> 'chiusa'"),
         )
         .bind(owner)
         .bind(now)
@@ -537,7 +613,7 @@ impl SqliteStore {
 
     pub async fn request(&self, key: &str) -> Result<Option<RequestView>> {
         let by_id: i64 = key.parse().unwrap_or(-1);
-        let Some(row) = sqlx::query("SELECT * FROM requests WHERE protocollo = $1 OR id = $2")
+        let Some(row) = sqlx::query(self.sql("SELECT * FROM requests WHERE protocollo = $1 OR id = $2"))
             .bind(key)
             .bind(by_id)
             .fetch_optional(&self.pool)
@@ -546,7 +622,7 @@ impl SqliteStore {
             return Ok(None);
         };
         let id: i64 = row.try_get("id")?;
-        let eventi = sqlx::query("SELECT kind, at, actor, detail FROM events WHERE request_id = $1 ORDER BY id")
+        let eventi = sqlx::query(self.sql("SELECT kind, at, actor, detail FROM events WHERE request_id = $1 ORDER BY id"))
             .bind(id)
             .fetch_all(&self.pool)
             .await?
@@ -564,7 +640,7 @@ impl SqliteStore {
             })
             .collect::<Result<Vec<_>>>()?;
         let decision = sqlx::query(
-            "SELECT reasons, effects, rule_version FROM decisions WHERE request_id = $1 ORDER BY id DESC LIMIT 1",
+            self.sql("SELECT reasons, effects, rule_version FROM decisions WHERE request_id = $1 ORDER BY id DESC LIMIT 1"),
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -600,9 +676,9 @@ impl SqliteStore {
 
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<RequestSummary>> {
         let rows = sqlx::query(
-            "SELECT id, protocollo, task, stato, esito, soggetto, parked, creata_il, chiusa_il FROM requests
+            self.sql("SELECT id, protocollo, task, stato, esito, soggetto, parked, creata_il, chiusa_il FROM requests
              WHERE ($1 IS NULL OR stato = $1) AND ($2 IS NULL OR task = $2) AND ($3 IS NULL OR soggetto = $3)
-             ORDER BY id DESC LIMIT $4",
+             ORDER BY id DESC LIMIT $4"),
         )
         .bind(f.stato.map(|s| s.as_str()))
         .bind(f.task.as_deref())
@@ -629,9 +705,10 @@ impl SqliteStore {
 
     pub async fn counts(&self) -> Result<QueueCounts> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(stato = 'aperta'), 0), COALESCE(SUM(stato = 'in_carico'), 0),
-                    COALESCE(SUM(stato = 'chiusa'), 0), COALESCE(SUM(stato <> 'chiusa' AND parked IS NOT NULL), 0)
-             FROM requests",
+            self.sql("SELECT COUNT(*) FILTER (WHERE stato = 'aperta'), COUNT(*) FILTER (WHERE stato = 'in_carico'),
+                    COUNT(*) FILTER (WHERE stato = 'chiusa'),
+                    COUNT(*) FILTER (WHERE stato <> 'chiusa' AND parked IS NOT NULL)
+             FROM requests"),
         )
         .fetch_one(&self.pool)
         .await?;
@@ -647,11 +724,11 @@ impl SqliteStore {
         const DAY_MS: i64 = 86_400_000;
         let counts = self.counts().await?;
         let row = sqlx::query(
-            "SELECT (SELECT MIN(creata_il) FROM requests WHERE stato <> 'chiusa' AND parked IS NULL),
+            self.sql("SELECT (SELECT MIN(creata_il) FROM requests WHERE stato <> 'chiusa' AND parked IS NULL),
                     (SELECT COUNT(*) FROM outbox WHERE state = 'dead'),
                     (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio'
                                                      AND creata_il <= $1 AND creata_il > $2),
-                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio' AND creata_il <= $2)",
+                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio' AND creata_il <= $2)"),
         )
         .bind(now - 20 * DAY_MS)
         .bind(now - 30 * DAY_MS)
@@ -668,7 +745,7 @@ impl SqliteStore {
     }
 
     pub async fn decisions_per_request(&self) -> Result<HashMap<i64, i64>> {
-        Ok(sqlx::query_as("SELECT request_id, COUNT(*) FROM decisions GROUP BY request_id")
+        Ok(sqlx::query_as(self.sql("SELECT request_id, COUNT(*) FROM decisions GROUP BY request_id"))
             .fetch_all(&self.pool)
             .await?
             .into_iter()
@@ -676,7 +753,7 @@ impl SqliteStore {
     }
 
     pub async fn close_latencies(&self) -> Result<Vec<i64>> {
-        Ok(sqlx::query_scalar("SELECT chiusa_il - creata_il FROM requests WHERE stato = 'chiusa' ORDER BY 1")
+        Ok(sqlx::query_scalar(self.sql("SELECT chiusa_il - creata_il FROM requests WHERE stato = 'chiusa' ORDER BY 1"))
             .fetch_all(&self.pool)
             .await?)
     }
@@ -685,7 +762,7 @@ impl SqliteStore {
 /// Refuses an import whose references point nowhere, naming the record and field.
 async fn check_references(tx: &mut Tx, file: &ImportFile) -> Result<()> {
     let sedi: BTreeSet<String> =
-        sqlx::query_scalar("SELECT codice FROM sedi").fetch_all(&mut **tx).await?.into_iter().collect();
+        sqlx::query_scalar(tx.sql("SELECT codice FROM sedi")).fetch_all(&mut **tx).await?.into_iter().collect();
     for (i, a) in file.aziende.iter().enumerate() {
         if !sedi.contains(&a.sede) && !file.sedi.iter().any(|s| s.codice == a.sede) {
             return Err(StoreError::Reference {
@@ -697,7 +774,7 @@ async fn check_references(tx: &mut Tx, file: &ImportFile) -> Result<()> {
     }
     let padri: Vec<&str> = file.deleghe.iter().filter_map(|d| d.padre.as_deref()).collect();
     let known: BTreeSet<String> =
-        sqlx::query_scalar("SELECT id FROM deleghe WHERE id IN (SELECT value FROM json_each($1))")
+        sqlx::query_scalar(tx.sql("SELECT id FROM deleghe WHERE id IN (SELECT value FROM json_each($1))"))
             .bind(json_text(&padri))
             .fetch_all(&mut **tx)
             .await?
@@ -718,13 +795,82 @@ async fn check_references(tx: &mut Tx, file: &ImportFile) -> Result<()> {
     Ok(())
 }
 
+/// The current versions of subjects, locked until commit on PostgreSQL (in key order, so that two closes
+/// wait for each other instead of deadlocking). A subject without a row gets one at version 0 first: a row
+/// that does not exist cannot be locked, and another close could otherwise create it unseen.
+async fn lock_versions(tx: &mut Tx, subjects: &BTreeSet<Subject>) -> Result<HashMap<String, i64>> {
+    if subjects.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let keys: Vec<String> = subjects.iter().map(Subject::to_string).collect();
+    if Dialect::of(tx) == Dialect::Postgres {
+        sqlx::query(
+            "INSERT INTO subject_versions (subject, version)
+             SELECT value, 0 FROM jsonb_array_elements_text($1::jsonb) ORDER BY 1 ON CONFLICT (subject) DO NOTHING",
+        )
+        .bind(json_text(&keys))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(sqlx::query_as(tx.sql(
+        "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))
+         ORDER BY subject /*pg:FOR UPDATE*/",
+    ))
+    .bind(json_text(&keys))
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+/// Which table's identity an id is taken from.
+#[derive(Debug, Clone, Copy)]
+enum IdTable {
+    Requests,
+    Events,
+}
+
+/// Reserves `n` ids of a table, so that rows written together can reference each other without a round
+/// trip per row: under SQLite's single writer the next free ones; on PostgreSQL from the identity sequence,
+/// which concurrent instances share.
+async fn reserve_ids(tx: &mut Tx, table: IdTable, n: usize) -> Result<Vec<i64>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let sql = match (Dialect::of(tx), table) {
+        (Dialect::Sqlite, IdTable::Requests) => "SELECT COALESCE(MAX(id), 0) + 1 FROM requests",
+        (Dialect::Sqlite, IdTable::Events) => "SELECT COALESCE(MAX(id), 0) + 1 FROM events",
+        (Dialect::Postgres, IdTable::Requests) => {
+            "SELECT nextval(pg_get_serial_sequence('requests', 'id')) FROM generate_series(1, $1)"
+        }
+        (Dialect::Postgres, IdTable::Events) => {
+            "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1)"
+        }
+    };
+    let n = i64::try_from(n).map_err(|e| corrupt("id count", e))?;
+    let ids: Vec<i64> = sqlx::query_scalar(sql).bind(n).fetch_all(&mut **tx).await?;
+    Ok(match (Dialect::of(tx), ids.first()) {
+        (Dialect::Sqlite, Some(&first)) => (first..first + n).collect(),
+        _ => ids,
+    })
+}
+
+/// Wakes the instances listening on a PostgreSQL channel when the transaction commits (PostgreSQL folds
+/// the same notification sent twice in one transaction into one); SQLite has one process, nothing to wake.
+async fn wake(tx: &mut Tx, channel: &'static str) -> Result<()> {
+    if Dialect::of(tx) == Dialect::Postgres {
+        sqlx::query("SELECT pg_notify($1, '')").bind(channel).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 async fn bump_versions(tx: &mut Tx, subjects: &[String]) -> Result<()> {
     if subjects.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO subject_versions (subject, version) SELECT value, 1 FROM json_each($1) WHERE true
-         ON CONFLICT (subject) DO UPDATE SET version = version + 1",
+        tx.sql("INSERT INTO subject_versions (subject, version) SELECT value, 1 FROM json_each($1) WHERE true ORDER BY 1
+         ON CONFLICT (subject) DO UPDATE SET version = subject_versions.version + 1"),
     )
     .bind(json_text(&subjects))
     .execute(&mut **tx)
@@ -738,18 +884,19 @@ async fn insert_events(tx: &mut Tx, events: &[NewEvent], now: Millis) -> Result<
     if events.is_empty() {
         return Ok(());
     }
-    let first: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetch_one(&mut **tx).await?;
+    let ids = reserve_ids(tx, IdTable::Events, events.len()).await?;
     let mut rows = Vec::with_capacity(events.len());
     let mut outbox = Vec::new();
-    for (event_id, e) in (first..).zip(events) {
+    for (&event_id, e) in ids.iter().zip(events) {
         rows.push(json!([event_id, e.request_id, e.kind, e.actor, json_text(&e.detail)]));
         for n in &e.notifications {
             outbox.push(json!([e.request_id, event_id, e.kind, n.channel, n.recipient, n.role]));
         }
     }
     sqlx::query(
-        "INSERT INTO events (id, request_id, kind, actor, detail, at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, $2 FROM json_each($1)",
+        tx.sql("INSERT INTO events (id, request_id, kind, actor, detail, at)
+         SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT), value ->> 2, value ->> 3, value ->> 4, $2
+         FROM json_each($1)"),
     )
     .bind(json_text(&rows))
     .bind(now)
@@ -757,14 +904,16 @@ async fn insert_events(tx: &mut Tx, events: &[NewEvent], now: Millis) -> Result<
     .await?;
     if !outbox.is_empty() {
         sqlx::query(
-            "INSERT INTO outbox (request_id, event_id, event, channel, recipient, role, available_at, created_at)
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, $2, $2
-             FROM json_each($1)",
+            tx.sql("INSERT INTO outbox (request_id, event_id, event, channel, recipient, role, available_at, created_at)
+             SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT), value ->> 2, value ->> 3, value ->> 4,
+                    value ->> 5, $2, $2
+             FROM json_each($1)"),
         )
         .bind(json_text(&outbox))
         .bind(now)
         .execute(&mut **tx)
         .await?;
+        wake(tx, OUTBOX_CHANNEL).await?;
     }
     Ok(())
 }
@@ -772,9 +921,9 @@ async fn insert_events(tx: &mut Tx, events: &[NewEvent], now: Millis) -> Result<
 async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     if !p.closed.is_empty() {
         sqlx::query(
-            "UPDATE requests SET stato = 'chiusa', esito = j.value ->> 1, chiusa_il = $2, aggiornata_il = $2,
+            tx.sql("UPDATE requests SET stato = 'chiusa', esito = j.value ->> 1, chiusa_il = $2, aggiornata_il = $2,
                     lease_token = NULL, lease_owner = NULL, last_error = NULL, parked = NULL
-             FROM json_each($1) j WHERE requests.id = j.value ->> 0",
+             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)"),
         )
         .bind(json_text(&p.closed))
         .bind(now)
@@ -783,9 +932,9 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     }
     if !p.referred.is_empty() {
         sqlx::query(
-            "UPDATE requests SET parked = 'rinvio', assegnata_sede = j.value ->> 1, aggiornata_il = $2,
+            tx.sql("UPDATE requests SET parked = 'rinvio', assegnata_sede = j.value ->> 1, aggiornata_il = $2,
                     lease_token = NULL, lease_owner = NULL
-             FROM json_each($1) j WHERE requests.id = j.value ->> 0",
+             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)"),
         )
         .bind(json_text(&p.referred))
         .bind(now)
@@ -794,9 +943,9 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     }
     if !p.retried.is_empty() {
         sqlx::query(
-            "UPDATE requests SET available_at = j.value ->> 1, last_error = j.value ->> 2, failures = failures + 1,
+            tx.sql("UPDATE requests SET available_at = CAST(j.value ->> 1 AS BIGINT), last_error = j.value ->> 2, failures = failures + 1,
                     aggiornata_il = $2, lease_token = NULL, lease_owner = NULL
-             FROM json_each($1) j WHERE requests.id = j.value ->> 0",
+             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)"),
         )
         .bind(json_text(&p.retried))
         .bind(now)
@@ -805,9 +954,9 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     }
     if !p.parked.is_empty() {
         sqlx::query(
-            "UPDATE requests SET parked = 'errore', last_error = j.value ->> 1, failures = failures + 1,
+            tx.sql("UPDATE requests SET parked = 'errore', last_error = j.value ->> 1, failures = failures + 1,
                     aggiornata_il = $2, lease_token = NULL, lease_owner = NULL
-             FROM json_each($1) j WHERE requests.id = j.value ->> 0",
+             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)"),
         )
         .bind(json_text(&p.parked))
         .bind(now)
@@ -816,8 +965,8 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     }
     if !p.released.is_empty() {
         sqlx::query(
-            "UPDATE requests SET available_at = $2, lease_token = NULL, lease_owner = NULL
-             WHERE id IN (SELECT value FROM json_each($1))",
+            tx.sql("UPDATE requests SET available_at = $2, lease_token = NULL, lease_owner = NULL
+             WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))"),
         )
         .bind(json_text(&p.released))
         .bind(now)
@@ -827,7 +976,7 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     // Decisions carry the largest texts (the trace with every fact read): bound one by one rather than
     // escaped into a JSON document and parsed back, which profiling showed to cost a tenth of a batch.
     for chunk in p.decisions.chunks(1000) {
-        let mut insert = sqlx::QueryBuilder::<Sqlite>::new(
+        let mut insert = sqlx::QueryBuilder::<Any>::new(
             "INSERT INTO decisions (request_id, outcome, reasons, effects, rule_version, trace, duration_us, decided_at) ",
         );
         insert.push_values(chunk, |mut row, (id, d)| {
@@ -846,8 +995,8 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
         let rows: Vec<Value> =
             p.revocations.iter().map(|r| json!([r.delega_id, r.data_revoca, r.request_id])).collect();
         sqlx::query(
-            "UPDATE deleghe SET stato = 'REVOCATA', data_revoca = j.value ->> 1, revocata_da = j.value ->> 2
-             FROM json_each($1) j WHERE deleghe.id = j.value ->> 0",
+            tx.sql("UPDATE deleghe SET stato = 'REVOCATA', data_revoca = j.value ->> 1, revocata_da = CAST(j.value ->> 2 AS BIGINT)
+             FROM json_each($1) j WHERE deleghe.id = j.value ->> 0"),
         )
         .bind(json_text(&rows))
         .execute(&mut **tx)
@@ -857,8 +1006,8 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     if !p.versions.is_empty() {
         let rows: Vec<Value> = p.versions.iter().map(|(s, v)| json!([s.to_string(), v])).collect();
         sqlx::query(
-            "INSERT INTO subject_versions (subject, version) SELECT value ->> 0, value ->> 1 FROM json_each($1) WHERE true
-             ON CONFLICT (subject) DO UPDATE SET version = excluded.version",
+            tx.sql("INSERT INTO subject_versions (subject, version) SELECT value ->> 0, CAST(value ->> 1 AS BIGINT) FROM json_each($1) WHERE true
+             ON CONFLICT (subject) DO UPDATE SET version = excluded.version"),
         )
         .bind(json_text(&rows))
         .execute(&mut **tx)
@@ -873,16 +1022,16 @@ async fn apply_contact_changes(tx: &mut Tx, changes: &[ContactChange]) -> Result
     let mut inserts = Vec::new();
     for change in changes {
         match change {
-            ContactChange::Archive { id, valid_to } => updates.push(json!([id, valid_to, true])),
-            ContactChange::Disable { id, valid_to } => updates.push(json!([id, valid_to, false])),
+            ContactChange::Archive { id, valid_to } => updates.push(json!([id, valid_to, "archive"])),
+            ContactChange::Disable { id, valid_to } => updates.push(json!([id, valid_to, "disable"])),
             ContactChange::Insert(c) => inserts.push(c),
         }
     }
     if !updates.is_empty() {
         sqlx::query(
-            "UPDATE contatti SET stato = 'DISABILITATO', valid_to = j.value ->> 1,
-                    anomalia = CASE WHEN j.value ->> 2 THEN NULL ELSE anomalia END
-             FROM json_each($1) j WHERE contatti.id = j.value ->> 0",
+            tx.sql("UPDATE contatti SET stato = 'DISABILITATO', valid_to = j.value ->> 1,
+                    anomalia = CASE WHEN j.value ->> 2 = 'archive' THEN NULL ELSE anomalia END
+             FROM json_each($1) j WHERE contatti.id = j.value ->> 0"),
         )
         .bind(json_text(&updates))
         .execute(&mut **tx)
@@ -897,14 +1046,14 @@ async fn apply_contact_changes(tx: &mut Tx, changes: &[ContactChange]) -> Result
 /// Upserts contact rows by id (imports and effects).
 async fn insert_contacts(tx: &mut Tx, contatti: &[&Contatto]) -> Result<()> {
     sqlx::query(
-        "INSERT INTO contatti (id, titolare_cf, matricola, tipo, valore, uso, stato, anomalia, valid_from, valid_to)
+        tx.sql("INSERT INTO contatti (id, titolare_cf, matricola, tipo, valore, uso, stato, anomalia, valid_from, valid_to)
          SELECT value ->> 'id', value ->> 'titolare_cf', value ->> 'matricola', value ->> 'tipo',
-                value ->> 'valore', value -> 'uso', value ->> 'stato', value ->> 'anomalia',
+                value ->> 'valore', CAST(value -> 'uso' AS TEXT), value ->> 'stato', value ->> 'anomalia',
                 value ->> 'valid_from', value ->> 'valid_to'
          FROM json_each($1) WHERE true
          ON CONFLICT (id) DO UPDATE SET titolare_cf = excluded.titolare_cf, matricola = excluded.matricola,
              tipo = excluded.tipo, valore = excluded.valore, uso = excluded.uso, stato = excluded.stato,
-             anomalia = excluded.anomalia, valid_from = excluded.valid_from, valid_to = excluded.valid_to",
+             anomalia = excluded.anomalia, valid_from = excluded.valid_from, valid_to = excluded.valid_to"),
     )
     .bind(json_text(&contatti))
     .execute(&mut **tx)
@@ -918,14 +1067,14 @@ async fn fill<T>(
     out: &mut HashMap<Subject, SubjectFacts>,
     sql: &'static str,
     keys: &[&str],
-    parse: fn(&SqliteRow) -> Result<T>,
+    parse: fn(&AnyRow) -> Result<T>,
     subject: fn(&T) -> Option<Subject>,
     put: fn(&mut SubjectFacts, T),
 ) -> Result<()> {
     if keys.is_empty() {
         return Ok(());
     }
-    for row in sqlx::query(sql).bind(json_text(&keys)).fetch_all(&mut **tx).await? {
+    for row in sqlx::query(tx.sql(sql)).bind(json_text(&keys)).fetch_all(&mut **tx).await? {
         let item = parse(&row)?;
         if let Some(f) = subject(&item).and_then(|s| out.get_mut(&s)) {
             put(f, item);
@@ -934,15 +1083,15 @@ async fn fill<T>(
     Ok(())
 }
 
-fn persona(row: &SqliteRow) -> Result<Persona> {
+fn persona(row: &AnyRow) -> Result<Persona> {
     Ok(Persona { cf: row.try_get("cf")?, nome: row.try_get("nome")?, cognome: row.try_get("cognome")? })
 }
 
-fn intermediario(row: &SqliteRow) -> Result<Intermediario> {
+fn intermediario(row: &AnyRow) -> Result<Intermediario> {
     Ok(Intermediario { cf: row.try_get("cf")?, categoria: row.try_get("categoria")?, albo: row.try_get("albo")? })
 }
 
-fn sede(row: &SqliteRow) -> Result<Sede> {
+fn sede(row: &AnyRow) -> Result<Sede> {
     Ok(Sede {
         codice: row.try_get("codice")?,
         denominazione: row.try_get("denominazione")?,
@@ -952,7 +1101,7 @@ fn sede(row: &SqliteRow) -> Result<Sede> {
 }
 
 /// A claimed request from a row holding the request's columns (`claims` is the fencing token).
-fn claimed_from_row(row: &SqliteRow) -> Result<ClaimedRequest> {
+fn claimed_from_row(row: &AnyRow) -> Result<ClaimedRequest> {
     let payload: Map<String, Value> = parse_json("requests.payload", row.try_get::<&str, _>("payload")?)?;
     let contatti: ContattiNotifica = payload
         .get("contatti_notifica")
@@ -971,11 +1120,11 @@ fn claimed_from_row(row: &SqliteRow) -> Result<ClaimedRequest> {
         token: row.try_get("claims")?,
         failures: row.try_get("failures")?,
         creata_il: row.try_get("creata_il")?,
-        taken_over: row.try_get("taken_over")?,
+        taken_over: row.try_get::<i64, _>("taken_over")? != 0,
     })
 }
 
-fn azienda(row: &SqliteRow) -> Result<Azienda> {
+fn azienda(row: &AnyRow) -> Result<Azienda> {
     Ok(Azienda {
         matricola: row.try_get("matricola")?,
         cf: row.try_get("cf")?,
@@ -986,13 +1135,13 @@ fn azienda(row: &SqliteRow) -> Result<Azienda> {
     })
 }
 
-fn delega(row: &SqliteRow) -> Result<Delega> {
+fn delega(row: &AnyRow) -> Result<Delega> {
     Ok(Delega {
         id: row.try_get("id")?,
         matricola: row.try_get("matricola")?,
         delegato_cf: row.try_get("delegato_cf")?,
-        tipo: row.try_get("tipo")?,
-        stato: row.try_get("stato")?,
+        tipo: text_enum(row, "deleghe.tipo")?,
+        stato: text_enum(row, "deleghe.stato")?,
         data_inizio: row.try_get("data_inizio")?,
         data_fine: row.try_get("data_fine")?,
         data_revoca: row.try_get("data_revoca")?,
@@ -1000,16 +1149,21 @@ fn delega(row: &SqliteRow) -> Result<Delega> {
     })
 }
 
-fn contatto(row: &SqliteRow) -> Result<Contatto> {
-    let text = |col: &str| -> Result<Value> { Ok(Value::String(row.try_get(col)?)) };
+/// A column holding one of an enumeration's names (`table.column`), read with the enumeration's serde names.
+fn text_enum<T: serde::de::DeserializeOwned>(row: &AnyRow, what: &str) -> Result<T> {
+    let column = what.rsplit('.').next().unwrap_or(what);
+    serde_json::from_value(Value::String(row.try_get(column)?)).map_err(|e| corrupt(what, e))
+}
+
+fn contatto(row: &AnyRow) -> Result<Contatto> {
     Ok(Contatto {
         id: row.try_get("id")?,
         titolare_cf: row.try_get("titolare_cf")?,
         matricola: row.try_get("matricola")?,
-        tipo: serde_json::from_value(text("tipo")?).map_err(|e| corrupt("contatti.tipo", e))?,
+        tipo: text_enum(row, "contatti.tipo")?,
         valore: row.try_get("valore")?,
         uso: parse_json("contatti.uso", row.try_get("uso")?)?,
-        stato: serde_json::from_value(text("stato")?).map_err(|e| corrupt("contatti.stato", e))?,
+        stato: text_enum(row, "contatti.stato")?,
         anomalia: row.try_get("anomalia")?,
         valid_from: row.try_get("valid_from")?,
         valid_to: row.try_get("valid_to")?,

@@ -2,20 +2,20 @@
 
 use sqlx::Row;
 
-use super::{SqliteStore, parse_json};
+use super::{Sql, SqlStore, parse_json};
 use crate::domain::time::Millis;
 use crate::store::{Result, RuleStatus};
 
-impl SqliteStore {
+impl SqlStore {
     /// Records an activation (`candidate_errors` empty) or a refused candidate (the active set stays).
     pub async fn record_rule_status(&self, s: &RuleStatus) -> Result<()> {
         let errors =
             (!s.candidate_errors.is_empty()).then(|| serde_json::to_string(&s.candidate_errors).unwrap_or_default());
         sqlx::query(
-            "INSERT INTO rule_status (instance, active, activated_at, candidate_errors, checked_at)
+            self.sql("INSERT INTO rule_status (instance, active, activated_at, candidate_errors, checked_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (instance) DO UPDATE SET active = excluded.active, activated_at = excluded.activated_at,
-                 candidate_errors = excluded.candidate_errors, checked_at = excluded.checked_at",
+                 candidate_errors = excluded.candidate_errors, checked_at = excluded.checked_at"),
         )
         .bind(&s.instance)
         .bind(serde_json::to_string(&s.active).unwrap_or_default())
@@ -29,7 +29,7 @@ impl SqliteStore {
 
     /// Every instance's rule status, most recently checked first.
     pub async fn rule_status(&self) -> Result<Vec<RuleStatus>> {
-        let rows = sqlx::query("SELECT * FROM rule_status ORDER BY checked_at DESC").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(self.sql("SELECT * FROM rule_status ORDER BY checked_at DESC")).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(RuleStatus {

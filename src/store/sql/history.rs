@@ -2,15 +2,15 @@
 //! that closed requests).
 
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
-use super::{SqliteStore, claimed_from_row, parse_json};
+use super::{Sql, SqlStore, claimed_from_row, parse_json};
 use crate::domain::decision::Decision;
 use crate::domain::time::Millis;
 use crate::store::{Result, StoreError, StoredDecision};
 
 /// A decision row joined with its request's `protocollo` and `task`.
-fn stored_decision(r: &SqliteRow) -> Result<StoredDecision> {
+fn stored_decision(r: &AnyRow) -> Result<StoredDecision> {
     Ok(StoredDecision {
         request_id: r.try_get("request_id")?,
         protocollo: r.try_get("protocollo")?,
@@ -21,7 +21,7 @@ fn stored_decision(r: &SqliteRow) -> Result<StoredDecision> {
 }
 
 /// A decision from the columns of a `decisions` row.
-pub(super) fn decision_from_row(d: &SqliteRow) -> Result<Decision> {
+pub(super) fn decision_from_row(d: &AnyRow) -> Result<Decision> {
     Ok(Decision {
         outcome: serde_json::from_value(serde_json::Value::String(d.try_get("outcome")?))
             .map_err(|e| StoreError::Corrupt(format!("decisions.outcome: {e}")))?,
@@ -34,13 +34,13 @@ pub(super) fn decision_from_row(d: &SqliteRow) -> Result<Decision> {
     })
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Every decision recorded for a request (id or protocol number), oldest first.
     pub async fn decisions_of(&self, key: &str) -> Result<Vec<StoredDecision>> {
         let by_id: i64 = key.parse().unwrap_or(-1);
         let rows = sqlx::query(
-            "SELECT d.*, r.protocollo, r.task FROM decisions d JOIN requests r ON r.id = d.request_id
-             WHERE r.protocollo = $1 OR r.id = $2 ORDER BY d.id",
+            self.sql("SELECT d.*, r.protocollo, r.task FROM decisions d JOIN requests r ON r.id = d.request_id
+             WHERE r.protocollo = $1 OR r.id = $2 ORDER BY d.id"),
         )
         .bind(key)
         .bind(by_id)
@@ -52,8 +52,8 @@ impl SqliteStore {
     /// Decisions whose shadow candidate disagreed with the active version, oldest first.
     pub async fn shadow_disagreements(&self, task: Option<&str>) -> Result<Vec<StoredDecision>> {
         let rows = sqlx::query(
-            "SELECT d.*, r.protocollo, r.task FROM decisions d JOIN requests r ON r.id = d.request_id
-             WHERE d.trace ->> '$.shadow.disagrees' = 1 AND ($1 IS NULL OR r.task = $1) ORDER BY d.id",
+            self.sql("SELECT d.*, r.protocollo, r.task FROM decisions d JOIN requests r ON r.id = d.request_id
+             WHERE (d.trace/*pg:::jsonb*/ -> 'shadow' -> 'disagrees') = 'true' AND ($1 IS NULL OR r.task = $1) ORDER BY d.id"),
         )
         .bind(task)
         .fetch_all(&self.pool)
@@ -69,13 +69,13 @@ impl SqliteStore {
         task: Option<&str>,
     ) -> Result<Vec<(crate::domain::closing::ClaimedRequest, Decision, Millis)>> {
         let rows = sqlx::query(
-            "SELECT r.*, d.outcome, d.reasons, d.effects, d.rule_version, d.trace, d.duration_us, d.decided_at
+            self.sql("SELECT r.*, d.outcome, d.reasons, d.effects, d.rule_version, d.trace, d.duration_us, d.decided_at
              FROM requests r
              JOIN decisions d ON d.id = (SELECT MAX(x.id) FROM decisions x WHERE x.request_id = r.id)
              WHERE r.stato = 'chiusa' AND d.outcome IN ('accolta', 'non_accolta')
                AND d.rule_version NOT LIKE 'operatore%'
                AND ($1 IS NULL OR r.creata_il >= $1) AND ($2 IS NULL OR r.task = $2)
-             ORDER BY r.id",
+             ORDER BY r.id"),
         )
         .bind(since)
         .bind(task)

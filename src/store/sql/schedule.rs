@@ -3,22 +3,22 @@
 use serde_json::json;
 use sqlx::Row;
 
-use super::{SqliteStore, insert_events};
+use super::{Sql, SqlStore, insert_events};
 use crate::domain::closing::{NewEvent, Notification};
 use crate::domain::time::Millis;
 use crate::store::Result;
 
 const DAY_MS: i64 = 86_400_000;
 
-impl SqliteStore {
+impl SqlStore {
     /// The next scheduled instant of a job, set to `first` when the job is new.
     pub async fn cron_next(&self, name: &str, first: Millis) -> Result<Millis> {
-        sqlx::query("INSERT INTO cron_jobs (name, next_run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        sqlx::query(self.sql("INSERT INTO cron_jobs (name, next_run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"))
             .bind(name)
             .bind(first)
             .execute(&self.pool)
             .await?;
-        Ok(sqlx::query_scalar("SELECT next_run_at FROM cron_jobs WHERE name = $1")
+        Ok(sqlx::query_scalar(self.sql("SELECT next_run_at FROM cron_jobs WHERE name = $1"))
             .bind(name)
             .fetch_one(&self.pool)
             .await?)
@@ -27,7 +27,7 @@ impl SqliteStore {
     /// Claims the run due at `due` by moving the job to `next`; false when another instance got it first.
     pub async fn cron_claim(&self, name: &str, due: Millis, next: Millis, now: Millis) -> Result<bool> {
         let done =
-            sqlx::query("UPDATE cron_jobs SET next_run_at = $3, last_run_at = $4 WHERE name = $1 AND next_run_at = $2")
+            sqlx::query(self.sql("UPDATE cron_jobs SET next_run_at = $3, last_run_at = $4 WHERE name = $1 AND next_run_at = $2"))
                 .bind(name)
                 .bind(due)
                 .bind(next)
@@ -40,8 +40,8 @@ impl SqliteStore {
     /// Records how a run ended.
     pub async fn cron_done(&self, name: &str, error: Option<&str>, now: Millis) -> Result<()> {
         sqlx::query(
-            "UPDATE cron_jobs SET last_error = $2, last_success_at = CASE WHEN $2 IS NULL THEN $3 ELSE last_success_at END
-             WHERE name = $1",
+            self.sql("UPDATE cron_jobs SET last_error = $2, last_success_at = CASE WHEN $2 IS NULL THEN $3 ELSE last_success_at END
+             WHERE name = $1"),
         )
         .bind(name)
         .bind(error)
@@ -54,7 +54,7 @@ impl SqliteStore {
     /// Decisions recorded since an instant, by outcome.
     pub async fn decisions_since(&self, since: Millis) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(
-            "SELECT outcome, COUNT(*) FROM decisions WHERE decided_at >= $1 GROUP BY outcome ORDER BY outcome",
+            self.sql("SELECT outcome, COUNT(*) FROM decisions WHERE decided_at >= $1 GROUP BY outcome ORDER BY outcome"),
         )
         .bind(since)
         .fetch_all(&self.pool)
@@ -65,8 +65,8 @@ impl SqliteStore {
     /// waiting again. Returns how many.
     pub async fn reap_leases(&self, now: Millis) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE requests SET lease_token = NULL, lease_owner = NULL
-             WHERE lease_token IS NOT NULL AND available_at <= $1 AND stato <> 'chiusa'",
+            self.sql("UPDATE requests SET lease_token = NULL, lease_owner = NULL
+             WHERE lease_token IS NOT NULL AND available_at <= $1 AND stato <> 'chiusa'"),
         )
         .bind(now)
         .execute(&self.pool)
@@ -82,12 +82,12 @@ impl SqliteStore {
         let (mut warnings, mut breaches) = (0, 0);
         for (kind, days) in [("sla_superato", 30), ("sla_avviso", 20)] {
             let rows = sqlx::query(
-                "SELECT r.id, r.protocollo, COALESCE(r.assegnata_sede, r.sede) AS sede, s.email
+                tx.sql("SELECT r.id, r.protocollo, COALESCE(r.assegnata_sede, r.sede) AS sede, s.email
                  FROM requests r LEFT JOIN sedi s ON s.codice = COALESCE(r.assegnata_sede, r.sede)
                  WHERE r.stato <> 'chiusa' AND r.parked = 'rinvio' AND r.creata_il <= $1
                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.kind = $2)
                    AND ($2 = 'sla_superato' OR NOT EXISTS
-                        (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.kind = 'sla_superato'))",
+                        (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.kind = 'sla_superato'))"),
             )
             .bind(now - days * DAY_MS)
             .bind(kind)
@@ -125,7 +125,7 @@ impl SqliteStore {
         ] {
             sqlx::query(statement).bind(cutoff).execute(&mut *tx).await?;
         }
-        let done = sqlx::query("DELETE FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1")
+        let done = sqlx::query(tx.sql("DELETE FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1"))
             .bind(cutoff)
             .execute(&mut *tx)
             .await?;

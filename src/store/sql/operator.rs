@@ -3,8 +3,9 @@
 
 use serde_json::{Value, json};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
-use super::{SqliteStore, Tx, bump_versions, claimed_from_row, insert_events, parse_json};
+use super::{Sql, SqlStore, Tx, bump_versions, claimed_from_row, insert_events, parse_json};
 use crate::domain::closing::{ClaimedRequest, NewEvent, requester_notifications};
 use crate::domain::decision::Decision;
 use crate::domain::facts::Subject;
@@ -13,9 +14,9 @@ use crate::domain::validators;
 use crate::store::{FascicoloEntry, QueueEntry, Result, StoreError};
 
 /// The request a key names (id or protocol number), locked for writing by the surrounding transaction.
-async fn find(tx: &mut Tx, key: &str) -> Result<sqlx::sqlite::SqliteRow> {
+async fn find(tx: &mut Tx, key: &str) -> Result<AnyRow> {
     let by_id: i64 = key.parse().unwrap_or(-1);
-    sqlx::query("SELECT * FROM requests WHERE protocollo = $1 OR id = $2")
+    sqlx::query(tx.sql("SELECT * FROM requests WHERE protocollo = $1 OR id = $2 /*pg:FOR UPDATE*/"))
         .bind(key)
         .bind(by_id)
         .fetch_optional(&mut **tx)
@@ -24,7 +25,7 @@ async fn find(tx: &mut Tx, key: &str) -> Result<sqlx::sqlite::SqliteRow> {
 }
 
 /// Refuses to change a closed request, or one a worker holds right now.
-fn must_be_open(row: &sqlx::sqlite::SqliteRow, now: Millis) -> Result<()> {
+fn must_be_open(row: &AnyRow, now: Millis) -> Result<()> {
     let protocollo: String = row.try_get("protocollo")?;
     if row.try_get::<&str, _>("stato")? == "chiusa" {
         let esito: Option<String> = row.try_get("esito")?;
@@ -43,7 +44,7 @@ fn must_be_open(row: &sqlx::sqlite::SqliteRow, now: Millis) -> Result<()> {
     Ok(())
 }
 
-impl SqliteStore {
+impl SqlStore {
     /// Takes a request waiting for an operator (referred or parked) with a lease, so that it can be closed
     /// through the same fenced batch close as the workers use. Returns it with the rule's last decision
     /// (for a referral: the outcome the rule proposes, with its effects and the facts it read).
@@ -65,9 +66,9 @@ impl SqliteStore {
             )));
         }
         let row = sqlx::query(
-            "UPDATE requests SET claims = claims + 1, lease_token = claims + 1, lease_owner = $2,
+            tx.sql("UPDATE requests SET claims = claims + 1, lease_token = claims + 1, lease_owner = $2,
                     available_at = $3, taken_over = 0, aggiornata_il = $4
-             WHERE id = $1 RETURNING *",
+             WHERE id = $1 RETURNING *"),
         )
         .bind(id)
         .bind(owner)
@@ -77,8 +78,8 @@ impl SqliteStore {
         .await?;
         let claimed = claimed_from_row(&row)?;
         let decision = sqlx::query(
-            "SELECT outcome, reasons, effects, rule_version, trace, duration_us FROM decisions
-             WHERE request_id = $1 ORDER BY id DESC LIMIT 1",
+            tx.sql("SELECT outcome, reasons, effects, rule_version, trace, duration_us FROM decisions
+             WHERE request_id = $1 ORDER BY id DESC LIMIT 1"),
         )
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -120,9 +121,9 @@ impl SqliteStore {
             )));
         }
         sqlx::query(
-            "UPDATE requests SET stato = 'chiusa', esito = 'annullata', chiusa_il = $2, aggiornata_il = $2,
+            tx.sql("UPDATE requests SET stato = 'chiusa', esito = 'annullata', chiusa_il = $2, aggiornata_il = $2,
                     parked = NULL, lease_token = NULL, lease_owner = NULL
-             WHERE id = $1",
+             WHERE id = $1"),
         )
         .bind(claimed.id)
         .bind(now)
@@ -153,9 +154,9 @@ impl SqliteStore {
             return Err(StoreError::Refused(format!("request {} is already in the queue", claimed.protocollo)));
         }
         sqlx::query(
-            "UPDATE requests SET parked = NULL, assegnata_sede = NULL, failures = 0, last_error = NULL,
+            tx.sql("UPDATE requests SET parked = NULL, assegnata_sede = NULL, failures = 0, last_error = NULL,
                     available_at = $2, aggiornata_il = $2, lease_token = NULL, lease_owner = NULL
-             WHERE id = $1",
+             WHERE id = $1"),
         )
         .bind(claimed.id)
         .bind(now)
@@ -176,11 +177,11 @@ impl SqliteStore {
     /// Requests waiting for an operator, oldest first, optionally of one sede.
     pub async fn operator_queue(&self, sede: Option<&str>) -> Result<Vec<QueueEntry>> {
         let rows = sqlx::query(
-            "SELECT r.id, r.protocollo, r.task, COALESCE(r.assegnata_sede, r.sede) AS sede, r.parked, r.last_error,
+            self.sql("SELECT r.id, r.protocollo, r.task, COALESCE(r.assegnata_sede, r.sede) AS sede, r.parked, r.last_error,
                     r.creata_il, (SELECT d.reasons FROM decisions d WHERE d.request_id = r.id ORDER BY d.id DESC LIMIT 1) AS reasons
              FROM requests r
              WHERE r.stato <> 'chiusa' AND r.parked IS NOT NULL AND ($1 IS NULL OR COALESCE(r.assegnata_sede, r.sede) = $1)
-             ORDER BY r.creata_il, r.id",
+             ORDER BY r.creata_il, r.id"),
         )
         .bind(sede)
         .fetch_all(&self.pool)
@@ -209,14 +210,15 @@ impl SqliteStore {
     pub async fn fascicolo(&self, subject: &str) -> Result<Vec<FascicoloEntry>> {
         let key = subject.trim().to_uppercase();
         let rows = sqlx::query(
-            "SELECT r.protocollo, r.task, r.creata_il, r.chiusa_il, r.esito,
+            self.sql("SELECT r.protocollo, r.task, r.creata_il, r.chiusa_il, r.esito,
                     (SELECT e.detail FROM events e WHERE e.request_id = r.id AND e.kind IN ('chiusura', 'annullamento')
                      ORDER BY e.id DESC LIMIT 1) AS detail
              FROM requests r
              WHERE r.stato = 'chiusa'
-               AND (r.soggetto = $1 OR r.payload ->> 'richiedente_cf' = $1 OR r.payload ->> 'cf_intermediario' = $1
-                    OR r.payload ->> 'cf_dipendente' = $1 OR r.payload ->> 'matricola' = $1)
-             ORDER BY r.chiusa_il, r.id",
+               AND (r.soggetto = $1 OR r.payload/*pg:::jsonb*/ ->> 'richiedente_cf' = $1
+                    OR r.payload/*pg:::jsonb*/ ->> 'cf_intermediario' = $1
+                    OR r.payload/*pg:::jsonb*/ ->> 'cf_dipendente' = $1 OR r.payload/*pg:::jsonb*/ ->> 'matricola' = $1)
+             ORDER BY r.chiusa_il, r.id"),
         )
         .bind(&key)
         .fetch_all(&self.pool)
