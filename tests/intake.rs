@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Env, rdi, stderr};
+use common::{Db, Env, rdi, stderr};
 
 const VERDI: &str = "VRDGPP80A41H501Y";
 const ROSSI: &str = "RSSMRA80A01H501U";
@@ -12,9 +12,8 @@ fn good() -> String {
     rdi(ROSSI, "AZIENDA", "1234567890", VERDI, "chiave_idempotenza: portal-7f3a9c\n")
 }
 
-#[test]
-fn resubmission_with_the_same_key_returns_the_first_request() {
-    let env = Env::new();
+fn resubmission_with_the_same_key_returns_the_first_request(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let first = env.submit(&good());
     let again = env.submit(&good());
@@ -31,9 +30,8 @@ fn resubmission_with_the_same_key_returns_the_first_request() {
     assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'protocollazione'")[0][0], 2);
 }
 
-#[test]
-fn protocol_numbers_are_per_sede_and_year() {
-    let env = Env::new();
+fn protocol_numbers_are_per_sede_and_year(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let a = env.submit(&rdi(ROSSI, "AZIENDA", "1234567890", VERDI, ""));
     let b = env.submit(&rdi("BNCGPP72C15F205Z", "AZIENDA", "2345678901", VERDI, ""));
@@ -56,9 +54,8 @@ fn refused(env: &Env, text: &str, field: &str) {
     assert!(env.list().is_empty(), "nothing may be queued after: {err}");
 }
 
-#[test]
-fn bad_input_is_refused_with_the_field_named_and_nothing_queued() {
-    let env = Env::new();
+fn bad_input_is_refused_with_the_field_named_and_nothing_queued(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let g = good();
     refused(&env, &g.replace("motivazione: REVOCA\n", ""), "motivazione");
@@ -80,9 +77,8 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_queued() {
     refused(&env, &list, "motivazione");
 }
 
-#[test]
-fn malformed_documents_are_refused() {
-    let env = Env::new();
+fn malformed_documents_are_refused(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     for (text, expected) in [
         ("task: [unclosed", "not valid YAML"),
@@ -98,10 +94,9 @@ fn malformed_documents_are_refused() {
     assert!(env.list().is_empty());
 }
 
-#[test]
-fn submit_reads_standard_input_and_json() {
+fn submit_reads_standard_input_and_json(db: Db) {
     use std::io::Write;
-    let env = Env::new();
+    let env = Env::new(db);
     env.import_examples();
     let json = format!(
         r#"{{"task":"REVOCA_DELEGA_INTERMEDIARIO","richiedente_cf":"{ROSSI}","profilo_richiedente":"AZIENDA",
@@ -120,9 +115,8 @@ fn submit_reads_standard_input_and_json() {
     assert_eq!(stored[0]["id"], 1);
 }
 
-#[test]
-fn facts_import_errors_name_the_record_and_field_and_change_nothing() {
-    let env = Env::new();
+fn facts_import_errors_name_the_record_and_field_and_change_nothing(db: Db) {
+    let env = Env::new(db);
     let base = std::fs::read_to_string(common::repo().join("examples/facts.yaml")).expect("examples");
     for (from, to, expected) in [
         ("matricola: \"2345678901\"", "matricola: \"23456\"", "aziende[1] (matricola 23456): field `matricola`"),
@@ -147,3 +141,12 @@ fn facts_import_errors_name_the_record_and_field_and_change_nothing() {
     env.import_examples();
     assert_eq!(env.sql("SELECT COUNT(*) FROM aziende")[0][0], 6);
 }
+
+backends!(
+    resubmission_with_the_same_key_returns_the_first_request,
+    protocol_numbers_are_per_sede_and_year,
+    bad_input_is_refused_with_the_field_named_and_nothing_queued,
+    malformed_documents_are_refused,
+    submit_reads_standard_input_and_json,
+    facts_import_errors_name_the_record_and_field_and_change_nothing,
+);

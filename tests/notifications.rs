@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Env, Settings, repo, stderr};
+use common::{Db, Env, Settings, repo, stderr};
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers};
 
@@ -241,8 +241,8 @@ impl Default for Notify<'_> {
 
 /// An environment with the example world and a `notify` section using the shipped templates and the
 /// shipped Skebby provider file (its credentials in files, as under systemd).
-fn env_with(n: Notify) -> Env {
-    let env = Env::with(Settings { batch_size: 16, lease_seconds: n.worker_lease_seconds, ..Default::default() });
+fn env_with(db: Db, n: Notify) -> Env {
+    let env = Env::with(db, Settings { batch_size: 16, lease_seconds: n.worker_lease_seconds, ..Default::default() });
     env.import_examples();
     let credentials = env.path("credentials");
     std::fs::create_dir_all(&credentials).expect("mkdir");
@@ -383,13 +383,12 @@ const RDI_05: &str = "La data di decorrenza della revoca non può essere anteced
 
 // ---------------------------------------------------------------------------------------------------------
 
-#[test]
-fn the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason() {
+fn the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason(db: Db) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start(tmp.path());
     let gateway = Gateway::start();
     // The configured SMTP URL is wrong on purpose: SMART_TASK_SMTP_URL points at the sink.
-    let env = env_with(Notify::default());
+    let env = env_with(db, Notify::default());
     let ok =
         submit(&env, &request(true, "n-1", Some("studio.verdi@example.it"), Some("+39 347 765 4321"), (true, true)));
     let ko = submit(&env, &request(false, "n-2", Some("anna.colombo@example.it"), Some("333 123 4567"), (true, true)));
@@ -485,12 +484,11 @@ fn the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason() {
     );
 }
 
-#[test]
-fn without_consent_nothing_is_sent_on_that_channel() {
+fn without_consent_nothing_is_sent_on_that_channel(db: Db) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start(tmp.path());
     let gateway = Gateway::start();
-    let env = env_with(Notify { smtp_url: sink.url(), ..Default::default() });
+    let env = env_with(db, Notify { smtp_url: sink.url(), ..Default::default() });
     // E-mail only: a mobile number is given but SMS not consented.
     let mail_only =
         submit(&env, &request(false, "c-1", Some("solo.email@example.it"), Some("+39 320 111 2222"), (true, false)));
@@ -512,11 +510,10 @@ fn without_consent_nothing_is_sent_on_that_channel() {
     assert!(rows.iter().all(|r| r.state == "sent"));
 }
 
-#[test]
-fn a_server_down_for_a_while_then_up_gets_every_notification_exactly_once() {
+fn a_server_down_for_a_while_then_up_gets_every_notification_exactly_once(db: Db) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut sink = Sink::down(tmp.path());
-    let env = env_with(Notify { smtp_url: sink.url(), sms: false, ..Default::default() });
+    let env = env_with(db, Notify { smtp_url: sink.url(), sms: false, ..Default::default() });
     for i in 0..8 {
         submit(&env, &request(i == 0, &format!("d-{i}"), Some(&format!("utente{i}@example.it")), None, (true, false)));
     }
@@ -551,12 +548,11 @@ fn a_server_down_for_a_while_then_up_gets_every_notification_exactly_once() {
     assert!(stderr_text.contains("nuovo tentativo"), "{stderr_text}");
 }
 
-#[test]
-fn permanent_failures_are_recorded_listed_flag_the_contact_and_can_be_retried() {
+fn permanent_failures_are_recorded_listed_flag_the_contact_and_can_be_retried(db: Db) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start(tmp.path());
     let gateway = Gateway::start();
-    let env = env_with(Notify { smtp_url: sink.url(), max_attempts: 3, ..Default::default() });
+    let env = env_with(db, Notify { smtp_url: sink.url(), max_attempts: 3, ..Default::default() });
     // Laura Bianchi's address is on file as a VALID contact (C-4): the server says it does not exist.
     let bounced = "laura.bianchi@rossicostruzioni.it";
     sink.control(
@@ -666,23 +662,25 @@ fn permanent_failures_are_recorded_listed_flag_the_contact_and_can_be_retried() 
     assert_eq!(unknown.status.code(), Some(3), "{}", stderr(&unknown));
 }
 
-#[test]
-fn a_daemon_killed_while_sending_resumes_without_losing_or_resending_confirmed_notifications() {
+fn a_daemon_killed_while_sending_resumes_without_losing_or_resending_confirmed_notifications(db: Db) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start(tmp.path());
     // Each message is stored at once and acknowledged a little later, so the kill lands on messages that are
     // delivered but not yet confirmed: those are the ones a restart sends again, under the same Message-ID.
     sink.control(json!({ "ack_delay_ms": 15 }));
-    let env = env_with(Notify {
-        smtp_url: sink.url(),
-        sms: false,
-        batch_size: 8,
-        concurrency: 4,
-        lease_seconds: 3,
-        timeout_ms: 1_000,
-        worker_lease_seconds: 1,
-        ..Default::default()
-    });
+    let env = env_with(
+        db,
+        Notify {
+            smtp_url: sink.url(),
+            sms: false,
+            batch_size: 8,
+            concurrency: 4,
+            lease_seconds: 3,
+            timeout_ms: 1_000,
+            worker_lease_seconds: 1,
+            ..Default::default()
+        },
+    );
     let requests: Vec<String> = (0..40)
         .map(|i| request(false, &format!("k-{i}"), Some(&format!("k{i}@example.it")), None, (true, false)))
         .map(|r| format!("- {}", r.trim_end().replace('\n', "\n  ")))
@@ -729,12 +727,11 @@ fn a_daemon_killed_while_sending_resumes_without_losing_or_resending_confirmed_n
     assert!(resent_in_flight <= 8, "at most one batch in flight is sent twice, found {resent_in_flight}");
 }
 
-#[test]
-fn logs_carry_no_address_number_codice_fiscale_or_body() {
+fn logs_carry_no_address_number_codice_fiscale_or_body(db: Db) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start(tmp.path());
     let gateway = Gateway::start();
-    let env = env_with(Notify { smtp_url: sink.url(), log_level: "debug", max_attempts: 2, ..Default::default() });
+    let env = env_with(db, Notify { smtp_url: sink.url(), log_level: "debug", max_attempts: 2, ..Default::default() });
     sink.control(json!({ "rcpt": { "anna.colombo@example.it": "550 5.1.1 <anna.colombo@example.it>: no such user" } }));
     gateway.script("+393331234567", vec![(400, vec![]); 3]);
     submit(&env, &request(true, "l-1", Some("studio.verdi@example.it"), Some("+39 347 765 4321"), (true, true)));
@@ -814,8 +811,7 @@ impl Running {
     }
 }
 
-#[test]
-fn sighup_reloads_the_templates_and_keeps_the_running_ones_when_new_ones_are_broken() {
+fn sighup_reloads_the_templates_and_keeps_the_running_ones_when_new_ones_are_broken(db: Db) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let sink = Sink::start(tmp.path());
     let templates = tmp.path().join("templates");
@@ -825,7 +821,7 @@ fn sighup_reloads_the_templates_and_keeps_the_running_ones_when_new_ones_are_bro
             std::fs::copy(entry.path(), templates.join(channel).join(entry.file_name())).expect("copy");
         }
     }
-    let env = env_with(Notify { smtp_url: sink.url(), sms: false, ..Default::default() });
+    let env = env_with(db, Notify { smtp_url: sink.url(), sms: false, ..Default::default() });
     let config = std::fs::read_to_string(&env.config).expect("config");
     let shipped = repo().join("config/templates").display().to_string();
     std::fs::write(&env.config, config.replace(&shipped, &templates.display().to_string())).expect("config");
@@ -865,3 +861,13 @@ fn sighup_reloads_the_templates_and_keeps_the_running_ones_when_new_ones_are_bro
     assert!(log.contains("smistamento.txt"), "the refusal names the file:\n{log}");
     assert!(outbox(&env).iter().all(|r| r.state == "sent"));
 }
+
+backends!(
+    the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason,
+    without_consent_nothing_is_sent_on_that_channel,
+    a_server_down_for_a_while_then_up_gets_every_notification_exactly_once,
+    permanent_failures_are_recorded_listed_flag_the_contact_and_can_be_retried,
+    a_daemon_killed_while_sending_resumes_without_losing_or_resending_confirmed_notifications,
+    logs_carry_no_address_number_codice_fiscale_or_body,
+    sighup_reloads_the_templates_and_keeps_the_running_ones_when_new_ones_are_broken,
+);

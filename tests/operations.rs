@@ -11,9 +11,13 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Env, Settings, copy_dir, rdi};
+use common::{Db, Env, Settings, copy_dir, rdi};
 
 const RICCI_REP: &str = "RCCFNC79B12H501Q";
+
+/// 25 days in milliseconds, written as one literal: `25 * 86400000` overflows PostgreSQL's 32-bit integer
+/// arithmetic on literals.
+const DAYS_25: i64 = 25 * 86_400_000;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -64,9 +68,8 @@ fn cron_overdue(env: &Env) {
     }
 }
 
-#[test]
-fn every_metric_of_the_dashboard_and_alerts_is_in_a_real_scrape() {
-    let env = Env::new();
+fn every_metric_of_the_dashboard_and_alerts_is_in_a_real_scrape(db: Db) {
+    let env = Env::new(db);
     let port = free_port();
     with_api(&env, port);
     env.import_examples();
@@ -104,9 +107,8 @@ fn every_metric_of_the_dashboard_and_alerts_is_in_a_real_scrape() {
     stop(child);
 }
 
-#[test]
-fn a_cron_run_missed_while_down_runs_once_after_start() {
-    let env = Env::new();
+fn a_cron_run_missed_while_down_runs_once_after_start(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     // A request referred to an operator 25 days ago: the SLA warning is due (day 20), the breach is not.
     let stored = env.submit(
@@ -115,7 +117,7 @@ fn a_cron_run_missed_while_down_runs_once_after_start() {
     env.decide_all();
     let p = stored[0]["protocollo"].as_str().expect("p").to_string();
     let id = env.show(&p)["id"].as_i64().expect("id");
-    env.sql(&format!("UPDATE requests SET creata_il = creata_il - 25 * 86400000 WHERE id = {id}"));
+    env.sql(&format!("UPDATE requests SET creata_il = creata_il - {DAYS_25} WHERE id = {id}"));
     cron_overdue(&env);
     let child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     wait_for("the made-up run", 30, || env.sql("SELECT COUNT(*) FROM events WHERE kind = 'sla_avviso'")[0][0] == 1);
@@ -161,8 +163,7 @@ fn messages(seen: &Received) -> Vec<(Instant, String)> {
     seen.lock().map(|s| s.clone()).unwrap_or_default()
 }
 
-#[test]
-fn systemd_protocol_ready_reloading_stopping_and_a_watchdog_that_stops_when_a_worker_is_stuck() {
+fn systemd_protocol_ready_reloading_stopping_and_a_watchdog_that_stops_when_a_worker_is_stuck(db: Db) {
     let rules = tempfile::tempdir().expect("tempdir");
     copy_dir(&common::repo().join("rules"), rules.path());
     let folder = rules.path().join("prova_blocco");
@@ -171,14 +172,17 @@ fn systemd_protocol_ready_reloading_stopping_and_a_watchdog_that_stops_when_a_wo
     // Stuck for up to 6 s: a long loop within a huge budget, stopped only by the deadline.
     std::fs::write(folder.join("rule.rhai"), "fn decide(req, ctx) { let x = 0; while true { x += 1; } }")
         .expect("rule");
-    let env = Env::with(Settings {
-        rules_dir: rules.path().to_path_buf(),
-        max_operations: 100_000_000_000,
-        deadline_ms: 6_000,
-        workers: 1,
-        watch_interval_ms: 0,
-        ..Default::default()
-    });
+    let env = Env::with(
+        db,
+        Settings {
+            rules_dir: rules.path().to_path_buf(),
+            max_operations: 100_000_000_000,
+            deadline_ms: 6_000,
+            workers: 1,
+            watch_interval_ms: 0,
+            ..Default::default()
+        },
+    );
     let sock_dir = tempfile::tempdir().expect("tempdir");
     let (path, seen) = notify_socket(sock_dir.path());
     let child = env
@@ -216,11 +220,11 @@ fn systemd_protocol_ready_reloading_stopping_and_a_watchdog_that_stops_when_a_wo
     wait_for("STOPPING=1", 10, || messages(&seen).iter().any(|(_, m)| m.contains("STOPPING=1")));
 }
 
-#[test]
-fn a_sighup_with_a_broken_rule_keeps_the_old_rule_and_counts_the_refusal() {
+fn a_sighup_with_a_broken_rule_keeps_the_old_rule_and_counts_the_refusal(db: Db) {
     let rules = tempfile::tempdir().expect("tempdir");
     copy_dir(&common::repo().join("rules"), rules.path());
-    let env = Env::with(Settings { rules_dir: rules.path().to_path_buf(), watch_interval_ms: 0, ..Default::default() });
+    let env =
+        Env::with(db, Settings { rules_dir: rules.path().to_path_buf(), watch_interval_ms: 0, ..Default::default() });
     let port = free_port();
     with_api(&env, port);
     env.import_examples();
@@ -245,9 +249,8 @@ fn a_sighup_with_a_broken_rule_keeps_the_old_rule_and_counts_the_refusal() {
     stop(child);
 }
 
-#[test]
-fn the_daily_summary_and_the_sla_warning_are_emailed() {
-    let env = Env::new();
+fn the_daily_summary_and_the_sla_warning_are_emailed(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     env.submit(&rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", "VRDGPP80A41H501Y", ""));
     // A request referred to the Roma sede 25 days ago: the SLA warning is due.
@@ -255,7 +258,7 @@ fn the_daily_summary_and_the_sla_warning_are_emailed() {
         env.submit(&rdi(RICCI_REP, "AZIENDA", "6789012345", "VRDGPP80A41H501Y", "").replace("REVOCA\n", "ALTRO\n"));
     env.decide_all();
     let p = referred[0]["protocollo"].as_str().expect("p").to_string();
-    env.sql(&format!("UPDATE requests SET creata_il = creata_il - 25 * 86400000 WHERE protocollo = '{p}'"));
+    env.sql(&format!("UPDATE requests SET creata_il = creata_il - {DAYS_25} WHERE protocollo = '{p}'"));
     // A real SMTP server (aiosmtpd, as in tests/notifications.rs) writing a Maildir.
     let port = free_port();
     let maildir = env.path("maildir");
@@ -307,9 +310,8 @@ fn the_daily_summary_and_the_sla_warning_are_emailed() {
     assert!(env.sql("SELECT last_success_at FROM cron_jobs WHERE name = 'daily_summary'")[0][0].as_i64().is_some());
 }
 
-#[test]
-fn a_sighup_refuses_a_broken_configuration_and_applies_a_new_log_level() {
-    let env = Env::with(Settings { watch_interval_ms: 0, ..Default::default() });
+fn a_sighup_refuses_a_broken_configuration_and_applies_a_new_log_level(db: Db) {
+    let env = Env::with(db, Settings { watch_interval_ms: 0, ..Default::default() });
     let port = free_port();
     with_api(&env, port);
     let log = std::fs::File::create(env.path("daemon.log")).expect("log file");
@@ -334,3 +336,12 @@ fn a_sighup_refuses_a_broken_configuration_and_applies_a_new_log_level() {
     wait_for("debug lines", 10, || log_text().contains("DEBUG"));
     stop(child);
 }
+
+backends!(
+    every_metric_of_the_dashboard_and_alerts_is_in_a_real_scrape,
+    a_cron_run_missed_while_down_runs_once_after_start,
+    systemd_protocol_ready_reloading_stopping_and_a_watchdog_that_stops_when_a_worker_is_stuck,
+    a_sighup_with_a_broken_rule_keeps_the_old_rule_and_counts_the_refusal,
+    the_daily_summary_and_the_sla_warning_are_emailed,
+    a_sighup_refuses_a_broken_configuration_and_applies_a_new_log_level,
+);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Env, codes, rdi, stderr};
+use common::{Db, Env, codes, rdi, stderr};
 use serde_json::Value;
 
 const VERDI: &str = "VRDGPP80A41H501Y";
@@ -21,9 +21,8 @@ fn kinds(view: &Value) -> Vec<String> {
     view["eventi"].as_array().expect("eventi").iter().filter_map(|e| e["tipo"].as_str().map(str::to_string)).collect()
 }
 
-#[test]
-fn an_operator_accepts_a_referral_and_the_rules_proposed_effects_apply() {
-    let env = Env::new();
+fn an_operator_accepts_a_referral_and_the_rules_proposed_effects_apply(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let p = referred(&env);
     let queue: Vec<Value> =
@@ -55,9 +54,8 @@ fn an_operator_accepts_a_referral_and_the_rules_proposed_effects_apply() {
     assert!(stderr(&out).contains("already closed"), "{}", stderr(&out));
 }
 
-#[test]
-fn an_operator_rejects_with_catalogue_and_free_text_reasons() {
-    let env = Env::new();
+fn an_operator_rejects_with_catalogue_and_free_text_reasons(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let p = referred(&env);
     let out = env.run(&["operator", "close", &p, "--esito", "non_accolta", "--motivo", "RDI-99"]);
@@ -87,9 +85,8 @@ fn an_operator_rejects_with_catalogue_and_free_text_reasons() {
     assert_eq!(env.sql("SELECT stato FROM deleghe WHERE id = 'D-8'")[0][0], "ATTIVA", "no effect on a rejection");
 }
 
-#[test]
-fn changed_facts_under_a_referral_are_refused_until_requeued() {
-    let env = Env::new();
+fn changed_facts_under_a_referral_are_refused_until_requeued(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let p = referred(&env);
     // The delega is revoked by an import after the rule referred the request.
@@ -109,9 +106,8 @@ fn changed_facts_under_a_referral_are_refused_until_requeued() {
     assert!(kinds(&view).contains(&"rimessa_in_coda".to_string()));
 }
 
-#[test]
-fn comments_are_in_the_history_and_notified() {
-    let env = Env::new();
+fn comments_are_in_the_history_and_notified(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let p = referred(&env);
     env.ok(&["operator", "comment", &p, "Allegare la diffida firmata, grazie.", "--operatore", "mbianchi"]);
@@ -123,9 +119,8 @@ fn comments_are_in_the_history_and_notified() {
     assert_eq!(env.run(&["operator", "comment", "7000.2026.9999999", "x"]).status.code(), Some(3));
 }
 
-#[test]
-fn a_requester_withdraws_an_open_request() {
-    let env = Env::new();
+fn a_requester_withdraws_an_open_request(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let stored = env.submit(&rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", VERDI, ""));
     let p = stored[0]["protocollo"].as_str().expect("protocollo");
@@ -149,9 +144,8 @@ fn a_requester_withdraws_an_open_request() {
     assert!(stderr(&out).contains("already closed"), "{}", stderr(&out));
 }
 
-#[test]
-fn the_fascicolo_lists_every_closed_request_of_a_subject() {
-    let env = Env::new();
+fn the_fascicolo_lists_every_closed_request_of_a_subject(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     env.submit(&rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", "GLLSFN88H10L219C", ""));
     env.submit(&rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", VERDI, ""));
@@ -167,3 +161,12 @@ fn the_fascicolo_lists_every_closed_request_of_a_subject() {
     let text = env.ok(&["fascicolo", "1234567890"]);
     assert!(text.contains("RDI-01: Non risulta attiva alcuna delega"), "{text}");
 }
+
+backends!(
+    an_operator_accepts_a_referral_and_the_rules_proposed_effects_apply,
+    an_operator_rejects_with_catalogue_and_free_text_reasons,
+    changed_facts_under_a_referral_are_refused_until_requeued,
+    comments_are_in_the_history_and_notified,
+    a_requester_withdraws_an_open_request,
+    the_fascicolo_lists_every_closed_request_of_a_subject,
+);

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Env, Settings, codes, rdi};
+use common::{Db, Env, Settings, codes, rdi};
 use serde_json::Value;
 use smart_task::config::Config;
 use smart_task::domain::closing::Fate;
@@ -65,9 +65,8 @@ fn assert_exactly_once(env: &Env, n: i64, revocations: Option<i64>) {
     );
 }
 
-#[test]
-fn a_stale_worker_cannot_close_what_another_took_over() {
-    let env = Env::new();
+fn a_stale_worker_cannot_close_what_another_took_over(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let text = rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", "VRDGPP80A41H501Y", "");
     let other = rdi("FRRLCU75D05H501G", "AZIENDA", "4567890123", "VRDGPP80A41H501Y", "");
@@ -100,9 +99,8 @@ fn a_stale_worker_cannot_close_what_another_took_over() {
     assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'ripresa_lavorazione'")[0][0], 2);
 }
 
-#[test]
-fn a_daemon_killed_mid_batch_loses_nothing_and_decides_nothing_twice() {
-    let env = Env::with(Settings { lease_seconds: 1, batch_size: 50, ..Default::default() });
+fn a_daemon_killed_mid_batch_loses_nothing_and_decides_nothing_twice(db: Db) {
+    let env = Env::with(db, Settings { lease_seconds: 1, batch_size: 50, ..Default::default() });
     let n = 3000;
     synthetic(&env, n);
     let closed = || env.sql("SELECT COUNT(*) FROM requests WHERE stato = 'chiusa'")[0][0].as_i64().unwrap_or(0);
@@ -160,10 +158,10 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-fn parked_rule_failure(settings: impl FnOnce(std::path::PathBuf) -> Settings, body: &str, expected_kind: &str) {
+fn parked_rule_failure(db: Db, settings: impl FnOnce(std::path::PathBuf) -> Settings, body: &str, expected_kind: &str) {
     let rules = tempfile::tempdir().expect("tempdir");
     rules_with(rules.path(), "PROVA_CICLO", body);
-    let env = Env::with(settings(rules.path().to_path_buf()));
+    let env = Env::with(db, settings(rules.path().to_path_buf()));
     env.import_examples();
     let looping = env.submit("task: PROVA_CICLO\nrichiedente_cf: RSSMRA80A01H501U\nprofilo_richiedente: AZIENDA\n");
     let normal = env.submit(&rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", "VRDGPP80A41H501Y", ""));
@@ -186,18 +184,18 @@ fn parked_rule_failure(settings: impl FnOnce(std::path::PathBuf) -> Settings, bo
     assert!(readable.contains("sospesa per errore della regola") && readable.contains(expected_kind), "{readable}");
 }
 
-#[test]
-fn an_infinite_loop_is_stopped_by_the_operation_budget_and_parked() {
+fn an_infinite_loop_is_stopped_by_the_operation_budget_and_parked(db: Db) {
     parked_rule_failure(
+        db,
         |rules_dir| Settings { rules_dir, max_failures: 2, ..Default::default() },
         "fn decide(req, ctx) { loop { } }",
         "budget",
     );
 }
 
-#[test]
-fn a_rule_past_its_deadline_is_stopped_and_parked() {
+fn a_rule_past_its_deadline_is_stopped_and_parked(db: Db) {
     parked_rule_failure(
+        db,
         |rules_dir| Settings {
             rules_dir,
             max_failures: 2,
@@ -210,18 +208,17 @@ fn a_rule_past_its_deadline_is_stopped_and_parked() {
     );
 }
 
-#[test]
-fn a_rule_error_names_the_rule_version_and_line() {
+fn a_rule_error_names_the_rule_version_and_line(db: Db) {
     parked_rule_failure(
+        db,
         |rules_dir| Settings { rules_dir, max_failures: 2, ..Default::default() },
         "fn decide(req, ctx) {\n    check(\"X-01\", req.campo_inesistente == 1);\n}",
         "error",
     );
 }
 
-#[test]
-fn sigterm_stops_claiming_releases_leases_and_exits_zero() {
-    let env = Env::with(Settings { batch_size: 20, ..Default::default() });
+fn sigterm_stops_claiming_releases_leases_and_exits_zero(db: Db) {
+    let env = Env::with(db, Settings { batch_size: 20, ..Default::default() });
     synthetic(&env, 1500);
     let child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -244,3 +241,12 @@ fn sigterm_stops_claiming_releases_leases_and_exits_zero() {
     assert_eq!(counts.get("chiusa"), Some(&1500), "{counts:?}");
     assert_exactly_once(&env, 1500, None);
 }
+
+backends!(
+    a_stale_worker_cannot_close_what_another_took_over,
+    a_daemon_killed_mid_batch_loses_nothing_and_decides_nothing_twice,
+    an_infinite_loop_is_stopped_by_the_operation_budget_and_parked,
+    a_rule_past_its_deadline_is_stopped_and_parked,
+    a_rule_error_names_the_rule_version_and_line,
+    sigterm_stops_claiming_releases_leases_and_exits_zero,
+);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Env, codes, rdi};
+use common::{Db, Env, codes, rdi};
 use serde_json::Value;
 
 const VERDI: &str = "VRDGPP80A41H501Y"; // consultant, delega D-1 on 1234567890, D-6 on 4567890123, D-8 on 6789012345
@@ -28,9 +28,8 @@ fn rejected_with(view: &Value, expected: &[&str]) {
     }
 }
 
-#[test]
-fn intermediary_renouncing_is_accepted_and_cascades_to_the_sub_delega() {
-    let env = Env::new();
+fn intermediary_renouncing_is_accepted_and_cascades_to_the_sub_delega(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let view = decide(&env, &rdi(VERDI, "INTERMEDIARIO", "1234567890", VERDI, ""));
     assert_eq!(view["stato"], "chiusa");
@@ -60,7 +59,7 @@ fn intermediary_renouncing_is_accepted_and_cascades_to_the_sub_delega() {
     assert_eq!(outbox[3], ["chiusura", "email", "rossicostruzioni@pec.it", "azienda"].map(Value::from));
     // Her contact bound to this position (C-2) leaves its notification lists; her general PEC (C-1) stays.
     let contacts = env
-        .sql("SELECT id, stato, valid_to IS NOT NULL FROM contatti WHERE titolare_cf = 'VRDGPP80A41H501Y' ORDER BY id");
+        .sql("SELECT id, stato, CASE WHEN valid_to IS NULL THEN 0 ELSE 1 END FROM contatti WHERE titolare_cf = 'VRDGPP80A41H501Y' ORDER BY id");
     assert_eq!(contacts[0], [Value::from("C-1"), Value::from("VALIDO"), Value::from(0)]);
     assert_eq!(contacts[1], [Value::from("C-2"), Value::from("DISABILITATO"), Value::from(1)]);
 
@@ -73,9 +72,8 @@ fn intermediary_renouncing_is_accepted_and_cascades_to_the_sub_delega() {
     assert!(trace["facts"].as_array().expect("facts").iter().any(|f| f["call"] == "delegations(1234567890)"));
 }
 
-#[test]
-fn sub_delegate_and_company_may_revoke() {
-    let env = Env::new();
+fn sub_delegate_and_company_may_revoke(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let view = decide(&env, &rdi(SUBDELEGATO, "INTERMEDIARIO", "1234567890", VERDI, "data_decorrenza: 2099-12-31\n"));
     assert_eq!(view["esito"], "accolta", "{view:#}");
@@ -83,39 +81,35 @@ fn sub_delegate_and_company_may_revoke() {
     let view = decide(&env, &rdi("FRRLCU75D05H501G", "AZIENDA", "4567890123", VERDI, ""));
     assert_eq!(view["esito"], "accolta", "{view:#}");
     // A delegated employee acts for the company too (RDI-03).
-    let env = Env::new();
+    let env = Env::new(db);
     env.import_examples();
     let view = decide(&env, &rdi(DIPENDENTE, "DIPENDENTE", "1234567890", VERDI, ""));
     assert_eq!(view["esito"], "accolta", "{view:#}");
 }
 
-#[test]
-fn gen_01_requester_not_authorised_on_the_position() {
-    let env = Env::new();
+fn gen_01_requester_not_authorised_on_the_position(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     rejected_with(&decide(&env, &rdi(GALLI, "AZIENDA", "1234567890", VERDI, "")), &["GEN-01"]);
 }
 
-#[test]
-fn gen_02_malformed_codice_fiscale() {
-    let env = Env::new();
+fn gen_02_malformed_codice_fiscale(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     rejected_with(&decide(&env, &rdi(ROSSI, "AZIENDA", "1234567890", "VRDGPP80A41H501X", "")), &["GEN-02"]);
     rejected_with(&decide(&env, &rdi(ROSSI, "AZIENDA", "1234567890", "12345670018", "")), &["GEN-02"]);
 }
 
-#[test]
-fn gen_03_unknown_matricola_goes_to_the_default_sede() {
-    let env = Env::new();
+fn gen_03_unknown_matricola_goes_to_the_default_sede(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let view = decide(&env, &rdi(ROSSI, "AZIENDA", "9999999999", VERDI, ""));
     rejected_with(&view, &["GEN-03"]);
     assert_eq!(view["sede"], "7000");
 }
 
-#[test]
-fn gen_04_and_gen_05_an_open_referred_request_blocks_a_second_one() {
-    let env = Env::new();
+fn gen_04_and_gen_05_an_open_referred_request_blocks_a_second_one(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let first =
         decide(&env, &rdi("RCCFNC79B12H501Q", "AZIENDA", "6789012345", VERDI, "").replace("REVOCA\n", "ALTRO\n"));
@@ -132,39 +126,34 @@ fn gen_04_and_gen_05_an_open_referred_request_blocks_a_second_one() {
     assert_eq!(env.sql("SELECT stato FROM deleghe WHERE id = 'D-8'")[0][0], "ATTIVA");
 }
 
-#[test]
-fn rdi_01_no_delega_to_that_intermediary() {
-    let env = Env::new();
+fn rdi_01_no_delega_to_that_intermediary(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     rejected_with(&decide(&env, &rdi("FRRLCU75D05H501G", "AZIENDA", "4567890123", GALLI, "")), &["RDI-01"]);
 }
 
-#[test]
-fn rdi_02_requester_is_not_the_intermediary_nor_a_sub_delegate() {
-    let env = Env::new();
+fn rdi_02_requester_is_not_the_intermediary_nor_a_sub_delegate(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     // The employee is authorised on the position (GEN-01) but does not hold the intermediary's delega.
     rejected_with(&decide(&env, &rdi(DIPENDENTE, "INTERMEDIARIO", "1234567890", VERDI, "")), &["RDI-02"]);
 }
 
-#[test]
-fn rdi_03_company_request_from_someone_who_is_not_its_representative() {
-    let env = Env::new();
+fn rdi_03_company_request_from_someone_who_is_not_its_representative(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     // Verdi is authorised (she holds D-1) but is not the company's legal representative.
     rejected_with(&decide(&env, &rdi(VERDI, "AZIENDA", "1234567890", VERDI, "")), &["RDI-03"]);
 }
 
-#[test]
-fn rdi_04_delega_already_revoked() {
-    let env = Env::new();
+fn rdi_04_delega_already_revoked(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     rejected_with(&decide(&env, &rdi("BNCGPP72C15F205Z", "AZIENDA", "2345678901", VERDI, "")), &["RDI-04"]);
 }
 
-#[test]
-fn rdi_05_retroactive_revocation_and_every_reason_at_once() {
-    let env = Env::new();
+fn rdi_05_retroactive_revocation_and_every_reason_at_once(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     rejected_with(
         &decide(&env, &rdi(ROSSI, "AZIENDA", "1234567890", VERDI, "data_decorrenza: 2020-01-01\n")),
@@ -176,18 +165,16 @@ fn rdi_05_retroactive_revocation_and_every_reason_at_once() {
     );
 }
 
-#[test]
-fn omocodic_codes_are_the_same_person() {
-    let env = Env::new();
+fn omocodic_codes_are_the_same_person(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     // RSSMRA80A01HRLMS is Mario Rossi's code after omocodia: he is still the legal representative.
     let view = decide(&env, &rdi("RSSMRA80A01HRLMS", "AZIENDA", "1234567890", VERDI, ""));
     assert_eq!(view["esito"], "accolta", "{view:#}");
 }
 
-#[test]
-fn two_identical_requests_in_one_batch_never_both_succeed() {
-    let env = Env::new();
+fn two_identical_requests_in_one_batch_never_both_succeed(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let text = rdi(VERDI, "INTERMEDIARIO", "1234567890", VERDI, "");
     let list = format!("- {}\n- {}", text.replace('\n', "\n  "), text.replace('\n', "\n  "));
@@ -200,3 +187,19 @@ fn two_identical_requests_in_one_batch_never_both_succeed() {
     assert_eq!(b["esito"], "non_accolta", "{b:#}");
     assert_eq!(env.sql("SELECT COUNT(*) FROM deleghe WHERE revocata_da IS NOT NULL")[0][0], 2); // D-1 and D-3, once
 }
+
+backends!(
+    intermediary_renouncing_is_accepted_and_cascades_to_the_sub_delega,
+    sub_delegate_and_company_may_revoke,
+    gen_01_requester_not_authorised_on_the_position,
+    gen_02_malformed_codice_fiscale,
+    gen_03_unknown_matricola_goes_to_the_default_sede,
+    gen_04_and_gen_05_an_open_referred_request_blocks_a_second_one,
+    rdi_01_no_delega_to_that_intermediary,
+    rdi_02_requester_is_not_the_intermediary_nor_a_sub_delegate,
+    rdi_03_company_request_from_someone_who_is_not_its_representative,
+    rdi_04_delega_already_revoked,
+    rdi_05_retroactive_revocation_and_every_reason_at_once,
+    omocodic_codes_are_the_same_person,
+    two_identical_requests_in_one_batch_never_both_succeed,
+);

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Env, Settings, codes, copy_dir, rdi, stderr};
+use common::{Db, Env, Settings, codes, copy_dir, rdi, stderr};
 use serde_json::Value;
 
 const TASK: &str = "id: PROVA\nlabel: Prova\nschema:\n  type: object\n  properties:\n    valore: { type: integer }\nreasons:\n  P-01: \"Valore troppo alto.\"\n  P-02: \"Da verificare.\"\n";
@@ -18,7 +18,7 @@ fn check(rule: &str, task: &str) -> (String, Option<i32>) {
     std::fs::create_dir_all(dir.path().join("prova")).expect("mkdir");
     std::fs::write(dir.path().join("prova/task.yaml"), task).expect("task.yaml");
     std::fs::write(dir.path().join("prova/rule.rhai"), rule).expect("rule.rhai");
-    let env = Env::new();
+    let env = Env::without_db();
     let out = env.run(&["rules", "check", dir.path().to_str().expect("path")]);
     let text = String::from_utf8_lossy(&out.stdout).replace(&format!("{}/", dir.path().display()), "");
     (text, out.status.code())
@@ -28,7 +28,7 @@ const GOOD: &str = "fn decide(req, ctx) {\n    if req.valore == 7 { refer(\"P-02
 
 #[test]
 fn the_shipped_rules_and_a_clean_task_have_no_findings() {
-    let env = Env::new();
+    let env = Env::without_db();
     let out = env.run(&["rules", "check"]);
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 finding(s)"));
@@ -94,9 +94,8 @@ fn top_level_statements_forbidden_calls_and_the_entry_point() {
     assert!(text.contains("`schema` is not a valid JSON Schema"), "{text}");
 }
 
-#[test]
-fn explain_tells_the_decision_in_words() {
-    let env = Env::new();
+fn explain_tells_the_decision_in_words(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let stored = env.submit(&rdi("FRRLCU75D05H501G", "AZIENDA", "4567890123", "GLLSFN88H10L219C", ""));
     env.decide_all();
@@ -119,9 +118,8 @@ fn explain_tells_the_decision_in_words() {
     assert_eq!(env.run(&["explain", "7000.2026.9999999"]).status.code(), Some(3));
 }
 
-#[test]
-fn replay_reports_exactly_the_requests_a_changed_rule_flips() {
-    let env = Env::new();
+fn replay_reports_exactly_the_requests_a_changed_rule_flips(db: Db) {
+    let env = Env::new(db);
     env.import_examples();
     let far =
         env.submit(&rdi("SPSCRL68M22F839A", "AZIENDA", "3456789012", "11111110125", "data_decorrenza: 2099-01-01\n"));
@@ -172,11 +170,10 @@ fn decided_version(env: &Env, matricola: &str) -> String {
     env.show(&p)["versione_regola"].as_str().expect("version").to_string()
 }
 
-#[test]
-fn hot_reload_activates_only_rules_that_pass_and_keeps_the_last_good_version() {
+fn hot_reload_activates_only_rules_that_pass_and_keeps_the_last_good_version(db: Db) {
     let rules = tempfile::tempdir().expect("tempdir");
     copy_dir(&common::repo().join("rules"), rules.path());
-    let env = Env::with(Settings { rules_dir: rules.path().to_path_buf(), ..Default::default() });
+    let env = Env::with(db, Settings { rules_dir: rules.path().to_path_buf(), ..Default::default() });
     env.import_examples();
     let mut daemon = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
     wait_for("the daemon to start", || {
@@ -228,8 +225,7 @@ fn with_mode(dir: &Path, mode: &str) {
     std::fs::write(&task, text.replace("mode: enforce", mode)).expect("write");
 }
 
-#[test]
-fn shadow_mode_records_disagreements_without_changing_outcomes() {
+fn shadow_mode_records_disagreements_without_changing_outcomes(db: Db) {
     let rules = tempfile::tempdir().expect("tempdir");
     copy_dir(&common::repo().join("rules"), rules.path());
     let folder = rules.path().join("revoca_delega_intermediario");
@@ -243,7 +239,7 @@ fn shadow_mode_records_disagreements_without_changing_outcomes() {
     )
     .expect("write");
     with_mode(rules.path(), "mode: shadow\ncandidate: candidate.rhai");
-    let env = Env::with(Settings { rules_dir: rules.path().to_path_buf(), ..Default::default() });
+    let env = Env::with(db, Settings { rules_dir: rules.path().to_path_buf(), ..Default::default() });
     env.import_examples();
     let far =
         env.submit(&rdi("SPSCRL68M22F839A", "AZIENDA", "3456789012", "11111110125", "data_decorrenza: 2099-01-01\n"));
@@ -262,12 +258,11 @@ fn shadow_mode_records_disagreements_without_changing_outcomes() {
     assert!(explained.contains("IN DISACCORDO"), "{explained}");
 }
 
-#[test]
-fn dry_run_mode_records_the_rules_decision_and_leaves_closing_to_an_operator() {
+fn dry_run_mode_records_the_rules_decision_and_leaves_closing_to_an_operator(db: Db) {
     let rules = tempfile::tempdir().expect("tempdir");
     copy_dir(&common::repo().join("rules"), rules.path());
     with_mode(rules.path(), "mode: dry-run");
-    let env = Env::with(Settings { rules_dir: rules.path().to_path_buf(), ..Default::default() });
+    let env = Env::with(db, Settings { rules_dir: rules.path().to_path_buf(), ..Default::default() });
     env.import_examples();
     let stored = env.submit(&rdi("FRRLCU75D05H501G", "AZIENDA", "4567890123", "VRDGPP80A41H501Y", ""));
     let p = stored[0]["protocollo"].as_str().expect("p");
@@ -289,7 +284,7 @@ fn dry_run_mode_records_the_rules_decision_and_leaves_closing_to_an_operator() {
 
 #[test]
 fn the_reference_in_docs_rules_md_is_the_generated_one() {
-    let env = Env::new();
+    let env = Env::without_db();
     let generated = env.ok(&["rules", "docs"]);
     let guide = std::fs::read_to_string(common::repo().join("docs/rules.md")).expect("docs/rules.md");
     assert!(
@@ -306,3 +301,11 @@ fn the_reference_in_docs_rules_md_is_the_generated_one() {
         assert!(generated.contains(function), "{function}");
     }
 }
+
+backends!(
+    explain_tells_the_decision_in_words,
+    replay_reports_exactly_the_requests_a_changed_rule_flips,
+    hot_reload_activates_only_rules_that_pass_and_keeps_the_last_good_version,
+    shadow_mode_records_disagreements_without_changing_outcomes,
+    dry_run_mode_records_the_rules_decision_and_leaves_closing_to_an_operator,
+);

@@ -42,7 +42,7 @@ fn rdi_cases(rules: &Path) -> PathBuf {
 
 #[test]
 fn the_shipped_cases_pass_with_every_reason_code_reached() {
-    let env = Env::new();
+    let env = Env::without_db();
     // No directory argument: rules.dir of the configuration (the shipped rules/), every task.
     let out = env.run(&["rules", "test"]);
     let text = stdout(&out);
@@ -64,7 +64,7 @@ fn the_shipped_cases_pass_with_every_reason_code_reached() {
 
 #[test]
 fn a_wrong_expectation_fails_with_the_diff_and_the_checks_that_ran() {
-    let env = Env::new();
+    let env = Env::without_db();
     let rules = rules_copy(&env);
     let cases = rdi_cases(&rules);
     let text = std::fs::read_to_string(&cases).expect("cases.yaml");
@@ -99,7 +99,7 @@ fn a_wrong_expectation_fails_with_the_diff_and_the_checks_that_ran() {
 
 #[test]
 fn an_invalid_cases_file_names_the_file_and_the_line() {
-    let env = Env::new();
+    let env = Env::without_db();
     let rules = rules_copy(&env);
     let cases = rdi_cases(&rules);
     std::fs::write(
@@ -138,7 +138,7 @@ fn an_invalid_cases_file_names_the_file_and_the_line() {
 
 #[test]
 fn a_task_without_cases_fails() {
-    let env = Env::new();
+    let env = Env::without_db();
     let rules = rules_copy(&env);
     std::fs::remove_file(rdi_cases(&rules)).expect("remove cases.yaml");
     let out = env.run(&["rules", "test", rules.to_str().expect("utf-8 path"), "--task", RDI]);
@@ -155,7 +155,7 @@ fn a_task_without_cases_fails() {
 
 #[test]
 fn json_report_has_cases_checks_coverage_and_summary() {
-    let env = Env::new();
+    let env = Env::without_db();
     let out = env.run(&["rules", "test", "--task", RDI, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");

@@ -1,7 +1,13 @@
-//! Test harness: a temporary directory with its own configuration and SQLite file, driving the real
-//! `smart-taskd` binary (and, where a test needs to stop between claim and close, the library API).
+//! Test harness: a temporary directory with its own configuration and a fresh database — a SQLite file, or a
+//! database of its own on a throwaway PostgreSQL server ([`pg`]) — driving the real `smart-taskd` binary (and,
+//! where a test needs to stop between claim and close, the library API).
+//!
+//! Tests that touch a database take a [`Db`] and are listed in [`backends!`], which runs each of them on
+//! both backends: `sqlite::NAME` and `postgres::NAME` (`cargo test postgres` runs only the latter).
 
 #![allow(dead_code)] // each test binary uses part of the harness
+
+pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -15,9 +21,80 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The database backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed `fn NAME(db: Db)` as two tests, `sqlite::NAME` and `postgres::NAME`. The PostgreSQL
+/// variant uses the shared throwaway server ([`pg::shared`]); without PostgreSQL installed it prints
+/// `SKIPPED ...` and passes, unless `SMART_TASK_TEST_REQUIRE_POSTGRES=1`.
+#[macro_export]
+macro_rules! backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::common::Db::Sqlite)
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    let test = concat!(module_path!(), "::", stringify!($name));
+                    if $crate::common::pg::shared_or_skip(test).is_some() {
+                        super::$name($crate::common::Db::Postgres)
+                    }
+                }
+            )+
+        }
+    };
+}
+
+/// A fresh, empty database: a SQLite file, or a new database on the shared PostgreSQL server (dropped with
+/// this value).
+pub struct TestDb {
+    url: String,
+    backend: Db,
+}
+
+impl TestDb {
+    /// A SQLite database is the file `dir/file` (created by whoever opens it first).
+    pub fn new(backend: Db, dir: &Path, file: &str) -> TestDb {
+        let url = match backend {
+            Db::Sqlite => format!("sqlite://{}", dir.join(file).display()),
+            Db::Postgres => pg::shared()
+                .expect("a PostgreSQL variant runs only with a server (backends! skips it otherwise)")
+                .create_database(),
+        };
+        TestDb { url, backend }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if self.backend == Db::Postgres
+            && let Some(server) = pg::shared()
+        {
+            let _ = server.drop_database(&self.url);
+        }
+    }
+}
+
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    pub backend: Db,
+    database: TestDb,
 }
 
 /// Settings a test may change in the generated configuration.
@@ -48,15 +125,27 @@ impl Default for Settings {
 }
 
 impl Env {
-    pub fn new() -> Env {
-        Env::with(Settings::default())
+    pub fn new(backend: Db) -> Env {
+        Env::with(backend, Settings::default())
     }
 
-    pub fn with(s: Settings) -> Env {
+    /// For commands that never open the database (`rules check`, `rules test`, `rules docs`): the
+    /// configuration names a SQLite file that is never created.
+    pub fn without_db() -> Env {
+        Env::new(Db::Sqlite)
+    }
+
+    pub fn with(backend: Db, s: Settings) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("smart-task.yaml");
+        let database = TestDb::new(backend, dir.path(), "smart-task.db");
+        // SQLite: relative to the configuration file, as in the shipped configuration.
+        let url = match backend {
+            Db::Sqlite => "sqlite:smart-task.db",
+            Db::Postgres => database.url(),
+        };
         let text = format!(
-            "database:\n  url: sqlite:smart-task.db\nrules:\n  dir: {}\n  max_operations: {}\n  deadline_ms: {}\n  watch_interval_ms: {}\n\
+            "database:\n  url: {url}\nrules:\n  dir: {}\n  max_operations: {}\n  deadline_ms: {}\n  watch_interval_ms: {}\n\
              worker:\n  workers: {}\n  batch_size: {}\n  lease_seconds: {}\n  poll_interval_ms: 50\n  max_failures: {}\n  retry_base_ms: 20\n  retry_max_ms: 100\n\
              intake:\n  sede_predefinita: \"7000\"\nlog:\n  level: info\napi:\n  listen: null\n",
             s.rules_dir.display(),
@@ -69,15 +158,16 @@ impl Env {
             s.max_failures
         );
         std::fs::write(&config, text).expect("write config");
-        Env { dir, config }
+        Env { dir, config, backend, database }
+    }
+
+    /// The database's URL (for SQLite with the file's absolute path).
+    pub fn url(&self) -> &str {
+        self.database.url()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-
-    pub fn db(&self) -> PathBuf {
-        self.path("smart-task.db")
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -133,9 +223,9 @@ impl Env {
         serde_json::from_str(&self.ok(&["list", "--json", "--limit", "100000"])).expect("list --json output")
     }
 
-    /// One value from the database (tests inspect what the daemon wrote).
+    /// Rows of a query on the database (tests inspect what the daemon wrote, or set up a state).
     pub fn sql(&self, query: &str) -> Vec<Vec<Value>> {
-        sql(&self.db(), query)
+        sql(self.url(), query)
     }
 }
 
@@ -143,24 +233,55 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Runs a query on a SQLite file through sqlx, outside the daemon.
-pub fn sql(db: &Path, query: &str) -> Vec<Vec<Value>> {
-    use sqlx::Row;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let url = format!("sqlite://{}", db.display());
-        let pool = sqlx::SqlitePool::connect(&url).await.expect("open db");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(query.to_string())).fetch_all(&pool).await.expect("query");
+/// Runs a query through sqlx's `Any` driver, outside the daemon; the SQL must be valid on SQLite and
+/// PostgreSQL alike. Integers come back as JSON numbers, text as strings, NULL as null (then reals and
+/// booleans, which the schema does not use).
+pub fn sql(url: &str, query: &str) -> Vec<Vec<Value>> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let (url, query) = (url.to_string(), query.to_string());
+    block_on(async move {
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap_or_else(|e| panic!("cannot open {url}: {e}"));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(query.clone()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("query `{query}` on {url}: {e}"));
+        let _ = conn.close().await;
         rows.iter()
             .map(|r| {
                 (0..r.len())
-                    .map(|i| match r.try_get::<Option<i64>, _>(i) {
-                        Ok(v) => v.map_or(Value::Null, Value::from),
-                        Err(_) => r.try_get::<Option<String>, _>(i).ok().flatten().map_or(Value::Null, Value::from),
+                    .map(|i| {
+                        if let Ok(v) = r.try_get::<Option<i64>, _>(i) {
+                            v.map_or(Value::Null, Value::from)
+                        } else if let Ok(v) = r.try_get::<Option<String>, _>(i) {
+                            v.map_or(Value::Null, Value::from)
+                        } else if let Ok(v) = r.try_get::<Option<f64>, _>(i) {
+                            v.map_or(Value::Null, Value::from)
+                        } else if let Ok(v) = r.try_get::<Option<bool>, _>(i) {
+                            v.map_or(Value::Null, Value::from)
+                        } else {
+                            panic!("query `{query}`: column {i} has a type the harness does not read")
+                        }
                     })
                     .collect()
             })
             .collect()
+    })
+}
+
+/// Runs `future` to completion on a runtime of its own, on a thread of its own (so that it works from
+/// synchronous and asynchronous code alike).
+pub fn block_on<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(future)
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 
