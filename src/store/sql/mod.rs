@@ -12,7 +12,7 @@ use std::str::FromStr;
 use serde_json::{Map, Value, json};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
-use sqlx::{Any, AnyConnection, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use super::{
     EventView, ImportReport, ListFilter, NewRequest, QueueCounts, RequestSummary, RequestView, Result, StoreError,
@@ -976,20 +976,31 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     // Decisions carry the largest texts (the trace with every fact read): bound one by one rather than
     // escaped into a JSON document and parsed back, which profiling showed to cost a tenth of a batch.
     for chunk in p.decisions.chunks(1000) {
-        let mut insert = sqlx::QueryBuilder::<Any>::new(
-            "INSERT INTO decisions (request_id, outcome, reasons, effects, rule_version, trace, duration_us, decided_at) ",
+        // `$N` placeholders numbered here: sqlx's `QueryBuilder` for `Any` writes `?`, which PostgreSQL refuses.
+        let values: Vec<String> = (0..chunk.len())
+            .map(|row| {
+                let cols: Vec<String> = (1..=8).map(|col| format!("${}", row * 8 + col)).collect();
+                format!("({})", cols.join(", "))
+            })
+            .collect();
+        let text = format!(
+            "INSERT INTO decisions (request_id, outcome, reasons, effects, rule_version, trace, duration_us, decided_at)
+             VALUES {}",
+            values.join(", ")
         );
-        insert.push_values(chunk, |mut row, (id, d)| {
-            row.push_bind(*id)
-                .push_bind(d.outcome.as_str())
-                .push_bind(json_text(&d.reasons))
-                .push_bind(json_text(&d.effects))
-                .push_bind(d.rule_version.clone())
-                .push_bind(json_text(&d.trace))
-                .push_bind(d.duration_us as i64)
-                .push_bind(now);
-        });
-        insert.build().execute(&mut **tx).await?;
+        let mut insert = sqlx::query(AssertSqlSafe(text));
+        for (id, d) in chunk {
+            insert = insert
+                .bind(*id)
+                .bind(d.outcome.as_str())
+                .bind(json_text(&d.reasons))
+                .bind(json_text(&d.effects))
+                .bind(d.rule_version.clone())
+                .bind(json_text(&d.trace))
+                .bind(d.duration_us as i64)
+                .bind(now);
+        }
+        insert.execute(&mut **tx).await?;
     }
     if !p.revocations.is_empty() {
         let rows: Vec<Value> =
