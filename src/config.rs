@@ -51,7 +51,8 @@ pub struct Config {
     /// Cron-scheduled maintenance jobs.
     #[serde(default)]
     pub schedule: ScheduleConfig,
-    /// Identity of this instance in leases, logs and events (default: host name and process id).
+    /// Stable identity of this instance in logs, metrics and `rules status` (default: the host name). Give each
+    /// instance sharing one PostgreSQL database its own.
     #[serde(default)]
     pub instance: Option<String>,
     /// The file this configuration came from.
@@ -539,12 +540,22 @@ impl Config {
         Ok(config)
     }
 
-    /// This instance's identity in leases, logs and events.
+    /// This instance's stable identity in logs, metrics and `rules status`: `instance`, else the host name.
     pub fn instance_name(&self) -> String {
         self.instance.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim(), std::process::id())
+            match host.trim() {
+                "" => "smart-taskd".to_string(),
+                host => host.to_string(),
+            }
         })
+    }
+
+    /// The prefix of this process's lease owners (and of the actors in the history): the instance and the
+    /// process id, so that two processes under one instance name (a restart racing the old one, a copy
+    /// started by mistake) never give back each other's leases.
+    pub fn lease_owner(&self) -> String {
+        format!("{}:{}", self.instance_name(), std::process::id())
     }
 }
 

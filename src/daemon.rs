@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::notify::Dispatcher;
 use crate::rules::{Evaluator, Limits, RuleSet, load_rule_set};
-use crate::store::Store;
+use crate::store::{Dialect, Store};
 use crate::worker::{Pipeline, now_ms};
 
 /// Builds the shared rule evaluator from the configuration.
@@ -50,6 +50,7 @@ pub fn pipeline(config: &Config, store: Store) -> anyhow::Result<Arc<Pipeline>> 
         evaluator: Arc::new(evaluator),
         config: config.worker.clone(),
         instance: config.instance_name(),
+        lease_owner: config.lease_owner(),
         wake: Notify::new(),
         health: Arc::new(crate::health::Health::new(
             sd_notify::watchdog_enabled().unwrap_or(Duration::from_secs(60)).max(Duration::from_millis(200)),
@@ -79,7 +80,7 @@ pub async fn run_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     // The operations endpoint and the cron jobs belong to the daemon, not to a batch run.
     let metrics_handle = crate::telemetry::metrics::install().ok();
-    crate::telemetry::metrics::initialise(&pipeline.rules.load());
+    crate::telemetry::metrics::initialise(&pipeline.rules.load(), &pipeline.instance);
     crate::telemetry::metrics::started(now_ms() as f64 / 1000.0);
     let api = match (exit_when_idle, config.api.listen) {
         (false, Some(addr)) => {
@@ -105,6 +106,19 @@ pub async fn run_with(
         )))
     };
     let notifier = dispatcher.clone().map(|d| tokio::spawn(d.run(stop_rx.clone(), pipeline.health.clone())));
+    let listener = (pipeline.store.dialect() == Dialect::Postgres).then(|| {
+        let workers = pipeline.clone();
+        let outbox = dispatcher.clone();
+        let wakers = crate::wakeup::Wakers {
+            requests: Box::new(move || workers.wake.notify_waiters()),
+            outbox: Box::new(move || {
+                if let Some(d) = &outbox {
+                    d.wake.notify_one();
+                }
+            }),
+        };
+        tokio::spawn(crate::wakeup::listen(config.database.url.clone(), wakers, stop_rx.clone()))
+    });
     let mut decided = false;
     let mut idle = tokio::time::interval(Duration::from_millis(config.notify.dispatcher.poll_interval_ms));
     let mut workers = tokio::task::JoinSet::new();
@@ -190,6 +204,9 @@ pub async fn run_with(
     if let Some(s) = scheduler {
         let _ = s.await;
     }
+    if let Some(l) = listener {
+        let _ = l.await;
+    }
     let grace = Duration::from_secs(config.worker.shutdown_grace_seconds);
     if tokio::time::timeout(grace, async { while workers.join_next().await.is_some() {} }).await.is_err() {
         warn!(grace_seconds = grace.as_secs(), "in-flight batches did not finish in time: releasing their leases");
@@ -210,7 +227,7 @@ pub async fn run_with(
         }
     }
     for i in 0..config.worker.workers {
-        let owner = format!("{}/{i}", pipeline.instance);
+        let owner = format!("{}/{i}", pipeline.lease_owner);
         match pipeline.store.release(&owner, now_ms()).await {
             Ok(0) => {}
             Ok(n) => info!(owner, released = n, "released leases"),

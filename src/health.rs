@@ -13,11 +13,18 @@ pub struct Health {
     /// How long a loop may go without a beat before it counts as stuck.
     tolerance: Duration,
     ready: AtomicBool,
+    /// False from a failure to reach the database until the next statement that succeeds.
+    database: AtomicBool,
 }
 
 impl Health {
     pub fn new(tolerance: Duration) -> Self {
-        Health { beats: Mutex::new(BTreeMap::new()), tolerance, ready: AtomicBool::new(false) }
+        Health {
+            beats: Mutex::new(BTreeMap::new()),
+            tolerance,
+            ready: AtomicBool::new(false),
+            database: AtomicBool::new(true),
+        }
     }
 
     /// A loop made progress.
@@ -44,7 +51,14 @@ impl Health {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// Records whether the database answered the last statement; returns the previous state, so that the
+    /// caller logs the transitions only.
+    pub fn set_database(&self, reachable: bool) -> bool {
+        self.database.swap(reachable, Ordering::SeqCst)
+    }
+
+    /// Started, not stopping, and the database reachable.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.database.load(Ordering::SeqCst)
     }
 }

@@ -20,4 +20,5 @@ pub mod ruletools;
 pub mod schedule;
 pub mod store;
 pub mod telemetry;
+pub mod wakeup;
 pub mod worker;

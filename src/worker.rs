@@ -40,8 +40,10 @@ pub struct Pipeline {
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub evaluator: Arc<Evaluator>,
     pub config: WorkerConfig,
-    /// Instance identity; each worker's lease owner is `<instance>/<n>`.
+    /// Stable instance identity (logs, metrics, `rules status`).
     pub instance: String,
+    /// This process's lease owner prefix; each worker's lease owner is `<lease_owner>/<n>`.
+    pub lease_owner: String,
     /// Wakes idle workers (e.g. after an in-process submission).
     pub wake: Notify,
     /// Liveness of the loops (for /healthz and the systemd watchdog).
@@ -195,12 +197,16 @@ impl Pipeline {
 
     /// One worker: runs batches until shutdown (or, with `exit_when_idle`, until nothing is left to decide).
     pub async fn run_worker(self: Arc<Self>, index: usize, mut shutdown: watch::Receiver<bool>, exit_when_idle: bool) {
-        let owner = format!("{}/{index}", self.instance);
+        let owner = format!("{}/{index}", self.lease_owner);
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let mut failures = 0u32;
         while !*shutdown.borrow() {
             self.health.beat(&owner);
-            match self.run_batch(&owner).await {
+            let result = self.run_batch(&owner).await;
+            if result.is_ok() && !self.health.set_database(true) {
+                info!(owner, "database reachable again: ready");
+            }
+            match result {
                 Ok(stats) if stats.claimed > 0 => {
                     failures = 0;
                     continue;
@@ -213,6 +219,12 @@ impl Pipeline {
                             Ok(_) => {}
                             Err(e) => error!(error = %e, "cannot count requests"),
                         }
+                    }
+                }
+                Err(e) if e.is_unavailable() => {
+                    failures += 1;
+                    if self.health.set_database(false) {
+                        error!(owner, error = %e, "database unreachable: not ready; retrying with backoff");
                     }
                 }
                 Err(e) => {

@@ -77,7 +77,7 @@ impl Dispatcher {
                 .as_ref()
                 .map_or_else(|| "smart-task".into(), |e| e.message_id_domain.clone()),
             config: notify.clone(),
-            owner: format!("{}/notify", config.instance_name()),
+            owner: format!("{}/notify", config.lease_owner()),
             wake: Notify::new(),
         })))
     }

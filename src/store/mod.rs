@@ -39,6 +39,21 @@ pub enum StoreError {
     Refused(String),
 }
 
+impl StoreError {
+    /// The database cannot be reached right now (connection refused or dropped, server shutting down or
+    /// starting, pool exhausted): worth waiting for, unlike an error in what was asked.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => match e {
+                sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A request accepted by intake, ready to be stored.

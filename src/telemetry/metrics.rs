@@ -47,8 +47,9 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
 
 /// Series that must exist from the start (a counter appears only once touched): zero for every task and
 /// outcome of the loaded rules, and the build info.
-pub fn initialise(rules: &RuleSet) {
-    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+pub fn initialise(rules: &RuleSet, instance: &str) {
+    // `instance_name`, not `instance`: Prometheus sets `instance` to the scrape target.
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "instance_name" => instance.to_string()).set(1.0);
     for task in rules.tasks.keys() {
         for outcome in ["accolta", "non_accolta", "rinvio"] {
             counter!(DECISIONS, "task" => task.clone(), "outcome" => outcome).absolute(0);

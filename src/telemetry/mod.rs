@@ -25,9 +25,17 @@ fn stderr_is_journal() -> bool {
     dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
+/// The filter of a configured level. PostgreSQL's notices (e.g. "relation already exists, skipping" at each
+/// migration check) are the server talking to a developer, not events of the daemon: warnings and up only.
+fn level_filter(level: &str) -> Result<EnvFilter, String> {
+    EnvFilter::try_new(format!("{level},sqlx::postgres::notice=warn")).map_err(|e| format!("`{level}`: {e}"))
+}
+
 /// Installs the global subscriber; later calls are ignored (tests may call it repeatedly).
 pub fn init(config: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| level_filter(&config.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match tracing_journald::layer() {
@@ -55,7 +63,7 @@ pub fn set_level(level: &str) -> Result<bool, String> {
     if std::env::var_os("RUST_LOG").is_some() {
         return Ok(false);
     }
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("`{level}`: {e}"))?;
+    let filter = level_filter(level)?;
     FILTER.get().ok_or("logging is not initialised")?.reload(filter).map_err(|e| e.to_string())?;
     Ok(true)
 }

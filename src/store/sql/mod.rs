@@ -600,14 +600,19 @@ impl SqlStore {
     }
 
     pub async fn release(&self, owner: &str, now: Millis) -> Result<u64> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
-            self.sql("UPDATE requests SET lease_token = NULL, lease_owner = NULL, available_at = $2
+            tx.sql("UPDATE requests SET lease_token = NULL, lease_owner = NULL, available_at = $2
              WHERE lease_owner = $1 AND lease_token IS NOT NULL AND stato <> 'chiusa'"),
         )
         .bind(owner)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if done.rows_affected() > 0 {
+            wake(&mut tx, REQUESTS_CHANNEL).await?;
+        }
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

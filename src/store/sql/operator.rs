@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Sql, SqlStore, Tx, bump_versions, claimed_from_row, insert_events, parse_json};
+use super::{REQUESTS_CHANNEL, Sql, SqlStore, Tx, bump_versions, claimed_from_row, insert_events, parse_json, wake};
 use crate::domain::closing::{ClaimedRequest, NewEvent, requester_notifications};
 use crate::domain::decision::Decision;
 use crate::domain::facts::Subject;
@@ -170,6 +170,7 @@ impl SqlStore {
             notifications: Vec::new(),
         };
         insert_events(&mut tx, &[event], now).await?;
+        wake(&mut tx, REQUESTS_CHANNEL).await?;
         tx.commit().await?;
         Ok(claimed.protocollo)
     }
