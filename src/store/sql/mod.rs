@@ -870,6 +870,9 @@ async fn wake(tx: &mut Tx, channel: &'static str) -> Result<()> {
 }
 
 async fn bump_versions(tx: &mut Tx, subjects: &[String]) -> Result<()> {
+    // Once each, in key order: PostgreSQL refuses to upsert one row twice in a statement, and sorted keys
+    // make concurrent transactions lock rows in the same order.
+    let subjects: BTreeSet<&String> = subjects.iter().collect();
     if subjects.is_empty() {
         return Ok(());
     }
