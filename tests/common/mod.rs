@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod daemon;
 pub mod pg;
 
 use std::path::{Path, PathBuf};
