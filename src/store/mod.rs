@@ -25,7 +25,9 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("unsupported database URL `{0}`: expected sqlite:PATH (e.g. sqlite:/var/lib/smart-task/smart-task.db) or postgres://USER@HOST:PORT/DATABASE")]
+    #[error(
+        "unsupported database URL `{0}`: expected sqlite:PATH (e.g. sqlite:/var/lib/smart-task/smart-task.db) or postgres://USER@HOST:PORT/DATABASE"
+    )]
     UnsupportedUrl(String),
     #[error("{record}: field `{field}`: {problem}")]
     Reference { record: String, field: String, problem: String },
@@ -37,6 +39,18 @@ pub enum StoreError {
     /// The operation does not apply to the request in its current state (the message says why).
     #[error("{0}")]
     Refused(String),
+    /// `db copy`: the source is not at the latest migration this binary knows (the message says what to do).
+    #[error("the source database {0}")]
+    SourceNotCurrent(String),
+    /// `db copy`: the target holds rows (each entry names a table and its row count).
+    #[error(
+        "the target database is not empty: {}; db copy writes only into an empty database, and wrote nothing",
+        .0.join(", ")
+    )]
+    TargetNotEmpty(Vec<String>),
+    /// `db copy`: the row counts of the target differ from the source's after the copy (rolled back).
+    #[error("the copy does not match the source, so it was rolled back and nothing was written: {0}")]
+    CopyMismatch(String),
 }
 
 impl StoreError {
@@ -51,6 +65,12 @@ impl StoreError {
             },
             _ => false,
         }
+    }
+
+    /// PostgreSQL aborted the transaction to break a deadlock or a serialization conflict: doing it again
+    /// from the start is correct and will likely succeed.
+    pub fn is_serialization_conflict(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(db)) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
     }
 }
 
@@ -307,6 +327,19 @@ pub enum RetryTarget {
     AllUndeliverable,
 }
 
+/// What `db copy` copied: the rows of each table in the source and in the target (equal after a copy).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CopyReport {
+    pub tables: Vec<CopiedTable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopiedTable {
+    pub table: String,
+    pub source: i64,
+    pub target: i64,
+}
+
 /// The store, whichever backend the database URL selects (`sqlite:` or `postgres://`): one implementation
 /// over sqlx's `Any` driver, whose statements [`Dialect`] writes for each backend.
 #[derive(Debug, Clone)]
@@ -328,6 +361,18 @@ impl Store {
     /// Which backend this store runs on.
     pub fn dialect(&self) -> Dialect {
         self.0.dialect()
+    }
+
+    /// Opens an existing SQLite database read-only: the source of `db copy`.
+    pub async fn open_read_only(url: &str) -> Result<Store> {
+        Ok(Store(SqlStore::open_read_only(url).await?))
+    }
+
+    /// Copies every table of this SQLite database into `target`, an empty PostgreSQL database (migrated
+    /// first), in one transaction, from one snapshot of the source; the identity sequences continue after
+    /// the copied ids. Refuses a source that is not fully migrated and a target that holds any row.
+    pub async fn copy_into(&self, target: &Store) -> Result<CopyReport> {
+        self.0.copy_into(&target.0).await
     }
 
     /// Applies the embedded migrations that are not applied yet.
