@@ -121,8 +121,39 @@ enum Command {
     CheckConfig,
     /// Apply pending database migrations
     Migrate,
+    /// Databases: copy a SQLite database into PostgreSQL
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Measure the pipeline on a synthetic world in a temporary SQLite file
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Copy a whole SQLite database (requests, history, decisions, notifications, counters, reference data)
+    /// into an empty PostgreSQL database
+    #[command(long_about = "Copy a whole SQLite database (requests, history, decisions, notifications, protocol \
+counters, subject versions, reference data, rule status, cron jobs) into an empty PostgreSQL database, in one \
+transaction, then check that every table has as many rows in PostgreSQL as in SQLite.
+
+Stop the daemon first (systemctl stop smart-taskd): the source is read from one snapshot and never written, so \
+requests decided after the copy started would not be copied. The source must be at the latest migration (run \
+`smart-taskd migrate` with the old configuration first); the target is migrated here and must be empty (nothing \
+is written into a database that holds any row). Afterwards, point database.url (or SMART_TASK_DATABASE_URL) at \
+the PostgreSQL database and start the daemon again.")]
+    Copy {
+        /// The SQLite database to copy (sqlite:PATH); opened read-only
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The empty PostgreSQL database to copy into (postgres://USER@HOST:PORT/DATABASE)
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Print the row counts per table as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -409,6 +440,8 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Fascicolo { soggetto, json } => fascicolo(&config, &soggetto, json).await,
         Command::Notifications { command } => notifications(&config, command).await,
         Command::CheckConfig => check_config(&config),
+        // Both databases are named on the command line; the configuration only sets the log level.
+        Command::Db { command: DbCommand::Copy { from, to, json } } => db_copy(&from, &to, json).await,
         Command::Migrate => {
             daemon::open_store(&config).await.map_err(runtime)?;
             println!("database is up to date");
@@ -416,6 +449,54 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Bench(args) => bench::run(&config, args).await.map_err(runtime),
     }
+}
+
+/// `db copy`: a SQLite database into an empty PostgreSQL database. URLs are never printed back (a
+/// PostgreSQL URL may carry a password).
+async fn db_copy(from: &str, to: &str, json: bool) -> Outcome {
+    use crate::store::{Dialect, Store, StoreError};
+    let scheme =
+        |url: &str| url.split_once(':').map_or_else(|| "an unrecognised".to_string(), |(s, _)| format!("a `{s}:`"));
+    if crate::store::dialect_of_url(from).ok() != Some(Dialect::Sqlite) {
+        return Err(input(anyhow::anyhow!(
+            "--from must be a SQLite database URL (sqlite:PATH, e.g. sqlite:/var/lib/smart-task/smart-task.db), \
+             not {} URL: db copy copies from SQLite into PostgreSQL",
+            scheme(from)
+        )));
+    }
+    if crate::store::dialect_of_url(to).ok() != Some(Dialect::Postgres) {
+        return Err(input(anyhow::anyhow!(
+            "--to must be a PostgreSQL database URL (postgres://USER@HOST:PORT/DATABASE or postgresql://…), not {} \
+             URL: db copy copies from SQLite into PostgreSQL",
+            scheme(to)
+        )));
+    }
+    let failure = |e: StoreError| match e {
+        StoreError::Refused(_) | StoreError::SourceNotCurrent(_) | StoreError::TargetNotEmpty(_) => input(e),
+        other => runtime(other),
+    };
+    let source = Store::open_read_only(from).await.map_err(|e| match e {
+        StoreError::Refused(_) => input(e),
+        other => runtime(anyhow::Error::new(other).context("cannot open the source database (--from)")),
+    })?;
+    let target =
+        Store::connect(to, 2).await.context("cannot connect to the target database (--to)").map_err(runtime)?;
+    let report = source.copy_into(&target).await.map_err(failure)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(runtime)?);
+        return Ok(());
+    }
+    println!("{:<18} {:>10} {:>10}", "table", "sqlite", "postgresql");
+    for t in &report.tables {
+        println!("{:<18} {:>10} {:>10}", t.table, t.source, t.target);
+    }
+    let total = |f: fn(&crate::store::CopiedTable) -> i64| report.tables.iter().map(f).sum::<i64>();
+    println!("{:<18} {:>10} {:>10}", "total", total(|t| t.source), total(|t| t.target));
+    println!(
+        "copied: every table has as many rows in PostgreSQL as in SQLite; point database.url (or \
+         SMART_TASK_DATABASE_URL) at the PostgreSQL database and start the daemon"
+    );
+    Ok(())
 }
 
 async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
@@ -483,7 +564,10 @@ fn store_failure(e: crate::store::StoreError) -> Failure {
     use crate::store::StoreError;
     match e {
         StoreError::NotFound(_) => Failure { code: 3, error: e.into() },
-        StoreError::Refused(_) | StoreError::Reference { .. } => input(e),
+        StoreError::Refused(_)
+        | StoreError::Reference { .. }
+        | StoreError::SourceNotCurrent(_)
+        | StoreError::TargetNotEmpty(_) => input(e),
         other => runtime(other),
     }
 }
