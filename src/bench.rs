@@ -1,5 +1,6 @@
 //! `smart-taskd bench`: a synthetic world and a realistic mix of requests, decided by the real pipeline on
-//! a real SQLite file (in a temporary directory), measured end to end.
+//! a real database — a SQLite file in a temporary directory, or an empty PostgreSQL database with one or more
+//! daemon processes sharing it — measured end to end.
 
 use std::time::Instant;
 
@@ -28,6 +29,31 @@ pub struct BenchArgs {
     /// Keep the database file and print its path
     #[arg(long)]
     pub keep: bool,
+    /// An empty PostgreSQL database to run on (postgres://...) [default: a SQLite file in a temporary directory]
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Daemon processes deciding together (PostgreSQL only): this one and `instances - 1` started beside it
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// Internal: run as one of the extra instances of a benchmark (decide until nothing is left, then exit)
+    #[arg(long, hide = true)]
+    pub join: Option<String>,
+}
+
+/// Starts extra instance `k` of a benchmark on `database`: this executable, same configuration and overrides.
+fn join(config: &Config, database: &str, k: usize) -> anyhow::Result<tokio::process::Child> {
+    let exe = std::env::current_exe().context("cannot find this executable to start another instance")?;
+    tokio::process::Command::new(exe)
+        .arg("--config")
+        .arg(&config.source)
+        .args(["bench", "--join", &format!("bench-{k}")])
+        .args(["--workers", &config.worker.workers.to_string()])
+        .args(["--batch-size", &config.worker.batch_size.to_string()])
+        .env(crate::config::DATABASE_URL_ENV, database)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start another instance")
 }
 
 /// A synthetic personal codice fiscale, unique per `n`.
@@ -146,10 +172,7 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("smart-task-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut config = config.clone();
-    config.database.url = format!("sqlite://{}", dir.join("bench.db").display());
     if let Some(w) = args.workers {
         config.worker.workers = w.max(1);
     }
@@ -157,15 +180,38 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         config.worker.batch_size = b.max(1);
     }
     config.worker.poll_interval_ms = config.worker.poll_interval_ms.min(50);
+    if let Some(name) = &args.join {
+        // An extra instance: the leader imported and queued everything; decide until the queue is empty.
+        config.instance = Some(name.clone());
+        let store = daemon::open_store(&config).await?;
+        return daemon::run(&config, daemon::pipeline(&config, store)?, true).await;
+    }
+    let dir = std::env::temp_dir().join(format!("smart-task-bench-{}", std::process::id()));
+    let database = match &args.database {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url.clone(),
+        Some(url) => anyhow::bail!("--database `{url}`: expected an empty PostgreSQL database (postgres://...)"),
+        None => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            format!("sqlite://{}", dir.join("bench.db").display())
+        }
+    };
+    if args.instances > 1 && args.database.is_none() {
+        anyhow::bail!("--instances {}: several instances share a PostgreSQL database (--database postgres://...)", args.instances);
+    }
+    config.database.url = database.clone();
     let n = args.requests;
     println!(
-        "bench: {n} requests, {} workers, batch {}, database {}",
+        "bench: {n} requests, {} instance(s) x {} workers, batch {}, database {}",
+        args.instances.max(1),
         config.worker.workers,
         config.worker.batch_size,
-        dir.join("bench.db").display()
+        if args.database.is_some() { "PostgreSQL".to_string() } else { dir.join("bench.db").display().to_string() }
     );
 
     let store = daemon::open_store(&config).await?;
+    if store.counts().await? != Default::default() {
+        anyhow::bail!("the benchmark needs an empty database: this one has requests (create a new one)");
+    }
     let started = Instant::now();
     store.import_facts(&world(n)).await?;
     println!("world: {n} aziende imported in {:.2} s", started.elapsed().as_secs_f64());
@@ -183,7 +229,16 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     println!("intake: {n} requests in {intake_s:.2} s ({:.0}/s)", n as f64 / intake_s);
 
     let started = Instant::now();
+    let others = (1..args.instances.max(1))
+        .map(|k| join(&config, &database, k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     daemon::run(&config, pipeline, true).await?;
+    for mut other in others {
+        let status = other.wait().await.context("cannot wait for an extra instance")?;
+        if !status.success() {
+            anyhow::bail!("an extra instance failed ({status}); its log is above");
+        }
+    }
     let elapsed = started.elapsed().as_secs_f64();
 
     let counts = store.counts().await?;
@@ -203,10 +258,12 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(kib) = peak_rss_kib() {
         println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
     }
-    if args.keep {
-        println!("database kept: {}", dir.join("bench.db").display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
+    if args.database.is_none() {
+        if args.keep {
+            println!("database kept: {}", dir.join("bench.db").display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
     if counts.chiuse as usize != n || twice != 0 {
         anyhow::bail!(

@@ -158,10 +158,10 @@ impl SqlStore {
         let keys: Vec<&str> = requests.iter().filter_map(|r| r.envelope.chiave_idempotenza.as_deref()).collect();
         let mut known: HashMap<String, Submitted> = HashMap::new();
         if !keys.is_empty() {
-            let rows = sqlx::query(
-                tx.sql("SELECT chiave_idempotenza, id, protocollo FROM requests
-                 WHERE chiave_idempotenza IN (SELECT value FROM json_each($1))"),
-            )
+            let rows = sqlx::query(tx.sql(
+                "SELECT chiave_idempotenza, id, protocollo FROM requests
+                 WHERE chiave_idempotenza IN (SELECT value FROM json_each($1))",
+            ))
             .bind(json_text(&keys))
             .fetch_all(&mut *tx)
             .await?;
@@ -171,13 +171,14 @@ impl SqlStore {
             }
         }
         let matricole: Vec<&str> = requests.iter().filter_map(|r| r.envelope.matricola.as_deref()).collect();
-        let sede_of: HashMap<String, String> =
-            sqlx::query_as(tx.sql("SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))"))
-                .bind(json_text(&matricole))
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
+        let sede_of: HashMap<String, String> = sqlx::query_as(
+            tx.sql("SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))"),
+        )
+        .bind(json_text(&matricole))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
         let anno = year(now);
         let mut counters: HashMap<String, i64> =
             sqlx::query_as(tx.sql("SELECT sede, last FROM protocol_counters WHERE anno = $1"))
@@ -186,7 +187,11 @@ impl SqlStore {
                 .await?
                 .into_iter()
                 .collect();
-        let fresh = requests.len() - requests.iter().filter(|r| r.envelope.chiave_idempotenza.as_ref().is_some_and(|k| known.contains_key(k))).count();
+        let fresh = requests.len()
+            - requests
+                .iter()
+                .filter(|r| r.envelope.chiave_idempotenza.as_ref().is_some_and(|k| known.contains_key(k)))
+                .count();
         let mut ids = reserve_ids(&mut tx, IdTable::Requests, fresh).await?.into_iter();
 
         let mut out = Vec::with_capacity(requests.len());
@@ -228,23 +233,23 @@ impl SqlStore {
             out.push(submitted);
         }
         if !rows.is_empty() {
-            sqlx::query(
-                tx.sql("INSERT INTO requests (id, protocollo, task, soggetto, sede, payload, chiave_idempotenza, stato,
+            sqlx::query(tx.sql(
+                "INSERT INTO requests (id, protocollo, task, soggetto, sede, payload, chiave_idempotenza, stato,
                                        creata_il, aggiornata_il, available_at)
                  SELECT CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
                         value ->> 6, 'aperta', $2, $2, $2
-                 FROM json_each($1)"),
-            )
+                 FROM json_each($1)",
+            ))
             .bind(json_text(&rows))
             .bind(now)
             .execute(&mut *tx)
             .await?;
             let counter_rows: Vec<(&String, &i64)> = counters.iter().collect();
-            sqlx::query(
-                tx.sql("INSERT INTO protocol_counters (sede, anno, last)
+            sqlx::query(tx.sql(
+                "INSERT INTO protocol_counters (sede, anno, last)
                  SELECT value ->> 0, $2, CAST(value ->> 1 AS BIGINT) FROM json_each($1) WHERE true
-                 ON CONFLICT (sede, anno) DO UPDATE SET last = excluded.last"),
-            )
+                 ON CONFLICT (sede, anno) DO UPDATE SET last = excluded.last",
+            ))
             .bind(json_text(&counter_rows))
             .bind(anno)
             .execute(&mut *tx)
@@ -260,57 +265,57 @@ impl SqlStore {
     pub async fn import_facts(&self, file: &ImportFile) -> Result<ImportReport> {
         let mut tx = self.write_tx().await?;
         check_references(&mut tx, file).await?;
-        sqlx::query(
-            tx.sql("INSERT INTO sedi (codice, denominazione, provincia, email)
+        sqlx::query(tx.sql(
+            "INSERT INTO sedi (codice, denominazione, provincia, email)
              SELECT value ->> 'codice', value ->> 'denominazione', value ->> 'provincia', value ->> 'email'
              FROM json_each($1) WHERE true
              ON CONFLICT (codice) DO UPDATE SET denominazione = excluded.denominazione,
-                 provincia = excluded.provincia, email = excluded.email"),
-        )
+                 provincia = excluded.provincia, email = excluded.email",
+        ))
         .bind(json_text(&file.sedi))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            tx.sql("INSERT INTO aziende (matricola, cf, ragione_sociale, sede, pec_registro_imprese, rappresentanti_legali)
+        sqlx::query(tx.sql(
+            "INSERT INTO aziende (matricola, cf, ragione_sociale, sede, pec_registro_imprese, rappresentanti_legali)
              SELECT value ->> 'matricola', value ->> 'cf', value ->> 'ragione_sociale', value ->> 'sede',
                     value ->> 'pec_registro_imprese', CAST(value -> 'rappresentanti_legali' AS TEXT)
              FROM json_each($1) WHERE true
              ON CONFLICT (matricola) DO UPDATE SET cf = excluded.cf, ragione_sociale = excluded.ragione_sociale,
                  sede = excluded.sede, pec_registro_imprese = excluded.pec_registro_imprese,
-                 rappresentanti_legali = excluded.rappresentanti_legali"),
-        )
+                 rappresentanti_legali = excluded.rappresentanti_legali",
+        ))
         .bind(json_text(&file.aziende))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            tx.sql("INSERT INTO persone (cf, nome, cognome)
+        sqlx::query(tx.sql(
+            "INSERT INTO persone (cf, nome, cognome)
              SELECT value ->> 'cf', value ->> 'nome', value ->> 'cognome' FROM json_each($1) WHERE true
-             ON CONFLICT (cf) DO UPDATE SET nome = excluded.nome, cognome = excluded.cognome"),
-        )
+             ON CONFLICT (cf) DO UPDATE SET nome = excluded.nome, cognome = excluded.cognome",
+        ))
         .bind(json_text(&file.persone))
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            tx.sql("INSERT INTO intermediari (cf, categoria, albo)
+        sqlx::query(tx.sql(
+            "INSERT INTO intermediari (cf, categoria, albo)
              SELECT value ->> 'cf', value ->> 'categoria', value ->> 'albo' FROM json_each($1) WHERE true
-             ON CONFLICT (cf) DO UPDATE SET categoria = excluded.categoria, albo = excluded.albo"),
-        )
+             ON CONFLICT (cf) DO UPDATE SET categoria = excluded.categoria, albo = excluded.albo",
+        ))
         .bind(json_text(&file.intermediari))
         .execute(&mut *tx)
         .await?;
         // Parents before children, so that the `padre` foreign key holds row by row.
         let mut deleghe: Vec<&Delega> = file.deleghe.iter().collect();
         deleghe.sort_by_key(|d| d.padre.is_some());
-        sqlx::query(
-            tx.sql("INSERT INTO deleghe (id, matricola, delegato_cf, tipo, stato, data_inizio, data_fine, data_revoca, padre)
+        sqlx::query(tx.sql(
+            "INSERT INTO deleghe (id, matricola, delegato_cf, tipo, stato, data_inizio, data_fine, data_revoca, padre)
              SELECT value ->> 'id', value ->> 'matricola', value ->> 'delegato_cf', value ->> 'tipo',
                     value ->> 'stato', value ->> 'data_inizio', value ->> 'data_fine', value ->> 'data_revoca',
                     value ->> 'padre'
              FROM json_each($1) WHERE true
              ON CONFLICT (id) DO UPDATE SET matricola = excluded.matricola, delegato_cf = excluded.delegato_cf,
                  tipo = excluded.tipo, stato = excluded.stato, data_inizio = excluded.data_inizio,
-                 data_fine = excluded.data_fine, data_revoca = excluded.data_revoca, padre = excluded.padre"),
-        )
+                 data_fine = excluded.data_fine, data_revoca = excluded.data_revoca, padre = excluded.padre",
+        ))
         .bind(json_text(&deleghe))
         .execute(&mut *tx)
         .await?;
@@ -330,15 +335,15 @@ impl SqlStore {
 
     pub async fn claim(&self, owner: &str, limit: u32, lease_ms: i64, now: Millis) -> Result<Vec<ClaimedRequest>> {
         let mut tx = self.write_tx().await?;
-        let rows = sqlx::query(
-            tx.sql("UPDATE requests SET stato = 'in_carico', claims = claims + 1, lease_token = claims + 1,
+        let rows = sqlx::query(tx.sql(
+            "UPDATE requests SET stato = 'in_carico', claims = claims + 1, lease_token = claims + 1,
                     lease_owner = $1, available_at = $2, aggiornata_il = $3,
                     taken_over = CASE WHEN lease_token IS NULL THEN 0 ELSE 1 END
              WHERE id IN (SELECT id FROM requests
                           WHERE stato <> 'chiusa' AND parked IS NULL AND available_at <= $3
                           ORDER BY available_at, id LIMIT $4 /*pg:FOR UPDATE SKIP LOCKED*/)
-             RETURNING id, protocollo, task, soggetto, sede, payload, claims, failures, creata_il, taken_over"),
-        )
+             RETURNING id, protocollo, task, soggetto, sede, payload, claims, failures, creata_il, taken_over",
+        ))
         .bind(owner)
         .bind(now + lease_ms)
         .bind(now)
@@ -495,11 +500,11 @@ impl SqlStore {
         )
         .await?;
         if !open.is_empty() {
-            for row in sqlx::query(
-                tx.sql("SELECT r.id, r.protocollo, r.creata_il, r.task, r.soggetto
+            for row in sqlx::query(tx.sql(
+                "SELECT r.id, r.protocollo, r.creata_il, r.task, r.soggetto
                  FROM json_each($1) j JOIN requests r ON r.task = j.value ->> 0 AND r.soggetto = j.value ->> 1
-                 WHERE r.stato <> 'chiusa' ORDER BY r.id"),
-            )
+                 WHERE r.stato <> 'chiusa' ORDER BY r.id",
+            ))
             .bind(json_text(&open))
             .fetch_all(&mut *tx)
             .await?
@@ -525,6 +530,27 @@ impl SqlStore {
         now: Millis,
         actor: &str,
     ) -> Result<ClosePlan> {
+        // On PostgreSQL two closes can still deadlock (one writes what the other read, and the other way
+        // round); the server aborts one, which is then planned again from what the winner committed.
+        let mut attempt = 1;
+        loop {
+            match self.close_batch_once(batch, policy, now, actor).await {
+                Err(e) if e.is_serialization_conflict() && attempt < 5 => {
+                    tracing::debug!(attempt, error = %e, "close conflicted with another instance's; planning it again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn close_batch_once(
+        &self,
+        batch: &[(ClaimedRequest, Evaluation)],
+        policy: RetryPolicy,
+        now: Millis,
+        actor: &str,
+    ) -> Result<ClosePlan> {
         let mut tx = self.write_tx().await?;
         let ids: Vec<i64> = batch.iter().map(|(r, _)| r.id).collect();
         let mut world = World::default();
@@ -539,16 +565,22 @@ impl SqlStore {
             world.tokens.insert(row.try_get(0)?, row.try_get(1)?);
         }
         // The subjects the batch names are locked before the facts its effects change are read, so that
-        // what is read stays as read until commit; those found through the facts are locked after.
+        // what is read stays as read until commit; those found through the facts are locked after. What the
+        // close may write (effects' subjects, the open requests of each subject) is locked exclusively, what
+        // the decisions only read is shared, so that decisions reading the same sede do not queue.
         let targets = World::targets(batch);
         let mut subjects: BTreeSet<Subject> = targets.subjects.iter().cloned().collect();
+        let mut read: BTreeSet<Subject> = BTreeSet::new();
         for (req, eval) in batch {
             subjects.insert(Subject::Open { task: req.task.clone(), soggetto: req.soggetto.clone() });
             if let Evaluation::Decided(d) = eval {
-                subjects.extend(d.read_versions().map(|(s, _)| s.clone()));
+                read.extend(d.read_versions().map(|(s, _)| s.clone()));
             }
         }
-        let mut current = lock_versions(&mut tx, &subjects).await?;
+        read.retain(|s| !subjects.contains(s));
+        let mut current = lock_versions(&mut tx, &subjects, Lock::Exclusive).await?;
+        current.extend(lock_versions(&mut tx, &read, Lock::Shared).await?);
+        subjects.extend(read);
         if !targets.deleghe.is_empty() {
             for row in sqlx::query(tx.sql(
                 "SELECT * FROM deleghe WHERE id IN (SELECT value FROM json_each($1))
@@ -589,7 +621,7 @@ impl SqlStore {
             found.extend(contatto_subjects(&c.titolare_cf, c.matricola.as_ref()));
         }
         found.retain(|s| !subjects.contains(s));
-        current.extend(lock_versions(&mut tx, &found).await?);
+        current.extend(lock_versions(&mut tx, &found, Lock::Exclusive).await?);
         subjects.extend(found);
         world.versions = subjects.into_iter().filter_map(|s| current.get(&s.to_string()).map(|v| (s, *v))).collect();
 
@@ -601,10 +633,10 @@ impl SqlStore {
 
     pub async fn release(&self, owner: &str, now: Millis) -> Result<u64> {
         let mut tx = self.write_tx().await?;
-        let done = sqlx::query(
-            tx.sql("UPDATE requests SET lease_token = NULL, lease_owner = NULL, available_at = $2
-             WHERE lease_owner = $1 AND lease_token IS NOT NULL AND stato <> 'chiusa'"),
-        )
+        let done = sqlx::query(tx.sql(
+            "UPDATE requests SET lease_token = NULL, lease_owner = NULL, available_at = $2
+             WHERE lease_owner = $1 AND lease_token IS NOT NULL AND stato <> 'chiusa'",
+        ))
         .bind(owner)
         .bind(now)
         .execute(&mut *tx)
@@ -627,26 +659,27 @@ impl SqlStore {
             return Ok(None);
         };
         let id: i64 = row.try_get("id")?;
-        let eventi = sqlx::query(self.sql("SELECT kind, at, actor, detail FROM events WHERE request_id = $1 ORDER BY id"))
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|e| {
-                Ok(EventView {
-                    tipo: e.try_get("kind")?,
-                    istante: rfc3339(e.try_get("at")?),
-                    attore: e.try_get("actor")?,
-                    dettaglio: match e.try_get::<Option<&str>, _>("detail")? {
-                        Some(d) => parse_json("events.detail", d)?,
-                        None => Value::Null,
-                    },
+        let eventi =
+            sqlx::query(self.sql("SELECT kind, at, actor, detail FROM events WHERE request_id = $1 ORDER BY id"))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|e| {
+                    Ok(EventView {
+                        tipo: e.try_get("kind")?,
+                        istante: rfc3339(e.try_get("at")?),
+                        attore: e.try_get("actor")?,
+                        dettaglio: match e.try_get::<Option<&str>, _>("detail")? {
+                            Some(d) => parse_json("events.detail", d)?,
+                            None => Value::Null,
+                        },
+                    })
                 })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let decision = sqlx::query(
-            self.sql("SELECT reasons, effects, rule_version FROM decisions WHERE request_id = $1 ORDER BY id DESC LIMIT 1"),
-        )
+                .collect::<Result<Vec<_>>>()?;
+        let decision = sqlx::query(self.sql(
+            "SELECT reasons, effects, rule_version FROM decisions WHERE request_id = $1 ORDER BY id DESC LIMIT 1",
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
@@ -680,11 +713,11 @@ impl SqlStore {
     }
 
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<RequestSummary>> {
-        let rows = sqlx::query(
-            self.sql("SELECT id, protocollo, task, stato, esito, soggetto, parked, creata_il, chiusa_il FROM requests
+        let rows = sqlx::query(self.sql(
+            "SELECT id, protocollo, task, stato, esito, soggetto, parked, creata_il, chiusa_il FROM requests
              WHERE ($1 IS NULL OR stato = $1) AND ($2 IS NULL OR task = $2) AND ($3 IS NULL OR soggetto = $3)
-             ORDER BY id DESC LIMIT $4"),
-        )
+             ORDER BY id DESC LIMIT $4",
+        ))
         .bind(f.stato.map(|s| s.as_str()))
         .bind(f.task.as_deref())
         .bind(f.soggetto.as_deref())
@@ -709,12 +742,12 @@ impl SqlStore {
     }
 
     pub async fn counts(&self) -> Result<QueueCounts> {
-        let row = sqlx::query(
-            self.sql("SELECT COUNT(*) FILTER (WHERE stato = 'aperta'), COUNT(*) FILTER (WHERE stato = 'in_carico'),
+        let row = sqlx::query(self.sql(
+            "SELECT COUNT(*) FILTER (WHERE stato = 'aperta'), COUNT(*) FILTER (WHERE stato = 'in_carico'),
                     COUNT(*) FILTER (WHERE stato = 'chiusa'),
                     COUNT(*) FILTER (WHERE stato <> 'chiusa' AND parked IS NOT NULL)
-             FROM requests"),
-        )
+             FROM requests",
+        ))
         .fetch_one(&self.pool)
         .await?;
         Ok(QueueCounts {
@@ -728,13 +761,13 @@ impl SqlStore {
     pub async fn ops_snapshot(&self, now: Millis) -> Result<super::OpsSnapshot> {
         const DAY_MS: i64 = 86_400_000;
         let counts = self.counts().await?;
-        let row = sqlx::query(
-            self.sql("SELECT (SELECT MIN(creata_il) FROM requests WHERE stato <> 'chiusa' AND parked IS NULL),
+        let row = sqlx::query(self.sql(
+            "SELECT (SELECT MIN(creata_il) FROM requests WHERE stato <> 'chiusa' AND parked IS NULL),
                     (SELECT COUNT(*) FROM outbox WHERE state = 'dead'),
                     (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio'
                                                      AND creata_il <= $1 AND creata_il > $2),
-                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio' AND creata_il <= $2)"),
-        )
+                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio' AND creata_il <= $2)",
+        ))
         .bind(now - 20 * DAY_MS)
         .bind(now - 30 * DAY_MS)
         .fetch_one(&self.pool)
@@ -800,10 +833,19 @@ async fn check_references(tx: &mut Tx, file: &ImportFile) -> Result<()> {
     Ok(())
 }
 
+/// How [`lock_versions`] locks on PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// The close may bump the version: no other transaction may read it as current until commit.
+    Exclusive,
+    /// The close only checks the version: others may check it too, but not change it until commit.
+    Shared,
+}
+
 /// The current versions of subjects, locked until commit on PostgreSQL (in key order, so that two closes
 /// wait for each other instead of deadlocking). A subject without a row gets one at version 0 first: a row
 /// that does not exist cannot be locked, and another close could otherwise create it unseen.
-async fn lock_versions(tx: &mut Tx, subjects: &BTreeSet<Subject>) -> Result<HashMap<String, i64>> {
+async fn lock_versions(tx: &mut Tx, subjects: &BTreeSet<Subject>, lock: Lock) -> Result<HashMap<String, i64>> {
     if subjects.is_empty() {
         return Ok(HashMap::new());
     }
@@ -817,15 +859,17 @@ async fn lock_versions(tx: &mut Tx, subjects: &BTreeSet<Subject>) -> Result<Hash
         .execute(&mut **tx)
         .await?;
     }
-    Ok(sqlx::query_as(tx.sql(
-        "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))
-         ORDER BY subject /*pg:FOR UPDATE*/",
-    ))
-    .bind(json_text(&keys))
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .collect())
+    let sql = match lock {
+        Lock::Exclusive => tx.sql(
+            "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))
+             ORDER BY subject /*pg:FOR UPDATE*/",
+        ),
+        Lock::Shared => tx.sql(
+            "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))
+             ORDER BY subject /*pg:FOR SHARE*/",
+        ),
+    };
+    Ok(sqlx::query_as(sql).bind(json_text(&keys)).fetch_all(&mut **tx).await?.into_iter().collect())
 }
 
 /// Which table's identity an id is taken from.
@@ -876,10 +920,10 @@ async fn bump_versions(tx: &mut Tx, subjects: &[String]) -> Result<()> {
     if subjects.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        tx.sql("INSERT INTO subject_versions (subject, version) SELECT value, 1 FROM json_each($1) WHERE true ORDER BY 1
-         ON CONFLICT (subject) DO UPDATE SET version = subject_versions.version + 1"),
-    )
+    sqlx::query(tx.sql(
+        "INSERT INTO subject_versions (subject, version) SELECT value, 1 FROM json_each($1) WHERE true ORDER BY 1
+         ON CONFLICT (subject) DO UPDATE SET version = subject_versions.version + 1",
+    ))
     .bind(json_text(&subjects))
     .execute(&mut **tx)
     .await?;
@@ -901,22 +945,22 @@ async fn insert_events(tx: &mut Tx, events: &[NewEvent], now: Millis) -> Result<
             outbox.push(json!([e.request_id, event_id, e.kind, n.channel, n.recipient, n.role]));
         }
     }
-    sqlx::query(
-        tx.sql("INSERT INTO events (id, request_id, kind, actor, detail, at)
+    sqlx::query(tx.sql(
+        "INSERT INTO events (id, request_id, kind, actor, detail, at)
          SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT), value ->> 2, value ->> 3, value ->> 4, $2
-         FROM json_each($1)"),
-    )
+         FROM json_each($1)",
+    ))
     .bind(json_text(&rows))
     .bind(now)
     .execute(&mut **tx)
     .await?;
     if !outbox.is_empty() {
-        sqlx::query(
-            tx.sql("INSERT INTO outbox (request_id, event_id, event, channel, recipient, role, available_at, created_at)
+        sqlx::query(tx.sql(
+            "INSERT INTO outbox (request_id, event_id, event, channel, recipient, role, available_at, created_at)
              SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT), value ->> 2, value ->> 3, value ->> 4,
                     value ->> 5, $2, $2
-             FROM json_each($1)"),
-        )
+             FROM json_each($1)",
+        ))
         .bind(json_text(&outbox))
         .bind(now)
         .execute(&mut **tx)
@@ -928,22 +972,22 @@ async fn insert_events(tx: &mut Tx, events: &[NewEvent], now: Millis) -> Result<
 
 async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     if !p.closed.is_empty() {
-        sqlx::query(
-            tx.sql("UPDATE requests SET stato = 'chiusa', esito = j.value ->> 1, chiusa_il = $2, aggiornata_il = $2,
+        sqlx::query(tx.sql(
+            "UPDATE requests SET stato = 'chiusa', esito = j.value ->> 1, chiusa_il = $2, aggiornata_il = $2,
                     lease_token = NULL, lease_owner = NULL, last_error = NULL, parked = NULL
-             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)"),
-        )
+             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)",
+        ))
         .bind(json_text(&p.closed))
         .bind(now)
         .execute(&mut **tx)
         .await?;
     }
     if !p.referred.is_empty() {
-        sqlx::query(
-            tx.sql("UPDATE requests SET parked = 'rinvio', assegnata_sede = j.value ->> 1, aggiornata_il = $2,
+        sqlx::query(tx.sql(
+            "UPDATE requests SET parked = 'rinvio', assegnata_sede = j.value ->> 1, aggiornata_il = $2,
                     lease_token = NULL, lease_owner = NULL
-             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)"),
-        )
+             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)",
+        ))
         .bind(json_text(&p.referred))
         .bind(now)
         .execute(&mut **tx)
@@ -961,21 +1005,21 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
         .await?;
     }
     if !p.parked.is_empty() {
-        sqlx::query(
-            tx.sql("UPDATE requests SET parked = 'errore', last_error = j.value ->> 1, failures = failures + 1,
+        sqlx::query(tx.sql(
+            "UPDATE requests SET parked = 'errore', last_error = j.value ->> 1, failures = failures + 1,
                     aggiornata_il = $2, lease_token = NULL, lease_owner = NULL
-             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)"),
-        )
+             FROM json_each($1) j WHERE requests.id = CAST(j.value ->> 0 AS BIGINT)",
+        ))
         .bind(json_text(&p.parked))
         .bind(now)
         .execute(&mut **tx)
         .await?;
     }
     if !p.released.is_empty() {
-        sqlx::query(
-            tx.sql("UPDATE requests SET available_at = $2, lease_token = NULL, lease_owner = NULL
-             WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))"),
-        )
+        sqlx::query(tx.sql(
+            "UPDATE requests SET available_at = $2, lease_token = NULL, lease_owner = NULL
+             WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))",
+        ))
         .bind(json_text(&p.released))
         .bind(now)
         .execute(&mut **tx)
@@ -1047,11 +1091,11 @@ async fn apply_contact_changes(tx: &mut Tx, changes: &[ContactChange]) -> Result
         }
     }
     if !updates.is_empty() {
-        sqlx::query(
-            tx.sql("UPDATE contatti SET stato = 'DISABILITATO', valid_to = j.value ->> 1,
+        sqlx::query(tx.sql(
+            "UPDATE contatti SET stato = 'DISABILITATO', valid_to = j.value ->> 1,
                     anomalia = CASE WHEN j.value ->> 2 = 'archive' THEN NULL ELSE anomalia END
-             FROM json_each($1) j WHERE contatti.id = j.value ->> 0"),
-        )
+             FROM json_each($1) j WHERE contatti.id = j.value ->> 0",
+        ))
         .bind(json_text(&updates))
         .execute(&mut **tx)
         .await?;
@@ -1064,16 +1108,16 @@ async fn apply_contact_changes(tx: &mut Tx, changes: &[ContactChange]) -> Result
 
 /// Upserts contact rows by id (imports and effects).
 async fn insert_contacts(tx: &mut Tx, contatti: &[&Contatto]) -> Result<()> {
-    sqlx::query(
-        tx.sql("INSERT INTO contatti (id, titolare_cf, matricola, tipo, valore, uso, stato, anomalia, valid_from, valid_to)
+    sqlx::query(tx.sql(
+        "INSERT INTO contatti (id, titolare_cf, matricola, tipo, valore, uso, stato, anomalia, valid_from, valid_to)
          SELECT value ->> 'id', value ->> 'titolare_cf', value ->> 'matricola', value ->> 'tipo',
                 value ->> 'valore', CAST(value -> 'uso' AS TEXT), value ->> 'stato', value ->> 'anomalia',
                 value ->> 'valid_from', value ->> 'valid_to'
          FROM json_each($1) WHERE true
          ON CONFLICT (id) DO UPDATE SET titolare_cf = excluded.titolare_cf, matricola = excluded.matricola,
              tipo = excluded.tipo, valore = excluded.valore, uso = excluded.uso, stato = excluded.stato,
-             anomalia = excluded.anomalia, valid_from = excluded.valid_from, valid_to = excluded.valid_to"),
-    )
+             anomalia = excluded.anomalia, valid_from = excluded.valid_from, valid_to = excluded.valid_to",
+    ))
     .bind(json_text(&contatti))
     .execute(&mut **tx)
     .await?;
