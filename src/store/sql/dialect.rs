@@ -113,7 +113,9 @@ mod tests {
             "SELECT id FROM t WHERE k IN (SELECT value FROM jsonb_array_elements_text($1::jsonb)) LIMIT $2 FOR UPDATE"
         );
         assert_eq!(
-            to_postgres("UPDATE t SET a = j.value ->> 1 FROM json_each($1) j WHERE t.id = CAST(j.value ->> 0 AS BIGINT)"),
+            to_postgres(
+                "UPDATE t SET a = j.value ->> 1 FROM json_each($1) j WHERE t.id = CAST(j.value ->> 0 AS BIGINT)"
+            ),
             "UPDATE t SET a = j.value ->> 1 FROM jsonb_array_elements($1::jsonb) j WHERE t.id = CAST(j.value ->> 0 AS BIGINT)"
         );
         assert_eq!(to_postgres("SELECT payload/*pg:::jsonb*/ ->> 'x' FROM r"), "SELECT payload::jsonb ->> 'x' FROM r");

@@ -38,10 +38,10 @@ impl SqlStore {
     /// Every decision recorded for a request (id or protocol number), oldest first.
     pub async fn decisions_of(&self, key: &str) -> Result<Vec<StoredDecision>> {
         let by_id: i64 = key.parse().unwrap_or(-1);
-        let rows = sqlx::query(
-            self.sql("SELECT d.*, r.protocollo, r.task FROM decisions d JOIN requests r ON r.id = d.request_id
-             WHERE r.protocollo = $1 OR r.id = $2 ORDER BY d.id"),
-        )
+        let rows = sqlx::query(self.sql(
+            "SELECT d.*, r.protocollo, r.task FROM decisions d JOIN requests r ON r.id = d.request_id
+             WHERE r.protocollo = $1 OR r.id = $2 ORDER BY d.id",
+        ))
         .bind(key)
         .bind(by_id)
         .fetch_all(&self.pool)
@@ -68,15 +68,15 @@ impl SqlStore {
         since: Option<Millis>,
         task: Option<&str>,
     ) -> Result<Vec<(crate::domain::closing::ClaimedRequest, Decision, Millis)>> {
-        let rows = sqlx::query(
-            self.sql("SELECT r.*, d.outcome, d.reasons, d.effects, d.rule_version, d.trace, d.duration_us, d.decided_at
+        let rows = sqlx::query(self.sql(
+            "SELECT r.*, d.outcome, d.reasons, d.effects, d.rule_version, d.trace, d.duration_us, d.decided_at
              FROM requests r
              JOIN decisions d ON d.id = (SELECT MAX(x.id) FROM decisions x WHERE x.request_id = r.id)
              WHERE r.stato = 'chiusa' AND d.outcome IN ('accolta', 'non_accolta')
                AND d.rule_version NOT LIKE 'operatore%'
                AND ($1 IS NULL OR r.creata_il >= $1) AND ($2 IS NULL OR r.task = $2)
-             ORDER BY r.id"),
-        )
+             ORDER BY r.id",
+        ))
         .bind(since)
         .bind(task)
         .fetch_all(&self.pool)

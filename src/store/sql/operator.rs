@@ -65,11 +65,11 @@ impl SqlStore {
                 row.try_get::<String, _>("protocollo")?
             )));
         }
-        let row = sqlx::query(
-            tx.sql("UPDATE requests SET claims = claims + 1, lease_token = claims + 1, lease_owner = $2,
+        let row = sqlx::query(tx.sql(
+            "UPDATE requests SET claims = claims + 1, lease_token = claims + 1, lease_owner = $2,
                     available_at = $3, taken_over = 0, aggiornata_il = $4
-             WHERE id = $1 RETURNING *"),
-        )
+             WHERE id = $1 RETURNING *",
+        ))
         .bind(id)
         .bind(owner)
         .bind(now + lease_ms)
@@ -77,10 +77,10 @@ impl SqlStore {
         .fetch_one(&mut *tx)
         .await?;
         let claimed = claimed_from_row(&row)?;
-        let decision = sqlx::query(
-            tx.sql("SELECT outcome, reasons, effects, rule_version, trace, duration_us FROM decisions
-             WHERE request_id = $1 ORDER BY id DESC LIMIT 1"),
-        )
+        let decision = sqlx::query(tx.sql(
+            "SELECT outcome, reasons, effects, rule_version, trace, duration_us FROM decisions
+             WHERE request_id = $1 ORDER BY id DESC LIMIT 1",
+        ))
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?
@@ -120,11 +120,11 @@ impl SqlStore {
                 claimed.protocollo
             )));
         }
-        sqlx::query(
-            tx.sql("UPDATE requests SET stato = 'chiusa', esito = 'annullata', chiusa_il = $2, aggiornata_il = $2,
+        sqlx::query(tx.sql(
+            "UPDATE requests SET stato = 'chiusa', esito = 'annullata', chiusa_il = $2, aggiornata_il = $2,
                     parked = NULL, lease_token = NULL, lease_owner = NULL
-             WHERE id = $1"),
-        )
+             WHERE id = $1",
+        ))
         .bind(claimed.id)
         .bind(now)
         .execute(&mut *tx)
@@ -153,11 +153,11 @@ impl SqlStore {
         if row.try_get::<Option<&str>, _>("parked")?.is_none() {
             return Err(StoreError::Refused(format!("request {} is already in the queue", claimed.protocollo)));
         }
-        sqlx::query(
-            tx.sql("UPDATE requests SET parked = NULL, assegnata_sede = NULL, failures = 0, last_error = NULL,
+        sqlx::query(tx.sql(
+            "UPDATE requests SET parked = NULL, assegnata_sede = NULL, failures = 0, last_error = NULL,
                     available_at = $2, aggiornata_il = $2, lease_token = NULL, lease_owner = NULL
-             WHERE id = $1"),
-        )
+             WHERE id = $1",
+        ))
         .bind(claimed.id)
         .bind(now)
         .execute(&mut *tx)
@@ -210,8 +210,8 @@ impl SqlStore {
     /// The Fascicolo of a subject: every closed request about that matricola or codice fiscale, oldest first.
     pub async fn fascicolo(&self, subject: &str) -> Result<Vec<FascicoloEntry>> {
         let key = subject.trim().to_uppercase();
-        let rows = sqlx::query(
-            self.sql("SELECT r.protocollo, r.task, r.creata_il, r.chiusa_il, r.esito,
+        let rows = sqlx::query(self.sql(
+            "SELECT r.protocollo, r.task, r.creata_il, r.chiusa_il, r.esito,
                     (SELECT e.detail FROM events e WHERE e.request_id = r.id AND e.kind IN ('chiusura', 'annullamento')
                      ORDER BY e.id DESC LIMIT 1) AS detail
              FROM requests r
@@ -219,8 +219,8 @@ impl SqlStore {
                AND (r.soggetto = $1 OR r.payload/*pg:::jsonb*/ ->> 'richiedente_cf' = $1
                     OR r.payload/*pg:::jsonb*/ ->> 'cf_intermediario' = $1
                     OR r.payload/*pg:::jsonb*/ ->> 'cf_dipendente' = $1 OR r.payload/*pg:::jsonb*/ ->> 'matricola' = $1)
-             ORDER BY r.chiusa_il, r.id"),
-        )
+             ORDER BY r.chiusa_il, r.id",
+        ))
         .bind(&key)
         .fetch_all(&self.pool)
         .await?;

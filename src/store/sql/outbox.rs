@@ -26,8 +26,8 @@ impl SqlStore {
         let mut tx = self.write_tx().await?;
         // `available_at` becomes the lease expiry: an expired lease makes the row due again (takeover), and
         // the new claim's token fences out whatever the old holder still writes.
-        let ids: Vec<i64> = sqlx::query_scalar(
-            tx.sql("UPDATE outbox SET claims = claims + 1, lease_token = claims + 1, lease_owner = $1, available_at = $2,
+        let ids: Vec<i64> = sqlx::query_scalar(tx.sql(
+            "UPDATE outbox SET claims = claims + 1, lease_token = claims + 1, lease_owner = $1, available_at = $2,
                     attempts = attempts + 1, updated_at = $3,
                     reference = COALESCE(reference, CASE channel WHEN 'email' THEN '<outbox-' || id || '@' || $6 || '>'
                                                                  ELSE 'outbox-' || id END)
@@ -35,8 +35,8 @@ impl SqlStore {
                           WHERE state = 'pending' AND available_at <= $3
                             AND channel IN (SELECT value FROM json_each($5))
                           ORDER BY available_at, id LIMIT $4 /*pg:FOR UPDATE SKIP LOCKED*/)
-             RETURNING id"),
-        )
+             RETURNING id",
+        ))
         .bind(owner)
         .bind(now + lease_ms)
         .bind(now)
@@ -49,8 +49,8 @@ impl SqlStore {
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            tx.sql("SELECT o.id, o.lease_token, o.request_id, o.event, o.channel, o.recipient, o.role, o.attempts,
+        let rows = sqlx::query(tx.sql(
+            "SELECT o.id, o.lease_token, o.request_id, o.event, o.channel, o.recipient, o.role, o.attempts,
                     o.reference, r.protocollo, r.task, r.sede, s.denominazione, s.email AS sede_email,
                     e.detail, e.at
              FROM outbox o
@@ -58,8 +58,8 @@ impl SqlStore {
              JOIN events e ON e.id = o.event_id
              LEFT JOIN sedi s ON s.codice = r.sede
              WHERE o.id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))
-             ORDER BY o.id"),
-        )
+             ORDER BY o.id",
+        ))
         .bind(json_text(&ids))
         .fetch_all(&mut *tx)
         .await?;
@@ -114,16 +114,16 @@ impl SqlStore {
             })
             .collect();
         let mut tx = self.write_tx().await?;
-        let applied: Vec<i64> = sqlx::query_scalar(
-            tx.sql("UPDATE outbox SET state = j.value ->> 2,
+        let applied: Vec<i64> = sqlx::query_scalar(tx.sql(
+            "UPDATE outbox SET state = j.value ->> 2,
                     available_at = COALESCE(CAST(j.value ->> 3 AS BIGINT), outbox.available_at),
                     last_error = j.value ->> 4, provider_id = COALESCE(j.value ->> 5, outbox.provider_id),
                     sent_at = CAST(j.value ->> 6 AS BIGINT), lease_token = NULL, lease_owner = NULL, updated_at = $2
              FROM json_each($1) j
              WHERE outbox.id = CAST(j.value ->> 0 AS BIGINT) AND outbox.lease_token = CAST(j.value ->> 1 AS BIGINT)
                AND outbox.state = 'pending'
-             RETURNING outbox.id"),
-        )
+             RETURNING outbox.id",
+        ))
         .bind(json_text(&rows))
         .bind(now)
         .fetch_all(&mut *tx)
@@ -176,11 +176,11 @@ impl SqlStore {
     }
 
     pub async fn release_notifications(&self, owner: &str, now: Millis) -> Result<u64> {
-        let done = sqlx::query(
-            self.sql("UPDATE outbox SET lease_token = NULL, lease_owner = NULL, available_at = $2,
+        let done = sqlx::query(self.sql(
+            "UPDATE outbox SET lease_token = NULL, lease_owner = NULL, available_at = $2,
                     attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $2
-             WHERE lease_owner = $1 AND lease_token IS NOT NULL AND state = 'pending'"),
-        )
+             WHERE lease_owner = $1 AND lease_token IS NOT NULL AND state = 'pending'",
+        ))
         .bind(owner)
         .bind(now)
         .execute(&self.pool)
@@ -189,11 +189,11 @@ impl SqlStore {
     }
 
     pub async fn notifications_due(&self, channels: &[&str], now: Millis) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            self.sql("SELECT COUNT(*) FROM outbox
+        Ok(sqlx::query_scalar(self.sql(
+            "SELECT COUNT(*) FROM outbox
              WHERE state = 'pending' AND channel IN (SELECT value FROM json_each($1))
-               AND (available_at <= $2 OR lease_token IS NOT NULL)"),
-        )
+               AND (available_at <= $2 OR lease_token IS NOT NULL)",
+        ))
         .bind(json_text(&channels))
         .bind(now)
         .fetch_one(&self.pool)
@@ -201,13 +201,13 @@ impl SqlStore {
     }
 
     pub async fn list_notifications(&self, undeliverable: bool, limit: i64) -> Result<Vec<NotificationView>> {
-        let rows = sqlx::query(
-            self.sql("SELECT o.id, r.protocollo, o.event, o.channel, o.recipient, o.role, o.state, o.attempts, o.reference,
+        let rows = sqlx::query(self.sql(
+            "SELECT o.id, r.protocollo, o.event, o.channel, o.recipient, o.role, o.state, o.attempts, o.reference,
                     o.provider_id, o.created_at, o.sent_at, o.available_at, o.last_error
              FROM outbox o JOIN requests r ON r.id = o.request_id
              WHERE ($1 = 0 OR o.state IN ('failed', 'dead'))
-             ORDER BY o.id DESC LIMIT $2"),
-        )
+             ORDER BY o.id DESC LIMIT $2",
+        ))
         .bind(i64::from(undeliverable))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -269,11 +269,11 @@ impl SqlStore {
                     .await?
             }
         };
-        sqlx::query(
-            tx.sql("UPDATE outbox SET state = 'pending', attempts = 0, available_at = $2, lease_token = NULL,
+        sqlx::query(tx.sql(
+            "UPDATE outbox SET state = 'pending', attempts = 0, available_at = $2, lease_token = NULL,
                     lease_owner = NULL, updated_at = $2
-             WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1)) AND state IN ('failed', 'dead')"),
-        )
+             WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1)) AND state IN ('failed', 'dead')",
+        ))
         .bind(json_text(&ids))
         .bind(now)
         .execute(&mut *tx)

@@ -11,12 +11,12 @@ impl SqlStore {
     pub async fn record_rule_status(&self, s: &RuleStatus) -> Result<()> {
         let errors =
             (!s.candidate_errors.is_empty()).then(|| serde_json::to_string(&s.candidate_errors).unwrap_or_default());
-        sqlx::query(
-            self.sql("INSERT INTO rule_status (instance, active, activated_at, candidate_errors, checked_at)
+        sqlx::query(self.sql(
+            "INSERT INTO rule_status (instance, active, activated_at, candidate_errors, checked_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (instance) DO UPDATE SET active = excluded.active, activated_at = excluded.activated_at,
-                 candidate_errors = excluded.candidate_errors, checked_at = excluded.checked_at"),
-        )
+                 candidate_errors = excluded.candidate_errors, checked_at = excluded.checked_at",
+        ))
         .bind(&s.instance)
         .bind(serde_json::to_string(&s.active).unwrap_or_default())
         .bind(s.activated_at)
@@ -29,7 +29,8 @@ impl SqlStore {
 
     /// Every instance's rule status, most recently checked first.
     pub async fn rule_status(&self) -> Result<Vec<RuleStatus>> {
-        let rows = sqlx::query(self.sql("SELECT * FROM rule_status ORDER BY checked_at DESC")).fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query(self.sql("SELECT * FROM rule_status ORDER BY checked_at DESC")).fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(RuleStatus {

@@ -13,11 +13,13 @@ const DAY_MS: i64 = 86_400_000;
 impl SqlStore {
     /// The next scheduled instant of a job, set to `first` when the job is new.
     pub async fn cron_next(&self, name: &str, first: Millis) -> Result<Millis> {
-        sqlx::query(self.sql("INSERT INTO cron_jobs (name, next_run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"))
-            .bind(name)
-            .bind(first)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            self.sql("INSERT INTO cron_jobs (name, next_run_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"),
+        )
+        .bind(name)
+        .bind(first)
+        .execute(&self.pool)
+        .await?;
         Ok(sqlx::query_scalar(self.sql("SELECT next_run_at FROM cron_jobs WHERE name = $1"))
             .bind(name)
             .fetch_one(&self.pool)
@@ -26,14 +28,15 @@ impl SqlStore {
 
     /// Claims the run due at `due` by moving the job to `next`; false when another instance got it first.
     pub async fn cron_claim(&self, name: &str, due: Millis, next: Millis, now: Millis) -> Result<bool> {
-        let done =
-            sqlx::query(self.sql("UPDATE cron_jobs SET next_run_at = $3, last_run_at = $4 WHERE name = $1 AND next_run_at = $2"))
-                .bind(name)
-                .bind(due)
-                .bind(next)
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
+        let done = sqlx::query(
+            self.sql("UPDATE cron_jobs SET next_run_at = $3, last_run_at = $4 WHERE name = $1 AND next_run_at = $2"),
+        )
+        .bind(name)
+        .bind(due)
+        .bind(next)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -54,7 +57,9 @@ impl SqlStore {
     /// Decisions recorded since an instant, by outcome.
     pub async fn decisions_since(&self, since: Millis) -> Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as(
-            self.sql("SELECT outcome, COUNT(*) FROM decisions WHERE decided_at >= $1 GROUP BY outcome ORDER BY outcome"),
+            self.sql(
+                "SELECT outcome, COUNT(*) FROM decisions WHERE decided_at >= $1 GROUP BY outcome ORDER BY outcome",
+            ),
         )
         .bind(since)
         .fetch_all(&self.pool)
@@ -64,10 +69,10 @@ impl SqlStore {
     /// Lease reaper: gives back the leases that expired (their worker died), so the queue shows them as
     /// waiting again. Returns how many.
     pub async fn reap_leases(&self, now: Millis) -> Result<u64> {
-        let done = sqlx::query(
-            self.sql("UPDATE requests SET lease_token = NULL, lease_owner = NULL
-             WHERE lease_token IS NOT NULL AND available_at <= $1 AND stato <> 'chiusa'"),
-        )
+        let done = sqlx::query(self.sql(
+            "UPDATE requests SET lease_token = NULL, lease_owner = NULL
+             WHERE lease_token IS NOT NULL AND available_at <= $1 AND stato <> 'chiusa'",
+        ))
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -81,14 +86,14 @@ impl SqlStore {
         let mut events = Vec::new();
         let (mut warnings, mut breaches) = (0, 0);
         for (kind, days) in [("sla_superato", 30), ("sla_avviso", 20)] {
-            let rows = sqlx::query(
-                tx.sql("SELECT r.id, r.protocollo, COALESCE(r.assegnata_sede, r.sede) AS sede, s.email
+            let rows = sqlx::query(tx.sql(
+                "SELECT r.id, r.protocollo, COALESCE(r.assegnata_sede, r.sede) AS sede, s.email
                  FROM requests r LEFT JOIN sedi s ON s.codice = COALESCE(r.assegnata_sede, r.sede)
                  WHERE r.stato <> 'chiusa' AND r.parked = 'rinvio' AND r.creata_il <= $1
                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.kind = $2)
                    AND ($2 = 'sla_superato' OR NOT EXISTS
-                        (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.kind = 'sla_superato'))"),
-            )
+                        (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.kind = 'sla_superato'))",
+            ))
             .bind(now - days * DAY_MS)
             .bind(kind)
             .fetch_all(&mut *tx)
