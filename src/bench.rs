@@ -196,7 +196,10 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         }
     };
     if args.instances > 1 && args.database.is_none() {
-        anyhow::bail!("--instances {}: several instances share a PostgreSQL database (--database postgres://...)", args.instances);
+        anyhow::bail!(
+            "--instances {}: several instances share a PostgreSQL database (--database postgres://...)",
+            args.instances
+        );
     }
     config.database.url = database.clone();
     let n = args.requests;
@@ -229,9 +232,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     println!("intake: {n} requests in {intake_s:.2} s ({:.0}/s)", n as f64 / intake_s);
 
     let started = Instant::now();
-    let others = (1..args.instances.max(1))
-        .map(|k| join(&config, &database, k))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let others = (1..args.instances.max(1)).map(|k| join(&config, &database, k)).collect::<anyhow::Result<Vec<_>>>()?;
     daemon::run(&config, pipeline, true).await?;
     for mut other in others {
         let status = other.wait().await.context("cannot wait for an extra instance")?;
