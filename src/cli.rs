@@ -311,7 +311,7 @@ async fn dispatch(cli: Cli) -> Outcome {
     telemetry::init(&config.log);
     match cli.command {
         Command::Run { exit_when_idle } => {
-            let store = daemon::open_store(&config).await.map_err(runtime)?;
+            let store = daemon::open_store_waiting(&config).await.map_err(runtime)?;
             let pipeline = daemon::pipeline(&config, store).map_err(input)?;
             let dispatcher = daemon::dispatcher(&config, &pipeline).map_err(input)?;
             daemon::run_with(&config, pipeline, dispatcher, exit_when_idle).await.map_err(runtime)

@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::notify::Dispatcher;
 use crate::rules::{Evaluator, Limits, RuleSet, load_rule_set};
-use crate::store::{Dialect, Store};
+use crate::store::{Dialect, Store, StoreError};
 use crate::worker::{Pipeline, now_ms};
 
 /// Builds the shared rule evaluator from the configuration.
@@ -33,11 +33,56 @@ pub fn load_rules(config: &Config, evaluator: &Evaluator) -> anyhow::Result<Rule
 
 /// Opens the configured database and applies pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Ok(connect_and_migrate(config).await?)
+}
+
+async fn connect_and_migrate(config: &Config) -> Result<Store, StoreOpenError> {
     let store = Store::connect(&config.database.url, config.database.max_connections)
         .await
-        .with_context(|| "cannot open the database (database.url or SMART_TASK_DATABASE_URL)")?;
-    store.migrate().await.context("cannot migrate the database")?;
+        .map_err(StoreOpenError::Connect)?;
+    store.migrate().await.map_err(StoreOpenError::Migrate)?;
     Ok(store)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StoreOpenError {
+    #[error("cannot open the database (database.url or SMART_TASK_DATABASE_URL): {0}")]
+    Connect(StoreError),
+    #[error("cannot migrate the database: {0}")]
+    Migrate(StoreError),
+}
+
+impl StoreOpenError {
+    fn is_unavailable(&self) -> bool {
+        match self {
+            StoreOpenError::Connect(e) | StoreOpenError::Migrate(e) => e.is_unavailable(),
+        }
+    }
+}
+
+/// [`open_store`] for the daemon: while the database cannot be reached (PostgreSQL starting after the
+/// daemon, a network not up yet) waits and tries again with backoff instead of exiting, until SIGTERM or
+/// SIGINT; any other error (a wrong URL, a failed migration) ends it at once.
+pub async fn open_store_waiting(config: &Config) -> anyhow::Result<Store> {
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match connect_and_migrate(config).await {
+            Ok(store) => return Ok(store),
+            Err(e) if e.is_unavailable() => {
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "database unreachable: waiting for it");
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("waiting for the database")]);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = term.recv() => anyhow::bail!("stopped while waiting for the database"),
+            _ = int.recv() => anyhow::bail!("stopped while waiting for the database"),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
 }
 
 /// Builds the pipeline for a store and configuration.
