@@ -19,7 +19,7 @@ use std::str::FromStr;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-use super::{Dialect, SQLITE_MIGRATIONS, SqlStore, Tx, corrupt};
+use super::{Dialect, SQLITE_MIGRATIONS, Store, Tx, corrupt};
 use crate::store::{CopiedTable, CopyReport, Result, StoreError};
 
 /// Every table of the schema but `_sqlx_migrations`, in an order that satisfies the foreign keys: sedi
@@ -85,9 +85,9 @@ struct Page {
     last: i64,
 }
 
-impl SqlStore {
+impl Store {
     /// Opens an existing SQLite database read-only (`mode=ro`, `query_only`), as the source of a copy.
-    pub async fn open_read_only(url: &str) -> Result<SqlStore> {
+    pub async fn open_read_only(url: &str) -> Result<Store> {
         sqlx::any::install_default_drivers();
         if super::dialect_of_url(url)? != Dialect::Sqlite {
             return Err(StoreError::Refused(
@@ -109,12 +109,12 @@ impl SqlStore {
             })
             .connect(&read_only_url(url))
             .await?;
-        Ok(SqlStore { pool, dialect: Dialect::Sqlite })
+        Ok(Store { pool, dialect: Dialect::Sqlite })
     }
 
     /// Copies every table of this SQLite store into `target`, an empty PostgreSQL database (migrated here),
     /// in one transaction; returns the row counts of both sides, which are equal.
-    pub async fn copy_into(&self, target: &SqlStore) -> Result<CopyReport> {
+    pub async fn copy_into(&self, target: &Store) -> Result<CopyReport> {
         if self.dialect != Dialect::Sqlite || target.dialect != Dialect::Postgres {
             return Err(StoreError::Refused(
                 "db copy copies a SQLite database (sqlite:PATH) into a PostgreSQL database (postgres://…)".into(),

@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Sql, SqlStore, claimed_from_row, parse_json};
+use super::{Sql, Store, claimed_from_row, parse_json};
 use crate::domain::decision::Decision;
 use crate::domain::time::Millis;
 use crate::store::{Result, StoreError, StoredDecision};
@@ -34,7 +34,7 @@ pub(super) fn decision_from_row(d: &AnyRow) -> Result<Decision> {
     })
 }
 
-impl SqlStore {
+impl Store {
     /// Every decision recorded for a request (id or protocol number), oldest first.
     pub async fn decisions_of(&self, key: &str) -> Result<Vec<StoredDecision>> {
         let by_id: i64 = key.parse().unwrap_or(-1);

@@ -45,8 +45,10 @@ static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 pub const REQUESTS_CHANNEL: &str = "smart_task_requests";
 pub const OUTBOX_CHANNEL: &str = "smart_task_outbox";
 
+/// The store, whichever backend the database URL selects (`sqlite:` or `postgres://`): one implementation
+/// over sqlx's `Any` driver, whose statements [`Dialect`] writes for each backend.
 #[derive(Debug, Clone)]
-pub struct SqlStore {
+pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
 }
@@ -58,7 +60,7 @@ trait Sql {
     fn sql(&self, text: &'static str) -> &'static str;
 }
 
-impl Sql for SqlStore {
+impl Sql for Store {
     fn sql(&self, text: &'static str) -> &'static str {
         self.dialect.sql(text)
     }
@@ -93,8 +95,9 @@ pub fn dialect_of_url(url: &str) -> Result<Dialect> {
     }
 }
 
-impl SqlStore {
-    pub async fn connect(url: &str, max_connections: u32) -> Result<SqlStore> {
+impl Store {
+    /// Connects to the database the URL names (creating a SQLite file if missing); does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let dialect = dialect_of_url(url)?;
         let options = AnyPoolOptions::new().max_connections(max_connections);
@@ -130,13 +133,15 @@ impl SqlStore {
             }
             Dialect::Postgres => options.acquire_timeout(std::time::Duration::from_secs(10)).connect(url).await?,
         };
-        Ok(SqlStore { pool, dialect })
+        Ok(Store { pool, dialect })
     }
 
+    /// Which backend this store runs on.
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
 
+    /// Applies the embedded migrations that are not applied yet.
     pub async fn migrate(&self) -> Result<()> {
         match self.dialect {
             Dialect::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
@@ -149,6 +154,8 @@ impl SqlStore {
         Ok(self.pool.begin_with(self.dialect.begin_write()).await?)
     }
 
+    /// Stores accepted requests `aperta`, each with its protocol number, event and notifications, all in
+    /// one transaction. A request whose idempotency key is known returns the first request instead.
     pub async fn submit(&self, requests: &[NewRequest], default_sede: &str, now: Millis) -> Result<Vec<Submitted>> {
         let mut tx = self.write_tx().await?;
         if self.dialect == Dialect::Postgres {
@@ -262,6 +269,7 @@ impl SqlStore {
         Ok(out)
     }
 
+    /// Upserts reference data in one transaction and bumps the version of every subject it touches.
     pub async fn import_facts(&self, file: &ImportFile) -> Result<ImportReport> {
         let mut tx = self.write_tx().await?;
         check_references(&mut tx, file).await?;
@@ -333,6 +341,8 @@ impl SqlStore {
         })
     }
 
+    /// Claims up to `limit` claimable requests for `owner` until `now + lease_ms`, moving new ones to
+    /// `in_carico` with their `smistamento` event and notifications.
     pub async fn claim(&self, owner: &str, limit: u32, lease_ms: i64, now: Millis) -> Result<Vec<ClaimedRequest>> {
         let mut tx = self.write_tx().await?;
         let rows = sqlx::query(tx.sql(
@@ -380,6 +390,7 @@ impl SqlStore {
         Ok(claimed)
     }
 
+    /// Reads the facts of the given subjects, each with its version, from one consistent snapshot.
     pub async fn load_facts(&self, subjects: &[Subject]) -> Result<HashMap<Subject, SubjectFacts>> {
         // One snapshot for every statement: versions and data agree.
         let mut tx = self.pool.begin_with(self.dialect.begin_snapshot()).await?;
@@ -523,6 +534,8 @@ impl SqlStore {
         Ok(out)
     }
 
+    /// Closes a batch of evaluated requests in one transaction fenced by their lease tokens; returns the plan
+    /// that was applied.
     pub async fn close_batch(
         &self,
         batch: &[(ClaimedRequest, Evaluation)],
@@ -631,6 +644,7 @@ impl SqlStore {
         Ok(plan)
     }
 
+    /// Gives back the leases of requests this owner still holds (graceful shutdown).
     pub async fn release(&self, owner: &str, now: Millis) -> Result<u64> {
         let mut tx = self.write_tx().await?;
         let done = sqlx::query(tx.sql(
@@ -648,6 +662,7 @@ impl SqlStore {
         Ok(done.rows_affected())
     }
 
+    /// A request by internal id or protocol number, with its history and latest decision.
     pub async fn request(&self, key: &str) -> Result<Option<RequestView>> {
         let by_id: i64 = key.parse().unwrap_or(-1);
         let Some(row) = sqlx::query(self.sql("SELECT * FROM requests WHERE protocollo = $1 OR id = $2"))
@@ -758,6 +773,7 @@ impl SqlStore {
         })
     }
 
+    /// The gauges of `/metrics`.
     pub async fn ops_snapshot(&self, now: Millis) -> Result<super::OpsSnapshot> {
         const DAY_MS: i64 = 86_400_000;
         let counts = self.counts().await?;
@@ -782,6 +798,7 @@ impl SqlStore {
         })
     }
 
+    /// Number of decisions recorded per request id (for exactly-once checks in tests and the benchmark).
     pub async fn decisions_per_request(&self) -> Result<HashMap<i64, i64>> {
         Ok(sqlx::query_as(self.sql("SELECT request_id, COUNT(*) FROM decisions GROUP BY request_id"))
             .fetch_all(&self.pool)
@@ -790,6 +807,7 @@ impl SqlStore {
             .collect())
     }
 
+    /// Enqueue-to-close latencies of closed requests, in milliseconds.
     pub async fn close_latencies(&self) -> Result<Vec<i64>> {
         Ok(sqlx::query_scalar(self.sql("SELECT chiusa_il - creata_il FROM requests WHERE stato = 'chiusa' ORDER BY 1"))
             .fetch_all(&self.pool)

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{REQUESTS_CHANNEL, Sql, SqlStore, Tx, bump_versions, claimed_from_row, insert_events, parse_json, wake};
+use super::{REQUESTS_CHANNEL, Sql, Store, Tx, bump_versions, claimed_from_row, insert_events, parse_json, wake};
 use crate::domain::closing::{ClaimedRequest, NewEvent, requester_notifications};
 use crate::domain::decision::Decision;
 use crate::domain::facts::Subject;
@@ -44,7 +44,7 @@ fn must_be_open(row: &AnyRow, now: Millis) -> Result<()> {
     Ok(())
 }
 
-impl SqlStore {
+impl Store {
     /// Takes a request waiting for an operator (referred or parked) with a lease, so that it can be closed
     /// through the same fenced batch close as the workers use. Returns it with the rule's last decision
     /// (for a referral: the outcome the rule proposes, with its effects and the facts it read).

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::{Sql, SqlStore, bump_versions, json_text, parse_json};
+use super::{Sql, Store, bump_versions, json_text, parse_json};
 use crate::domain::facts::contatto_subjects;
 use crate::domain::time::{Millis, rfc3339};
 use crate::store::{
@@ -13,7 +13,9 @@ use crate::store::{
     StoreError,
 };
 
-impl SqlStore {
+impl Store {
+    /// Claims up to `limit` due notifications of the given channels for `owner` until `now + lease_ms`
+    /// (a lease and a fencing token, like requests); fixes each one's stable reference at its first claim.
     pub async fn claim_notifications(
         &self,
         owner: &str,
@@ -92,6 +94,8 @@ impl SqlStore {
             .collect()
     }
 
+    /// Records the results of claimed notifications in one transaction, fenced by their tokens; flags the
+    /// contacts of permanent bounces when `flag_contacts`.
     pub async fn record_notifications(
         &self,
         outcomes: &[NotificationOutcome],
@@ -175,6 +179,7 @@ impl SqlStore {
         Ok(report)
     }
 
+    /// Gives back the notification leases `owner` still holds (graceful shutdown).
     pub async fn release_notifications(&self, owner: &str, now: Millis) -> Result<u64> {
         let done = sqlx::query(self.sql(
             "UPDATE outbox SET lease_token = NULL, lease_owner = NULL, available_at = $2,
@@ -188,6 +193,8 @@ impl SqlStore {
         Ok(done.rows_affected())
     }
 
+    /// Notifications of these channels due now or in flight (leased); those waiting for a later retry are
+    /// not counted (`run --exit-when-idle`).
     pub async fn notifications_due(&self, channels: &[&str], now: Millis) -> Result<i64> {
         Ok(sqlx::query_scalar(self.sql(
             "SELECT COUNT(*) FROM outbox
@@ -200,6 +207,7 @@ impl SqlStore {
         .await?)
     }
 
+    /// Notifications, newest first; with `undeliverable`, only those failed permanently or dead.
     pub async fn list_notifications(&self, undeliverable: bool, limit: i64) -> Result<Vec<NotificationView>> {
         let rows = sqlx::query(self.sql(
             "SELECT o.id, r.protocollo, o.event, o.channel, o.recipient, o.role, o.state, o.attempts, o.reference,
@@ -238,6 +246,7 @@ impl SqlStore {
             .collect()
     }
 
+    /// Puts failed or dead notifications back in the queue, due now; a sent one is refused (never sent twice).
     pub async fn retry_notifications(&self, target: RetryTarget, now: Millis) -> Result<Vec<i64>> {
         let mut tx = self.write_tx().await?;
         let ids: Vec<i64> = match target {

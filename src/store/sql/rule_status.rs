@@ -2,11 +2,11 @@
 
 use sqlx::Row;
 
-use super::{Sql, SqlStore, parse_json};
+use super::{Sql, Store, parse_json};
 use crate::domain::time::Millis;
 use crate::store::{Result, RuleStatus};
 
-impl SqlStore {
+impl Store {
     /// Records an activation (`candidate_errors` empty) or a refused candidate (the active set stays).
     pub async fn record_rule_status(&self, s: &RuleStatus) -> Result<()> {
         let errors =

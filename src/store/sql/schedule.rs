@@ -3,14 +3,14 @@
 use serde_json::json;
 use sqlx::Row;
 
-use super::{Sql, SqlStore, insert_events};
+use super::{Sql, Store, insert_events};
 use crate::domain::closing::{NewEvent, Notification};
 use crate::domain::time::Millis;
 use crate::store::Result;
 
 const DAY_MS: i64 = 86_400_000;
 
-impl SqlStore {
+impl Store {
     /// The next scheduled instant of a job, set to `first` when the job is new.
     pub async fn cron_next(&self, name: &str, first: Millis) -> Result<Millis> {
         sqlx::query(
