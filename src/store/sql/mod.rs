@@ -273,6 +273,10 @@ impl Store {
     pub async fn import_facts(&self, file: &ImportFile) -> Result<ImportReport> {
         let mut tx = self.write_tx().await?;
         check_references(&mut tx, file).await?;
+        // Versions first, as a close locks them before the rows it changes: two writers that take locks in
+        // the same order wait for each other instead of deadlocking.
+        let touched: Vec<String> = file.touched_subjects().iter().map(Subject::to_string).collect();
+        bump_versions(&mut tx, &touched).await?;
         sqlx::query(tx.sql(
             "INSERT INTO sedi (codice, denominazione, provincia, email)
              SELECT value ->> 'codice', value ->> 'denominazione', value ->> 'provincia', value ->> 'email'
@@ -328,8 +332,6 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_contacts(&mut tx, &file.contatti.iter().collect::<Vec<_>>()).await?;
-        let touched: Vec<String> = file.touched_subjects().iter().map(Subject::to_string).collect();
-        bump_versions(&mut tx, &touched).await?;
         tx.commit().await?;
         Ok(ImportReport {
             sedi: file.sedi.len(),
