@@ -177,9 +177,10 @@ impl Env {
         c
     }
 
-    /// Runs the binary and returns its output (whatever the exit code).
+    /// Runs the binary and returns its output (whatever the exit code); a run past [`RUN_LIMIT`] is killed
+    /// and fails the test.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run smart-taskd")
+        output_within(&mut self.command(args), RUN_LIMIT)
     }
 
     /// Runs the binary and fails the test unless it exits 0.
@@ -228,6 +229,71 @@ impl Env {
     pub fn sql(&self, query: &str) -> Vec<Vec<Value>> {
         sql(self.url(), query)
     }
+}
+
+impl Drop for Env {
+    /// Kills what the test left running of this environment's daemons (a test that failed before stopping
+    /// them): every `smart-taskd` whose arguments name a file of this environment's directory. Their
+    /// PostgreSQL connections would otherwise outlive the test.
+    fn drop(&mut self) {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = self.dir.path().as_os_str().as_bytes();
+        let Ok(procs) = std::fs::read_dir("/proc") else { return };
+        for entry in procs.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let mut args = cmdline.split(|b| *b == 0);
+            if args.next() == Some(BIN.as_bytes()) && args.any(|a| a.starts_with(dir)) {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+/// How long one CLI run may take (`run --exit-when-idle` included) before the test fails instead of hanging.
+pub const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Like [`Command::output`] (stdin closed, stdout and stderr captured), but a process still running after
+/// `limit` is killed and fails the test with what it printed so far.
+pub fn output_within(command: &mut Command, limit: std::time::Duration) -> Output {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    let Some(status) = status else {
+        panic!(
+            "{command:?} still running after {limit:?}: killed\nstderr:\n{}\nstdout:\n{}",
+            String::from_utf8_lossy(&stderr),
+            String::from_utf8_lossy(&stdout)
+        );
+    };
+    Output { status, stdout, stderr }
 }
 
 pub fn stderr(out: &Output) -> String {
