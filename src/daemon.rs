@@ -37,9 +37,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 async fn connect_and_migrate(config: &Config) -> Result<Store, StoreOpenError> {
-    let store = Store::connect(&config.database.url, config.database.max_connections)
-        .await
-        .map_err(StoreOpenError::Connect)?;
+    let store =
+        Store::connect(&config.database.url, config.database.max_connections).await.map_err(StoreOpenError::Connect)?;
     store.migrate().await.map_err(StoreOpenError::Migrate)?;
     Ok(store)
 }
