@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::daemon::{free_port, get, stop, wait_for, with_api};
 use common::{Db, Env, Settings, copy_dir, rdi};
 
 const RICCI_REP: &str = "RCCFNC79B12H501Q";
@@ -18,47 +18,6 @@ const RICCI_REP: &str = "RCCFNC79B12H501Q";
 /// 25 days in milliseconds, written as one literal: `25 * 86400000` overflows PostgreSQL's 32-bit integer
 /// arithmetic on literals.
 const DAYS_25: i64 = 25 * 86_400_000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-/// Turns the endpoint of `env`'s daemon on, on `port` (the harness turns it off by default).
-fn with_api(env: &Env, port: u16) {
-    let text = std::fs::read_to_string(&env.config).expect("config");
-    assert!(text.contains("  listen: null"));
-    std::fs::write(&env.config, text.replace("  listen: null", &format!("  listen: \"127.0.0.1:{port}\"")))
-        .expect("write config");
-}
-
-fn get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
-    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-}
-
-fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stop(mut child: Child) {
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-}
 
 /// Makes every cron job due now, as if the daemon had been down past their instants.
 fn cron_overdue(env: &Env) {

@@ -41,7 +41,7 @@ fn columns(env: &Env) -> Vec<(String, String, String, bool)> {
 
 #[test]
 fn sqlite_and_postgresql_migrations_give_the_same_schema() {
-    let Some(_server) = common::pg::shared_or_skip("schema::same_schema") else { return };
+    let Some(_server) = common::pg::shared_or_skip("schema::postgres_and_sqlite_schemas") else { return };
     let (sqlite, postgres) = (Env::new(Db::Sqlite), Env::new(Db::Postgres));
     let (a, b) = (columns(&sqlite), columns(&postgres));
     assert!(a.len() > 50, "too few columns read: {a:?}");
