@@ -128,6 +128,29 @@ mod postgres {
     use super::*;
 
     #[test]
+    fn a_submission_wakes_an_idle_instance_at_once() {
+        let Some(_server) = common::pg::shared_or_skip("cluster::postgres::a_submission_wakes") else { return };
+        let env = Env::new(Db::Postgres);
+        // Polls only every 30 s: a decision within seconds can only come from the NOTIFY of the submission.
+        let text = std::fs::read_to_string(&env.config).expect("config");
+        assert!(text.contains("poll_interval_ms: 50"));
+        std::fs::write(&env.config, text.replace("poll_interval_ms: 50", "poll_interval_ms: 30000")).expect("config");
+        env.import_examples();
+        env.ok(&["migrate"]);
+        let daemon = start_instance(&env, "idle");
+        // Let the workers find the queue empty and go to sleep.
+        std::thread::sleep(Duration::from_secs(2));
+        let started = Instant::now();
+        let stored =
+            env.submit(&common::rdi("VRDGPP80A41H501Y", "INTERMEDIARIO", "6789012345", "VRDGPP80A41H501Y", ""));
+        let key = stored[0]["protocollo"].as_str().expect("protocollo").to_string();
+        wait_for("the request decided after a wake-up", 20, || env.show(&key)["stato"] != "aperta");
+        let waited = started.elapsed();
+        stop(daemon);
+        assert!(waited < Duration::from_secs(10), "decided after {waited:?}: woken by polling, not by NOTIFY");
+    }
+
+    #[test]
     fn three_instances_decide_every_request_exactly_once_while_one_is_killed() {
         let Some(_server) = common::pg::shared_or_skip("cluster::postgres::three_instances") else { return };
         let env =
