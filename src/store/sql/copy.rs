@@ -19,7 +19,7 @@ use std::str::FromStr;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-use super::{Dialect, SQLITE_MIGRATIONS, Store, Tx, corrupt};
+use super::{Dialect, SQLITE_MIGRATIONS, Store, Tx, corrupt, values_placeholders};
 use crate::store::{CopiedTable, CopyReport, Result, StoreError};
 
 /// Every table of the schema but `_sqlx_migrations`, in an order that satisfies the foreign keys: sedi
@@ -430,14 +430,8 @@ async fn insert(tx: &mut Tx, table: &str, columns: &[Column], rows: &[Vec<Cell>]
     let names: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.name.replace('"', "\"\""))).collect();
     let per_statement = (MAX_PARAMETERS / columns.len()).clamp(1, PAGE_ROWS as usize);
     for chunk in rows.chunks(per_statement) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let params: Vec<String> =
-                    (1..=columns.len()).map(|col| format!("${}", row * columns.len() + col)).collect();
-                format!("({})", params.join(", "))
-            })
-            .collect();
-        let text = format!("INSERT INTO {table} ({}) VALUES {}", names.join(", "), values.join(", "));
+        let values = values_placeholders(chunk.len(), columns.len());
+        let text = format!("INSERT INTO {table} ({}) VALUES {values}", names.join(", "));
         let mut statement = sqlx::query(AssertSqlSafe(text));
         for row in chunk {
             for (value, column) in row.iter().zip(columns) {

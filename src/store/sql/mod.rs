@@ -892,6 +892,16 @@ async fn lock_versions(tx: &mut Tx, subjects: &BTreeSet<Subject>, lock: Lock) ->
     Ok(sqlx::query_as(sql).bind(json_text(&keys)).fetch_all(&mut **tx).await?.into_iter().collect())
 }
 
+/// The `VALUES` list of a multi-row insert, `($1, $2), ($3, $4)` for 2 rows of 2 columns: numbered here
+/// because sqlx's `QueryBuilder` for `Any` writes `?`, which PostgreSQL refuses.
+fn values_placeholders(rows: usize, columns: usize) -> String {
+    let row = |r: usize| {
+        let params: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+        format!("({})", params.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
 /// Which table's identity an id is taken from.
 #[derive(Debug, Clone, Copy)]
 enum IdTable {
@@ -1048,17 +1058,10 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
     // Decisions carry the largest texts (the trace with every fact read): bound one by one rather than
     // escaped into a JSON document and parsed back, which profiling showed to cost a tenth of a batch.
     for chunk in p.decisions.chunks(1000) {
-        // `$N` placeholders numbered here: sqlx's `QueryBuilder` for `Any` writes `?`, which PostgreSQL refuses.
-        let values: Vec<String> = (0..chunk.len())
-            .map(|row| {
-                let cols: Vec<String> = (1..=8).map(|col| format!("${}", row * 8 + col)).collect();
-                format!("({})", cols.join(", "))
-            })
-            .collect();
         let text = format!(
             "INSERT INTO decisions (request_id, outcome, reasons, effects, rule_version, trace, duration_us, decided_at)
              VALUES {}",
-            values.join(", ")
+            values_placeholders(chunk.len(), 8)
         );
         let mut insert = sqlx::query(AssertSqlSafe(text));
         for (id, d) in chunk {
@@ -1251,4 +1254,13 @@ fn contatto(row: &AnyRow) -> Result<Contatto> {
         valid_from: row.try_get("valid_from")?,
         valid_to: row.try_get("valid_to")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn multi_row_placeholders_are_numbered_row_by_row() {
+        assert_eq!(super::values_placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(super::values_placeholders(1, 1), "($1)");
+    }
 }
