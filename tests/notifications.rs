@@ -864,7 +864,39 @@ fn sighup_reloads_the_templates_and_keeps_the_running_ones_when_new_ones_are_bro
     assert!(outbox(&env).iter().all(|r| r.state == "sent"));
 }
 
+fn two_daemons_dispatching_together_send_each_notification_once(db: Db) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(tmp.path());
+    let env =
+        env_with(db, Notify { smtp_url: sink.url(), sms: false, batch_size: 4, concurrency: 2, ..Default::default() });
+    let requests: Vec<String> = (0..30)
+        .map(|i| request(i % 2 == 0, &format!("d-{i}"), Some(&format!("d{i}@example.it")), None, (true, false)))
+        .map(|r| format!("- {}", r.trim_end().replace('\n', "\n  ")))
+        .collect();
+    let file = env.write("many.yaml", &requests.join("\n"));
+    env.ok(&["submit", file.to_str().expect("path")]);
+    // Two processes with two dispatchers claiming from one outbox (SQLite: one file; PostgreSQL: one database).
+    let (a, b) =
+        (Running::start(daemon(&env, &["run"], None, None)), Running::start(daemon(&env, &["run"], None, None)));
+    wait_for("every notification sent", Duration::from_secs(60), || {
+        let rows = outbox(&env);
+        rows.len() >= 90 && rows.iter().all(|r| r.state == "sent")
+    });
+    let (log_a, log_b) = (a.stop(), b.stop());
+    let rows = outbox(&env);
+    let delivered = count_by_message_id(&sink.messages());
+    for r in &rows {
+        let reference = r.reference.as_deref().expect("reference");
+        assert_eq!(delivered.get(reference), Some(&1), "{reference} delivered other than once");
+    }
+    assert_eq!(delivered.len(), rows.len(), "a message outside the outbox");
+    let sent = |log: &str| log.matches("notifica inviata").count();
+    assert_eq!(sent(&log_a) + sent(&log_b), rows.len(), "each send logged once, by the process that made it");
+    eprintln!("two dispatchers: {} and {} notifications sent", sent(&log_a), sent(&log_b));
+}
+
 backends!(
+    two_daemons_dispatching_together_send_each_notification_once,
     the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason,
     without_consent_nothing_is_sent_on_that_channel,
     a_server_down_for_a_while_then_up_gets_every_notification_exactly_once,
