@@ -147,33 +147,41 @@ impl Store {
             .collect();
         if flag_contacts && !bounced.is_empty() {
             // Contact values are stored normalised (e-mail lower-case, mobiles E.164), as outbox recipients are.
-            let flagged = sqlx::query(
-                tx.sql("UPDATE contatti SET stato = 'ANOMALO',
-                        anomalia = CASE contatti.tipo WHEN 'PEC' THEN 'PEC_NON_VALIDA'
-                                                      WHEN 'CELLULARE' THEN 'SMS_NON_RECAPITABILE'
-                                                      ELSE 'EMAIL_HARD_BOUNCE' END
-                 FROM (SELECT channel, recipient FROM outbox WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))) b
-                 WHERE contatti.stato = 'VALIDO' AND contatti.valore = b.recipient
-                   AND ((b.channel = 'email' AND contatti.tipo IN ('EMAIL', 'PEC'))
-                        OR (b.channel = 'sms' AND contatti.tipo = 'CELLULARE'))
-                 RETURNING contatti.id, contatti.titolare_cf, contatti.matricola"),
-            )
+            let matching = sqlx::query(tx.sql(
+                "SELECT c.id, c.titolare_cf, c.matricola FROM contatti c
+                 JOIN (SELECT channel, recipient FROM outbox
+                       WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))) b ON c.valore = b.recipient
+                 WHERE c.stato = 'VALIDO'
+                   AND ((b.channel = 'email' AND c.tipo IN ('EMAIL', 'PEC')) OR (b.channel = 'sms' AND c.tipo = 'CELLULARE'))
+                 ORDER BY c.id",
+            ))
             .bind(json_text(&bounced))
             .fetch_all(&mut *tx)
             .await?;
+            let mut ids = Vec::new();
             let mut subjects = Vec::new();
-            for row in &flagged {
-                report.flagged_contacts.push(row.try_get("id")?);
+            for row in &matching {
+                ids.push(row.try_get::<String, _>("id")?);
                 let matricola: Option<String> = row.try_get("matricola")?;
                 subjects.extend(
                     contatto_subjects(row.try_get("titolare_cf")?, matricola.as_ref()).iter().map(|s| s.to_string()),
                 );
             }
-            subjects.sort();
-            subjects.dedup();
             // Rules read contacts with their subject's version: a decision that read this contact as valid
-            // must not close over the change.
+            // must not close over the change. Versions first, in the order a close locks them, then the rows.
             bump_versions(&mut tx, &subjects).await?;
+            report.flagged_contacts = sqlx::query_scalar(tx.sql(
+                "UPDATE contatti SET stato = 'ANOMALO',
+                        anomalia = CASE tipo WHEN 'PEC' THEN 'PEC_NON_VALIDA'
+                                             WHEN 'CELLULARE' THEN 'SMS_NON_RECAPITABILE'
+                                             ELSE 'EMAIL_HARD_BOUNCE' END
+                 WHERE id IN (SELECT value FROM json_each($1)) AND stato = 'VALIDO'
+                 RETURNING id",
+            ))
+            .bind(json_text(&ids))
+            .fetch_all(&mut *tx)
+            .await?;
+            report.flagged_contacts.sort();
         }
         tx.commit().await?;
         Ok(report)
