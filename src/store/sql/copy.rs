@@ -430,7 +430,7 @@ async fn insert(tx: &mut Tx, table: &str, columns: &[Column], rows: &[Vec<Cell>]
     let names: Vec<String> = columns.iter().map(|c| format!("\"{}\"", c.name.replace('"', "\"\""))).collect();
     let per_statement = (MAX_PARAMETERS / columns.len()).clamp(1, PAGE_ROWS as usize);
     for chunk in rows.chunks(per_statement) {
-        let values = values_placeholders(chunk.len(), columns.len());
+        let values = values_placeholders(Dialect::Postgres, chunk.len(), columns.len());
         let text = format!("INSERT INTO {table} ({}) VALUES {values}", names.join(", "));
         let mut statement = sqlx::query(AssertSqlSafe(text));
         for row in chunk {
