@@ -923,22 +923,26 @@ async fn reserve_ids(tx: &mut Tx, table: IdTable, n: usize) -> Result<Vec<i64>> 
     if n == 0 {
         return Ok(Vec::new());
     }
-    let sql = match (Dialect::of(tx), table) {
-        (Dialect::Sqlite, IdTable::Requests) => "SELECT COALESCE(MAX(id), 0) + 1 FROM requests",
-        (Dialect::Sqlite, IdTable::Events) => "SELECT COALESCE(MAX(id), 0) + 1 FROM events",
-        (Dialect::Postgres, IdTable::Requests) => {
-            "SELECT nextval(pg_get_serial_sequence('requests', 'id')) FROM generate_series(1, $1)"
-        }
-        (Dialect::Postgres, IdTable::Events) => {
-            "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1)"
-        }
-    };
     let n = i64::try_from(n).map_err(|e| corrupt("id count", e))?;
-    let ids: Vec<i64> = sqlx::query_scalar(sql).bind(n).fetch_all(&mut **tx).await?;
-    Ok(match (Dialect::of(tx), ids.first()) {
-        (Dialect::Sqlite, Some(&first)) => (first..first + n).collect(),
-        _ => ids,
-    })
+    match Dialect::of(tx) {
+        Dialect::Sqlite => {
+            let sql = match table {
+                IdTable::Requests => "SELECT COALESCE(MAX(id), 0) + 1 FROM requests",
+                IdTable::Events => "SELECT COALESCE(MAX(id), 0) + 1 FROM events",
+            };
+            let first: i64 = sqlx::query_scalar(sql).fetch_one(&mut **tx).await?;
+            Ok((first..first + n).collect())
+        }
+        Dialect::Postgres => {
+            let sql = match table {
+                IdTable::Requests => {
+                    "SELECT nextval(pg_get_serial_sequence('requests', 'id')) FROM generate_series(1, $1)"
+                }
+                IdTable::Events => "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1)",
+            };
+            Ok(sqlx::query_scalar(sql).bind(n).fetch_all(&mut **tx).await?)
+        }
+    }
 }
 
 /// Wakes the instances listening on a PostgreSQL channel when the transaction commits (PostgreSQL folds
