@@ -1,26 +1,55 @@
 #!/usr/bin/env bash
-# The first command of README.md: import the example world, submit the example requests, and run the
-# daemon until every request is decided, then show what it decided.
-# Usage: scripts/demo.sh [path/to/smart-taskd]   (default: build and run with cargo)
+# The first command of README.md: the daemon on SQLite with the example data. It imports the example world,
+# submits every example request, runs the daemon until each one is decided and its notifications are written,
+# then shows what a requester and an operator would see: the decisions, a Non Accolta with its reasons, a
+# referral with the rule's explanation, and the e-mails and SMS it produced.
+#
+# Everything lives under var/ (config/smart-task.yaml): the database var/smart-task.db, the e-mails in the Maildir
+# var/mail, the SMS in var/sms. Running it again is safe: the example requests carry idempotency keys, so they
+# are not queued twice.
+#
+# Usage: scripts/demo.sh [path/to/smart-taskd]   (default: build it with cargo, honouring CARGO_TARGET_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -ge 1 ]; then
-  bin=$1
+    bin=$1
 else
-  cargo build --quiet
-  bin=target/debug/smart-taskd
+    echo "== building smart-taskd (cargo build: a few minutes the first time)"
+    cargo build --locked
+    bin="${CARGO_TARGET_DIR:-target}/debug/smart-taskd"
 fi
 run() { "$bin" "$@"; }
 
+echo
+echo "== the database and the reference data (examples/facts.yaml)"
 run migrate
 run facts import examples/facts.yaml
+
+echo
+echo "== the example requests (examples/requests)"
+declare -A protocollo
 for f in examples/requests/*; do
-  run submit "$f"
+    line=$(run submit "$f")
+    echo "$(basename "$f"): $line"
+    protocollo[$(basename "$f")]=${line%% *}
 done
+
+echo
+echo "== the daemon, until every request is decided and every notification due is written"
 run run --exit-when-idle
+
 echo
-echo "== decisions"
+echo "== the decisions"
 run list
+
 echo
-echo "== the first request, in detail"
-run show 1
+echo "== a Non Accolta, with its reasons (examples/requests/rdi-05-non-accolta-decorrenza-passata.yaml)"
+run show "${protocollo[rdi-05-non-accolta-decorrenza-passata.yaml]}"
+
+echo
+echo "== a referral to the sede's operators, with the rule's explanation (examples/requests/rdi-07-rinvio-motivazione-altro.yaml)"
+run explain "${protocollo[rdi-07-rinvio-motivazione-altro.yaml]}"
+
+echo
+echo "== the notifications"
+run notifications list

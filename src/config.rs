@@ -479,11 +479,10 @@ impl Config {
         };
         let text = std::fs::read_to_string(&path).map_err(|error| ConfigError::Read { path: path.clone(), error })?;
         let mut config = Config::parse(&text, &path)?;
-        if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
-            config.database.url = url;
-        } else {
-            config.database.url = resolve_sqlite_url(&config.database.url, base_dir(&path));
-        }
+        config.database.url = match std::env::var(DATABASE_URL_ENV) {
+            Ok(url) => resolve_sqlite_url(&url, Path::new(".")),
+            Err(_) => resolve_sqlite_url(&config.database.url, base_dir(&path)),
+        };
         if let (Ok(url), Some(email)) = (std::env::var(SMTP_URL_ENV), config.notify.email.as_mut()) {
             email.url = url;
         }
@@ -637,12 +636,63 @@ fn base_dir(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// Anchors a relative SQLite path to the config file's directory.
-fn resolve_sqlite_url(url: &str, base: &Path) -> String {
-    match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-        Some(p) if !p.starts_with('/') && !p.starts_with(':') => format!("sqlite://{}", base.join(p).display()),
-        _ => url.to_string(),
+/// Characters a path may hold that SQLite URLs (as sqlx reads them) would take for something else.
+const SQLITE_PATH_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// The URL of the SQLite database file at `path` (absolute): built from the path, percent-encoded, never by
+/// pasting text (`sqlite://relative/dir` would make `relative` a host name).
+pub fn sqlite_url(path: &Path) -> String {
+    let encoded = percent_encoding::percent_encode(path.as_os_str().as_encoded_bytes(), SQLITE_PATH_ESCAPES);
+    format!("sqlite://{encoded}")
+}
+
+/// `path` made absolute from `base` (itself made absolute from the working directory), with `.` and `..`
+/// resolved: `config/../var/st.db` becomes `/srv/app/var/st.db`.
+fn absolute_from(base: &Path, path: &Path) -> PathBuf {
+    let base = base.canonicalize().or_else(|_| std::path::absolute(base)).unwrap_or_else(|_| base.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in base.join(path).components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
     }
+    out
+}
+
+/// Anchors a relative SQLite path to `base` (the config file's directory, or the working directory for the
+/// environment override) and writes the URL again from the absolute path; other URLs pass unchanged.
+fn resolve_sqlite_url(url: &str, base: &Path) -> String {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        return url.to_string();
+    };
+    let (file, query) = match rest.split_once('?') {
+        Some((file, query)) => (file, Some(query)),
+        None => (rest, None),
+    };
+    if file.is_empty() || file.starts_with(':') {
+        return url.to_string(); // `sqlite::memory:` and friends name no file
+    }
+    let decoded = percent_encoding::percent_decode_str(file).decode_utf8_lossy();
+    let mut resolved = sqlite_url(&absolute_from(base, Path::new(decoded.as_ref())));
+    if let Some(query) = query {
+        resolved.push('?');
+        resolved.push_str(query);
+    }
+    resolved
 }
 
 #[cfg(test)]
@@ -656,6 +706,30 @@ mod tests {
         let c = Config::parse(MINIMAL, Path::new("/etc/st/c.yaml")).expect("valid");
         assert_eq!(c.rules.dir, PathBuf::from("/etc/st/../rules"));
         assert_eq!(resolve_sqlite_url(&c.database.url, Path::new("/etc/st")), "sqlite:///etc/st/data/st.db");
+    }
+
+    #[test]
+    fn sqlite_urls_are_built_from_absolute_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_dir = dir.path().join("config");
+        std::fs::create_dir(&config_dir).expect("mkdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        // The shipped form: a path relative to the config file's directory, through `..`.
+        assert_eq!(
+            resolve_sqlite_url("sqlite:../var/smart-task.db", &config_dir),
+            format!("sqlite://{}/var/smart-task.db", root.display())
+        );
+        // `sqlite://relative` is a path too (not a host), and characters URLs reserve are escaped.
+        assert_eq!(
+            resolve_sqlite_url("sqlite://var/a b#1.db?mode=ro", &config_dir),
+            format!("sqlite://{}/config/var/a%20b%231.db?mode=ro", root.display())
+        );
+        assert_eq!(resolve_sqlite_url("sqlite:///srv/st.db", &config_dir), "sqlite:///srv/st.db");
+        assert_eq!(resolve_sqlite_url("sqlite::memory:", &config_dir), "sqlite::memory:");
+        assert_eq!(resolve_sqlite_url("postgres://u@h/db", &config_dir), "postgres://u@h/db");
+        let parsed: sqlx::sqlite::SqliteConnectOptions =
+            resolve_sqlite_url("sqlite://var/a b#1.db", &config_dir).parse().expect("sqlx reads it");
+        assert_eq!(parsed.get_filename(), root.join("config/var/a b#1.db"));
     }
 
     #[test]

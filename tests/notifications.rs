@@ -47,7 +47,7 @@ impl Sink {
     }
 
     fn up(&mut self) {
-        let mut child = Command::new("python3")
+        let mut child = Command::new(common::python::smtp_python())
             .arg(sink_script())
             .args(["serve", "--port", &self.port.to_string()])
             .arg("--maildir")
@@ -63,7 +63,7 @@ impl Sink {
         if line.trim() != "ready" {
             let out = child.wait_with_output().expect("wait for the sink");
             panic!(
-                "the SMTP sink did not start (exit {:?}): {}\n(aiosmtpd is required: python3 -m pip install aiosmtpd; .ci/run installs it)",
+                "the SMTP sink did not start (exit {:?}): {}\n(see tests/common/python.rs)",
                 out.status.code(),
                 String::from_utf8_lossy(&out.stderr)
             );
@@ -92,7 +92,7 @@ impl Sink {
         if !self.maildir.exists() {
             return Vec::new();
         }
-        let out = Command::new("python3")
+        let out = Command::new(common::python::smtp_python())
             .arg(sink_script())
             .args(["decode", "--maildir"])
             .arg(&self.maildir)

@@ -221,7 +221,7 @@ fn the_daily_summary_and_the_sla_warning_are_emailed(db: Db) {
     // A real SMTP server (aiosmtpd, as in tests/notifications.rs) writing a Maildir.
     let port = free_port();
     let maildir = env.path("maildir");
-    let mut sink = std::process::Command::new("python3")
+    let mut sink = std::process::Command::new(common::python::smtp_python())
         .arg(common::repo().join("tests/support/smtp_sink.py"))
         .args(["serve", "--port", &port.to_string(), "--maildir"])
         .arg(&maildir)
@@ -232,7 +232,7 @@ fn the_daily_summary_and_the_sla_warning_are_emailed(db: Db) {
     let mut ready = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(sink.stdout.take().expect("stdout")), &mut ready)
         .expect("read");
-    assert_eq!(ready.trim(), "ready", "the SMTP sink needs aiosmtpd: python3 -m pip install aiosmtpd");
+    assert_eq!(ready.trim(), "ready", "the SMTP sink did not start (see tests/common/python.rs)");
     let config = std::fs::read_to_string(&env.config).expect("config");
     std::fs::write(
         &env.config,

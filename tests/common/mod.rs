@@ -9,6 +9,7 @@
 
 pub mod daemon;
 pub mod pg;
+pub mod python;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
