@@ -192,7 +192,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         Some(url) => anyhow::bail!("--database `{url}`: expected an empty PostgreSQL database (postgres://...)"),
         None => {
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            format!("sqlite://{}", dir.join("bench.db").display())
+            crate::config::sqlite_url(&dir.join("bench.db"))
         }
     };
     if args.instances > 1 && args.database.is_none() {

@@ -304,6 +304,7 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Outcome {
     let mut config = Config::load(cli.config.as_deref()).map_err(input)?;
+    crate::domain::time::set_zone(config.zone());
     if matches!(cli.command, Command::Bench(_)) {
         // Per-decision log lines would dominate what the benchmark measures.
         config.log.level = "warn".into();

@@ -55,6 +55,10 @@ pub struct Config {
     /// instance sharing one PostgreSQL database its own.
     #[serde(default)]
     pub instance: Option<String>,
+    /// The civil time zone of dates and printed times (`ctx.today`, protocol years, the CLI, notifications): an
+    /// IANA name. Default: Europe/Rome.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
     /// The file this configuration came from.
     #[serde(skip)]
     pub source: PathBuf,
@@ -67,6 +71,10 @@ pub struct DatabaseConfig {
     pub url: String,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+}
+
+fn default_time_zone() -> String {
+    crate::domain::time::DEFAULT_ZONE.name().into()
 }
 
 fn default_max_connections() -> u32 {
@@ -492,6 +500,11 @@ impl Config {
         Ok(config)
     }
 
+    /// The civil time zone (`time_zone`, checked when the file was parsed).
+    pub fn zone(&self) -> crate::domain::time::Zone {
+        self.time_zone.parse().unwrap_or(crate::domain::time::DEFAULT_ZONE)
+    }
+
     /// Parses and checks a configuration text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut config: Config = serde_saphyr::from_str(text)
@@ -501,6 +514,9 @@ impl Config {
             |field, problem: &str| ConfigError::Invalid { path: path.to_path_buf(), field, problem: problem.into() };
         if !crate::domain::validators::codice_sede(&config.intake.sede_predefinita) {
             return Err(invalid("intake.sede_predefinita", "expected the 4-digit codice of a sede, e.g. \"7000\""));
+        }
+        if config.time_zone.parse::<crate::domain::time::Zone>().is_err() {
+            return Err(invalid("time_zone", "expected an IANA time zone name, e.g. \"Europe/Rome\""));
         }
         if config.worker.workers == 0 || config.worker.batch_size == 0 {
             return Err(invalid("worker", "`workers` and `batch_size` must be at least 1"));

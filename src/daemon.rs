@@ -311,6 +311,7 @@ fn reload_config(config: &Config, live_level: &mut String) {
         ("schedule", format!("{:?}", new.schedule) != format!("{:?}", config.schedule)),
         ("notify", format!("{:?}", new.notify) != format!("{:?}", config.notify)),
         ("intake", format!("{:?}", new.intake) != format!("{:?}", config.intake)),
+        ("time_zone", new.time_zone != config.time_zone),
     ]
     .into_iter()
     .filter_map(|(name, changed)| changed.then_some(name))

@@ -231,7 +231,7 @@ fn wrong_urls_and_a_source_not_migrated_are_refused() {
         return;
     };
     let target = TestDb::new(Db::Postgres, env.dir.path(), "unused.db");
-    let missing = format!("sqlite://{}", env.path("nessuno.db").display());
+    let missing = smart_task::config::sqlite_url(&env.path("nessuno.db"));
     let out = env.run(&["db", "copy", "--from", &missing, "--to", target.url()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("no SQLite database at"), "{}", stderr(&out));

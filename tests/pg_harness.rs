@@ -29,7 +29,7 @@ fn sql_reads_integers_text_and_null_alike(db: Db) {
     assert!(env.sql("SELECT name FROM prova WHERE name = 'nessuno'").is_empty());
     let url = env.url().to_string();
     match db {
-        Db::Sqlite => assert_eq!(url, format!("sqlite://{}", env.path("smart-task.db").display())),
+        Db::Sqlite => assert_eq!(url, smart_task::config::sqlite_url(&env.path("smart-task.db"))),
         Db::Postgres => assert!(url.starts_with("postgres://postgres@127.0.0.1:"), "{url}"),
     }
     let configured = match db {

@@ -104,9 +104,7 @@ impl Context {
                     .collect()
             })
             .unwrap_or_default();
-        let data = chrono::DateTime::from_timestamp_millis(n.event_at)
-            .map(|t| t.with_timezone(&chrono::Local).format("%d/%m/%Y alle %H:%M").to_string())
-            .unwrap_or_default();
+        let data = crate::domain::time::italian(n.event_at);
         Context {
             evento: n.event.clone(),
             protocollo: n.protocollo.clone(),

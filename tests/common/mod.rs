@@ -69,7 +69,7 @@ impl TestDb {
     /// A SQLite database is the file `dir/file` (created by whoever opens it first).
     pub fn new(backend: Db, dir: &Path, file: &str) -> TestDb {
         let url = match backend {
-            Db::Sqlite => format!("sqlite://{}", dir.join(file).display()),
+            Db::Sqlite => smart_task::config::sqlite_url(&dir.join(file)),
             Db::Postgres => pg::shared()
                 .expect("a PostgreSQL variant runs only with a server (backends! skips it otherwise)")
                 .create_database(),

@@ -13,10 +13,7 @@ use std::sync::OnceLock;
 const AIOSMTPD: &str = "aiosmtpd==1.4.6";
 
 fn has_aiosmtpd(python: &Path) -> bool {
-    Command::new(python)
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new(python).args(["-c", "import aiosmtpd"]).output().is_ok_and(|o| o.status.success())
 }
 
 fn run(what: &str, cmd: &mut Command) {
