@@ -37,6 +37,7 @@ fn sink_script() -> PathBuf {
 impl Sink {
     /// A sink that is not running yet (the server is down).
     fn down(dir: &Path) -> Sink {
+        common::python::smtp_python(); // installed now (first use), not later while a daemon's retries run
         Sink { port: free_port(), maildir: dir.join("maildir"), control: dir.join("smtp-control.json"), child: None }
     }
 
