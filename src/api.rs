@@ -43,7 +43,8 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, store: Store
                 },
                 "/readyz" => {
                     if health.is_ready() && store.counts().await.is_ok() {
-                        ("200 OK", "text/plain", "ready\n".to_string())
+                        let detail = health.degraded().map(|d| format!("{d}\n")).unwrap_or_default();
+                        ("200 OK", "text/plain", format!("ready\n{detail}"))
                     } else {
                         ("503 Service Unavailable", "text/plain", "not ready\n".to_string())
                     }

@@ -313,9 +313,11 @@ async fn dispatch(cli: Cli) -> Outcome {
     match cli.command {
         Command::Run { exit_when_idle } => {
             let store = daemon::open_store_waiting(&config).await.map_err(runtime)?;
-            let pipeline = daemon::pipeline(&config, store).map_err(input)?;
+            let evaluator = daemon::evaluator(&config);
+            let (rules, refused) = daemon::active_rules(&config, &evaluator, &store).await.map_err(input)?;
+            let pipeline = daemon::pipeline_with(&config, store, evaluator, rules);
             let dispatcher = daemon::dispatcher(&config, &pipeline).map_err(input)?;
-            daemon::run_with(&config, pipeline, dispatcher, exit_when_idle).await.map_err(runtime)
+            daemon::run_with(&config, pipeline, dispatcher, exit_when_idle, refused).await.map_err(runtime)
         }
         Command::Submit { file, json } => submit(&config, &file, json).await,
         Command::Show { id_or_protocollo, json } => show(&config, &id_or_protocollo, json).await,
@@ -519,9 +521,15 @@ async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
             .collect();
         println!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
     } else {
+        let versions: Vec<&str> = decisions.iter().map(|d| d.decision.rule_version.as_str()).collect();
+        let mut sources = store.rule_sources(&versions).await.map_err(runtime)?;
         let evaluator = daemon::evaluator(config);
-        let rules = daemon::load_rules(config, &evaluator).ok();
-        print!("{}", crate::ruletools::explain::render(&decisions, rules.as_ref()));
+        let active = daemon::intake_rules(config, &evaluator, &store).await.ok();
+        for rule in active.iter().flat_map(|r| r.tasks.values()) {
+            // Decided before sources were kept, by the version that still runs.
+            sources.entry(rule.version.clone()).or_insert_with(|| rule.sources.clone());
+        }
+        print!("{}", crate::ruletools::explain::render(&decisions, &sources, active.as_ref()));
     }
     Ok(())
 }
@@ -600,7 +608,7 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
         }
         OperatorCommand::Close { id_or_protocollo, esito, motivi, motivi_liberi, nota, operatore } => {
             let evaluator = daemon::evaluator(config);
-            let rules = daemon::load_rules(config, &evaluator).map_err(input)?;
+            let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
             let decision = crate::operator::OperatorDecision {
                 accolta: esito == "accolta",
                 codes: motivi,
@@ -675,14 +683,14 @@ fn read_input(file: &str) -> Result<String, Failure> {
 async fn submit(config: &Config, file: &str, json: bool) -> Outcome {
     let text = read_input(file)?;
     let name = if file == "-" { "<stdin>" } else { file };
+    let store = daemon::open_store(config).await.map_err(runtime)?;
     let evaluator = daemon::evaluator(config);
-    let rules = daemon::load_rules(config, &evaluator).map_err(input)?;
+    let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
     let items = intake::parse_submission(&text, name).map_err(input)?;
     let requests = intake::validate_all(items, &rules, name).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         input(anyhow::anyhow!("{}\nnothing was queued", lines.join("\n")))
     })?;
-    let store = daemon::open_store(config).await.map_err(runtime)?;
     let stored = store.submit(&requests, &config.intake.sede_predefinita, now_ms()).await.map_err(runtime)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stored).map_err(runtime)?);
@@ -829,7 +837,8 @@ fn check_config(config: &Config) -> Outcome {
     println!("config:  {} — ok", config.source.display());
     println!("database: {}", config.database.url);
     let evaluator = daemon::evaluator(config);
-    match daemon::load_rules(config, &evaluator) {
+    // Vetted as a reload or a start would: a directory that passes here is one the daemon activates.
+    match daemon::vet_rules(config, &evaluator) {
         Ok(rules) => {
             println!("rules:   {} — {} task(s)", config.rules.dir.display(), rules.tasks.len());
             for r in rules.tasks.values() {

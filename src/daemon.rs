@@ -25,10 +25,76 @@ pub fn evaluator(config: &Config) -> Evaluator {
     })
 }
 
-/// Loads the rules directory named by the configuration.
+/// Loads the rules directory named by the configuration, compiling it only (tools that take a directory as
+/// it is: `bench`, the library tests). The daemon and intake use [`active_rules`] and [`intake_rules`].
 pub fn load_rules(config: &Config, evaluator: &Evaluator) -> anyhow::Result<RuleSet> {
     load_rule_set(&config.rules.dir, evaluator)
         .with_context(|| format!("cannot load the rules (rules.dir = {})", config.rules.dir.display()))
+}
+
+/// A rules directory refused by the vetting of a reload: every problem, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("the rules in {dir} are refused ({} problem(s)):\n  {}", problems.len(), problems.join("\n  "))]
+pub struct RulesRefused {
+    pub dir: std::path::PathBuf,
+    pub problems: Vec<String>,
+}
+
+/// Vets the rules directory exactly as a reload does: compiles, `rules check` clean, every case passes.
+pub fn vet_rules(config: &Config, evaluator: &Evaluator) -> Result<RuleSet, RulesRefused> {
+    crate::reload::vet(&config.rules.dir, evaluator, &config.intake.sede_predefinita, now_ms())
+        .map_err(|problems| RulesRefused { dir: config.rules.dir.clone(), problems })
+}
+
+/// The rules a starting daemon runs: its directory if it passes the vetting of a reload (its sources are then
+/// recorded in the database), else the set last activated, rebuilt from the database — returned with the
+/// directory's problems, which the daemon reports loudly. With no activated set to fall back on, the refusal.
+pub async fn active_rules(
+    config: &Config,
+    evaluator: &Evaluator,
+    store: &Store,
+) -> anyhow::Result<(RuleSet, Option<RulesRefused>)> {
+    match vet_rules(config, evaluator) {
+        Ok(rules) => {
+            record_sources(store, &rules).await?;
+            Ok((rules, None))
+        }
+        Err(refused) => match stored_rules(evaluator, store, &config.instance_name()).await? {
+            Some(rules) => Ok((rules, Some(refused))),
+            None => Err(anyhow::Error::new(refused)
+                .context("no rule set was ever activated on this database to fall back on: fix the rules")),
+        },
+    }
+}
+
+/// The rules intake validates submissions with (and operators close with): the set last activated, from the
+/// database, so a candidate left on disk that a reload refused changes nothing; before any activation (a fresh
+/// install) the rules directory, vetted as a reload would.
+pub async fn intake_rules(config: &Config, evaluator: &Evaluator, store: &Store) -> anyhow::Result<RuleSet> {
+    match stored_rules(evaluator, store, &config.instance_name()).await? {
+        Some(rules) => Ok(rules),
+        None => Ok(vet_rules(config, evaluator)?),
+    }
+}
+
+async fn stored_rules(evaluator: &Evaluator, store: &Store, instance: &str) -> anyhow::Result<Option<RuleSet>> {
+    let Some((versions, files)) = store.last_activated_rules(instance).await? else { return Ok(None) };
+    let rules = crate::rules::load_rule_set_from_sources(&files, evaluator)
+        .context("cannot rebuild the last activated rule set from the database")?;
+    let rebuilt: std::collections::BTreeMap<String, String> =
+        rules.tasks.values().map(|r| (r.id.clone(), r.version.clone())).collect();
+    anyhow::ensure!(
+        rebuilt == versions,
+        "the last activated rule set rebuilt from the database has other versions ({rebuilt:?}, expected {versions:?})"
+    );
+    Ok(Some(rules))
+}
+
+/// Keeps the sources of every version of `rules` in the database (explain, restarts).
+pub async fn record_sources(store: &Store, rules: &RuleSet) -> anyhow::Result<()> {
+    let versions: Vec<(&str, &str, &crate::rules::Sources)> =
+        rules.tasks.values().map(|r| (r.version.as_str(), r.id.as_str(), &r.sources)).collect();
+    store.record_rule_sources(&versions, now_ms()).await.context("cannot record the rules' sources")
 }
 
 /// Opens the configured database and applies pending migrations.
@@ -84,11 +150,16 @@ pub async fn open_store_waiting(config: &Config) -> anyhow::Result<Store> {
     }
 }
 
-/// Builds the pipeline for a store and configuration.
+/// Builds the pipeline for a store and configuration, with the rules directory as it is ([`load_rules`]).
 pub fn pipeline(config: &Config, store: Store) -> anyhow::Result<Arc<Pipeline>> {
     let evaluator = evaluator(config);
     let rules = load_rules(config, &evaluator)?;
-    Ok(Arc::new(Pipeline {
+    Ok(pipeline_with(config, store, evaluator, rules))
+}
+
+/// Builds the pipeline for a store and configuration that runs `rules`.
+pub fn pipeline_with(config: &Config, store: Store, evaluator: Evaluator, rules: RuleSet) -> Arc<Pipeline> {
+    Arc::new(Pipeline {
         store,
         rules: Arc::new(ArcSwap::from_pointee(rules)),
         evaluator: Arc::new(evaluator),
@@ -99,13 +170,13 @@ pub fn pipeline(config: &Config, store: Store) -> anyhow::Result<Arc<Pipeline>> 
         health: Arc::new(crate::health::Health::new(
             sd_notify::watchdog_enabled().unwrap_or(Duration::from_secs(60)).max(Duration::from_millis(200)),
         )),
-    }))
+    })
 }
 
 /// Runs the workers until a shutdown signal (or, with `exit_when_idle`, until nothing is left to decide),
 /// sending no notification (the benchmark; `run_with` for the daemon).
 pub async fn run(config: &Config, pipeline: Arc<Pipeline>, exit_when_idle: bool) -> anyhow::Result<()> {
-    run_with(config, pipeline, None, exit_when_idle).await
+    run_with(config, pipeline, None, exit_when_idle, None).await
 }
 
 /// The notification dispatcher the configuration describes (None when no channel is configured).
@@ -120,6 +191,7 @@ pub async fn run_with(
     pipeline: Arc<Pipeline>,
     dispatcher: Option<Arc<Dispatcher>>,
     exit_when_idle: bool,
+    refused: Option<RulesRefused>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     // The operations endpoint and the cron jobs belong to the daemon, not to a batch run.
@@ -179,8 +251,21 @@ pub async fn run_with(
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    let problems = refused.map(|r| r.problems).unwrap_or_default();
+    crate::telemetry::metrics::rules_fallback(!problems.is_empty());
+    if let Some(first) = problems.first() {
+        error!(
+            problems = problems.len(),
+            first = %first,
+            "the rules directory is refused: running the last activated rule set from the database (see `smart-taskd rules status`)"
+        );
+        pipeline.health.set_degraded(Some(format!(
+            "rules: running the last activated set; the rules directory was refused ({} problem(s), see `smart-taskd rules status`)",
+            problems.len()
+        )));
+    }
     let mut status =
-        crate::reload::active_status(&pipeline.instance, &pipeline.rules.load(), now_ms(), Vec::new(), now_ms());
+        crate::reload::active_status(&pipeline.instance, &pipeline.rules.load(), now_ms(), problems, now_ms());
     record_status(&pipeline, &status).await;
     let watch_every = Duration::from_millis(config.rules.watch_interval_ms.max(1));
     let mut watch = tokio::time::interval(watch_every);
@@ -342,7 +427,13 @@ async fn reload(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     crate::telemetry::metrics::reload(status.candidate_errors.is_empty());
     if status.candidate_errors.is_empty() {
-        crate::telemetry::metrics::rule_versions(&pipeline.rules.load(), Some(&previous_versions));
+        let active = pipeline.rules.load();
+        if let Err(e) = record_sources(&pipeline.store, &active).await {
+            warn!(error = %e, "cannot record the sources of the activated rules");
+        }
+        crate::telemetry::metrics::rules_fallback(false);
+        pipeline.health.set_degraded(None);
+        crate::telemetry::metrics::rule_versions(&active, Some(&previous_versions));
         let versions: Vec<String> = status.active.iter().map(|(t, v)| format!("{t}@{v}")).collect();
         info!(?versions, "rules activated");
     } else {

@@ -15,6 +15,8 @@ pub struct Health {
     ready: AtomicBool,
     /// False from a failure to reach the database until the next statement that succeeds.
     database: AtomicBool,
+    /// What a ready daemon runs in a degraded way (e.g. the last activated rules, its directory refused).
+    degraded: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -24,6 +26,7 @@ impl Health {
             tolerance,
             ready: AtomicBool::new(false),
             database: AtomicBool::new(true),
+            degraded: Mutex::new(None),
         }
     }
 
@@ -55,6 +58,17 @@ impl Health {
     /// caller logs the transitions only.
     pub fn set_database(&self, reachable: bool) -> bool {
         self.database.swap(reachable, Ordering::SeqCst)
+    }
+
+    /// Says (or stops saying, with None) what the daemon runs in a degraded way, for `/readyz`.
+    pub fn set_degraded(&self, detail: Option<String>) {
+        if let Ok(mut d) = self.degraded.lock() {
+            *d = detail;
+        }
+    }
+
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded.lock().ok().and_then(|d| d.clone())
     }
 
     /// Started, not stopping, and the database reachable.

@@ -13,17 +13,31 @@ use arc_swap::ArcSwap;
 use crate::rules::{CaseOptions, Evaluator, RuleSet, check_rules, load_rule_set, run_cases};
 use crate::store::RuleStatus;
 
-/// A cheap fingerprint of a rules directory (paths, sizes, modification times), to notice edits.
+/// How deep below the rules directory the fingerprint looks: the loader reads task folders and `lib/` (one
+/// level of folders, their files), so edits deeper down change nothing it would load.
+const FINGERPRINT_DEPTH: usize = 2;
+/// A bound on the entries a fingerprint visits, whatever the directory holds.
+const FINGERPRINT_MAX_ENTRIES: usize = 10_000;
+
+/// A cheap fingerprint of a rules directory (paths, sizes, modification times), to notice edits. Bounded in
+/// depth and entries, so symbolic links that loop (`a -> b`, `b -> a`, or a link to a parent) cannot trap it.
 pub fn fingerprint(dir: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    let mut visited = 0;
+    while let Some((d, depth)) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
         for e in entries.flatten() {
+            visited += 1;
+            if visited > FINGERPRINT_MAX_ENTRIES {
+                break;
+            }
             let p = e.path();
             if p.is_dir() {
-                stack.push(p);
+                if depth < FINGERPRINT_DEPTH {
+                    stack.push((p, depth + 1));
+                }
             } else if let Ok(m) = e.metadata() {
                 files.push((p, m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
             }

@@ -89,7 +89,14 @@ pub struct TaskRule {
     pub dir: PathBuf,
     /// In shadow mode: the candidate version that decides alongside.
     pub candidate: Option<Candidate>,
+    /// Every file this version was built from (task.yaml, rule.rhai, the candidate, the shared library), by
+    /// path relative to the rules directory: kept in the database at activation, so the version can run again
+    /// after a restart and `explain` can quote its lines when the files on disk have changed.
+    pub sources: Sources,
 }
+
+/// Source files by path relative to the rules directory (`revoca_delega_intermediario/rule.rhai`, `lib/common.rhai`).
+pub type Sources = BTreeMap<String, String>;
 
 impl std::fmt::Debug for TaskRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,10 +126,10 @@ pub fn load_rule_set(dir: &Path, evaluator: &Evaluator) -> Result<RuleSet, LoadE
     if folders.is_empty() {
         return Err(invalid(dir, "no task folders found (each task is a folder with task.yaml and rule.rhai)"));
     }
-    let (lib_ast, lib_hash) = load_lib(&dir.join("lib"), evaluator)?;
+    let lib = load_lib(&dir.join("lib"), evaluator)?;
     let mut set = RuleSet::default();
     for folder in folders {
-        let rule = load_task(&folder, evaluator, &lib_ast, &lib_hash)?;
+        let rule = load_task(&folder, evaluator, &lib)?;
         if let Some(other) = set.tasks.get(&rule.id) {
             return Err(invalid(
                 &folder.join("task.yaml"),
@@ -134,11 +141,19 @@ pub fn load_rule_set(dir: &Path, evaluator: &Evaluator) -> Result<RuleSet, LoadE
     Ok(set)
 }
 
-fn load_lib(dir: &Path, evaluator: &Evaluator) -> Result<(rhai::AST, Vec<u8>), LoadError> {
+/// The shared library of a rules directory: merged AST, content hash, sources.
+struct Lib {
+    ast: rhai::AST,
+    hash: Vec<u8>,
+    sources: Sources,
+}
+
+fn load_lib(dir: &Path, evaluator: &Evaluator) -> Result<Lib, LoadError> {
     let mut ast = rhai::AST::empty();
     let mut hasher = Sha256::new();
+    let mut sources = Sources::new();
     if !dir.is_dir() {
-        return Ok((ast, hasher.finalize().to_vec()));
+        return Ok(Lib { ast, hash: hasher.finalize().to_vec(), sources });
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|error| LoadError::Read { path: dir.to_path_buf(), error })?
@@ -152,18 +167,21 @@ fn load_lib(dir: &Path, evaluator: &Evaluator) -> Result<(rhai::AST, Vec<u8>), L
         hasher.update(source.as_bytes());
         let lib = evaluator.compile(&source).map_err(|e| invalid(&file, e))?;
         ast = ast.merge(&lib);
+        sources.insert(format!("lib/{}", file.file_name().unwrap_or_default().to_string_lossy()), source);
     }
-    Ok((ast, hasher.finalize().to_vec()))
+    Ok(Lib { ast, hash: hasher.finalize().to_vec(), sources })
 }
 
 /// Loads one task folder with the shared library of its rules directory, for `rules check`.
 pub(crate) fn load_task_for_lint(folder: &Path, evaluator: &Evaluator) -> Result<TaskRule, LoadError> {
     let lib_dir = folder.parent().map(|p| p.join("lib")).unwrap_or_default();
-    let (lib_ast, lib_hash) = load_lib(&lib_dir, evaluator)?;
-    load_task(folder, evaluator, &lib_ast, &lib_hash)
+    let lib = load_lib(&lib_dir, evaluator)?;
+    load_task(folder, evaluator, &lib)
 }
 
-fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[u8]) -> Result<TaskRule, LoadError> {
+fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule, LoadError> {
+    let (lib_sources, lib_hash) = (&lib.sources, lib.hash.as_slice());
+    let lib = &lib.ast;
     let task_path = folder.join("task.yaml");
     let rule_path = folder.join("rule.rhai");
     let task_text = read(&task_path)?;
@@ -208,6 +226,7 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[
     hasher.update(lib_hash);
     let digest = hasher.finalize();
     let version: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let mut candidate_source = None;
     let candidate = match (&task.mode, &task.candidate) {
         (Mode::Shadow, None) => {
             return Err(invalid(
@@ -229,12 +248,20 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[
             h.update([0]);
             h.update(lib_hash);
             let version: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+            candidate_source = Some((file.clone(), text));
             Some(Candidate { version, ast: lib.merge(&ast) })
         }
         (_, Some(_)) => return Err(invalid(&task_path, "`candidate` is only used with `mode: shadow`")),
         (_, None) => None,
     };
     ast.set_source(format!("{}@{}", task.id, version));
+    let name = folder.file_name().unwrap_or_default().to_string_lossy();
+    let mut sources = lib_sources.clone();
+    sources.insert(format!("{name}/task.yaml"), task_text);
+    sources.insert(format!("{name}/rule.rhai"), rule_text);
+    if let Some((file, text)) = candidate_source {
+        sources.insert(format!("{name}/{file}"), text);
+    }
     Ok(TaskRule {
         id: task.id,
         label: task.label,
@@ -249,5 +276,35 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &rhai::AST, lib_hash: &[
         ast,
         dir: folder.to_path_buf(),
         candidate,
+        sources,
     })
+}
+
+/// Rebuilds a rule set from the sources recorded for its versions (the union of [`TaskRule::sources`]): written
+/// into a private directory and loaded as any rules directory, so it compiles to the same versions. The
+/// directory is removed once loaded (the rules keep their sources in memory).
+pub fn load_rule_set_from_sources(sources: &Sources, evaluator: &Evaluator) -> Result<RuleSet, LoadError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "smart-task-rules-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let write = |name: &str, text: &str| -> Result<(), LoadError> {
+        let relative = Path::new(name);
+        if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(invalid(relative, "a recorded rule file must have a plain relative path"));
+        }
+        let path = dir.join(relative);
+        let io = |error| LoadError::Read { path: path.clone(), error };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&path, text).map_err(io)
+    };
+    let loaded =
+        sources.iter().try_for_each(|(name, text)| write(name, text)).and_then(|()| load_rule_set(&dir, evaluator));
+    let _ = std::fs::remove_dir_all(&dir);
+    loaded
 }

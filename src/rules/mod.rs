@@ -12,5 +12,5 @@ pub use cases::{Case, CaseOptions, Report, run_cases, task_cases};
 pub use engine::{Evaluator, Limits};
 pub use host::{FactLoader, FactsView, HostDoc};
 pub use lint::{Finding, check_rules};
-pub use loader::{Candidate, LoadError, Mode, RuleSet, TaskRule, load_rule_set};
+pub use loader::{Candidate, LoadError, Mode, RuleSet, Sources, TaskRule, load_rule_set, load_rule_set_from_sources};
 pub use reference::reference_markdown;

@@ -2,41 +2,25 @@
 //! rule version, each check in order with its result and source line, each fact read with its value, the
 //! effects, the time and operations used.
 
+use std::collections::HashMap;
 use std::fmt::Write;
-use std::path::Path;
 
 use serde_json::Value;
 
 use crate::domain::decision::Outcome;
 use crate::domain::time::rfc3339;
-use crate::rules::RuleSet;
+use crate::rules::{RuleSet, Sources};
 use crate::store::StoredDecision;
 
-/// Finds the source line of a check: in the task's rule.rhai if that line calls the code, else in a shared
-/// library file whose line does (lines are recorded without their file).
-fn source_line(dir: &Path, line: u32, code: &str) -> Option<(String, String)> {
-    let rule = dir.join("rule.rhai");
-    let lib = dir.parent().map(|p| p.join("lib"));
-    let mut files = vec![rule];
-    if let Some(lib) = lib.filter(|l| l.is_dir()) {
-        let mut libs: Vec<_> = std::fs::read_dir(lib)
-            .ok()?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
-            .collect();
-        libs.sort();
-        files.extend(libs);
-    }
-    for f in files {
-        let text = std::fs::read_to_string(&f).ok()?;
-        if let Some(l) = text.lines().nth(line.saturating_sub(1) as usize)
-            && (l.contains(code) || l.contains("check("))
-        {
-            let name = f.strip_prefix(dir.parent().unwrap_or(dir)).unwrap_or(&f).display().to_string();
-            return Some((name, l.trim().to_string()));
-        }
-    }
-    None
+/// Finds the source line of a check in the files of its version: in the task's rule.rhai if that line calls the
+/// code, else in a shared library file whose line does (lines are recorded without their file).
+fn source_line(sources: &Sources, line: u32, code: &str) -> Option<(String, String)> {
+    let rule = sources.iter().filter(|(name, _)| name.ends_with("/rule.rhai") && !name.starts_with("lib/"));
+    let libs = sources.iter().filter(|(name, _)| name.starts_with("lib/") && name.ends_with(".rhai"));
+    rule.chain(libs).find_map(|(name, text)| {
+        let l = text.lines().nth(line.saturating_sub(1) as usize)?;
+        (l.contains(code) || l.contains("check(")).then(|| (name.clone(), l.trim().to_string()))
+    })
 }
 
 fn compact(v: &Value) -> String {
@@ -44,18 +28,26 @@ fn compact(v: &Value) -> String {
     if text.chars().count() > 160 { format!("{}…", text.chars().take(160).collect::<String>()) } else { text }
 }
 
-/// Renders every decision of a request. Source lines are shown when the rule that decided is the one loaded.
-pub fn render(decisions: &[StoredDecision], rules: Option<&RuleSet>) -> String {
+/// Renders every decision of a request. Source lines come from the files recorded for the version that decided
+/// (`sources`, by version), whatever the rules directory holds now; `active` says whether it still runs.
+pub fn render(decisions: &[StoredDecision], sources: &HashMap<String, Sources>, active: Option<&RuleSet>) -> String {
     let mut s = String::new();
     for (n, sd) in decisions.iter().enumerate() {
         let d = &sd.decision;
-        let loaded = rules.and_then(|r| r.get(&sd.task)).filter(|r| d.rule_version.contains(&r.version));
+        let is_active = active.and_then(|r| r.get(&sd.task)).is_some_and(|r| d.rule_version.contains(&r.version));
+        let files = sources
+            .get(&d.rule_version)
+            .or_else(|| sources.iter().find(|(v, _)| d.rule_version.contains(v.as_str())).map(|(_, f)| f));
         let _ = writeln!(s, "Decisione {} di {} — {} ({})", n + 1, decisions.len(), sd.protocollo, sd.task);
         let _ = writeln!(
             s,
             "  versione della regola: {}{}",
             d.rule_version,
-            if loaded.is_some() { " (quella attiva)" } else { " (non più attiva: righe non mostrate)" }
+            match (is_active, files.is_some()) {
+                (true, _) => " (quella attiva)",
+                (false, true) => " (non più attiva)",
+                (false, false) => " (non più attiva; sorgente non registrata: righe non mostrate)",
+            }
         );
         let _ =
             writeln!(s, "  decisa il {}, data di riferimento (ctx.today) {}", rfc3339(sd.decided_at), d.trace.today);
@@ -93,7 +85,7 @@ pub fn render(decisions: &[StoredDecision], rules: Option<&RuleSet>) -> String {
         for (i, c) in d.trace.checks.iter().enumerate() {
             let result = if c.passed { "superato    " } else { "NON superato" };
             let _ = write!(s, "    {:>2}. {:<8} {result}  riga {}", i + 1, c.codice, c.line);
-            match loaded.and_then(|r| source_line(&r.dir, c.line, &c.codice)) {
+            match files.and_then(|f| source_line(f, c.line, &c.codice)) {
                 Some((file, text)) => {
                     let _ = writeln!(s, " di {file}: {text}");
                 }

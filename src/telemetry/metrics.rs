@@ -18,6 +18,7 @@ pub const REASONS: &str = "smart_task_reasons_total";
 pub const RULE_FAILURES: &str = "smart_task_rule_failures_total";
 pub const RULE_INFO: &str = "smart_task_rule_info";
 pub const RULE_RELOADS: &str = "smart_task_rule_reloads_total";
+pub const RULES_FALLBACK: &str = "smart_task_rules_fallback";
 pub const SHADOW_DISAGREEMENTS: &str = "smart_task_shadow_disagreements_total";
 pub const CONFLICTS: &str = "smart_task_redecisions_total";
 pub const TAKEOVERS: &str = "smart_task_lease_takeovers_total";
@@ -83,6 +84,11 @@ pub fn rule_versions(active: &RuleSet, previous: Option<&std::collections::BTree
     for r in active.tasks.values() {
         gauge!(RULE_INFO, "task" => r.id.clone(), "version" => r.version.clone()).set(1.0);
     }
+}
+
+/// 1 while the daemon runs the last activated rule set because its rules directory was refused at start.
+pub fn rules_fallback(active: bool) {
+    gauge!(RULES_FALLBACK).set(if active { 1.0 } else { 0.0 });
 }
 
 /// A reload's outcome.

@@ -1,12 +1,71 @@
-//! The `rule_status` table: what each instance runs and why its last candidate was refused.
+//! Rule activations: the `rule_status` table (what each instance runs and why its last candidate was refused)
+//! and `rule_sources` (the files of every version ever activated, by version).
+
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::Row;
 
-use super::{Sql, Store, parse_json};
+use super::{Sql, Store, json_text, parse_json};
 use crate::domain::time::Millis;
 use crate::store::{Result, RuleStatus};
 
+/// Rule source files by path relative to the rules directory (the rules' `Sources`).
+type Files = BTreeMap<String, String>;
+
 impl Store {
+    /// Keeps the files of each `(version, task, files)` (a version already recorded is left as it is: versions
+    /// are content hashes).
+    pub async fn record_rule_sources(&self, versions: &[(&str, &str, &Files)], now: Millis) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for (version, task, files) in versions {
+            sqlx::query(tx.sql(
+                "INSERT INTO rule_sources (version, task, files, recorded_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (version) DO NOTHING",
+            ))
+            .bind(*version)
+            .bind(*task)
+            .bind(json_text(files))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The recorded sources of the given versions (those recorded; others are absent from the map).
+    pub async fn rule_sources(&self, versions: &[&str]) -> Result<HashMap<String, Files>> {
+        let rows = sqlx::query(
+            self.sql("SELECT version, files FROM rule_sources WHERE version IN (SELECT value FROM json_each($1))"),
+        )
+        .bind(json_text(&versions))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("version")?, parse_json("rule_sources.files", r.try_get("files")?)?)))
+            .collect()
+    }
+
+    /// The files of the rule set last activated — by `instance` if it ever activated one, else by any
+    /// instance — when every version of it is recorded: the set a daemon falls back to, and the one intake
+    /// validates against.
+    pub async fn last_activated_rules(&self, instance: &str) -> Result<Option<(BTreeMap<String, String>, Files)>> {
+        let statuses = self.rule_status().await?;
+        let latest = statuses
+            .iter()
+            .find(|s| s.instance == instance)
+            .or_else(|| statuses.iter().max_by_key(|s| s.activated_at))
+            .filter(|s| !s.active.is_empty());
+        let Some(status) = latest else { return Ok(None) };
+        let versions: Vec<&str> = status.active.values().map(String::as_str).collect();
+        let recorded = self.rule_sources(&versions).await?;
+        if versions.iter().any(|v| !recorded.contains_key(*v)) {
+            return Ok(None); // activated before sources were kept
+        }
+        let files = recorded.into_values().flatten().collect();
+        Ok(Some((status.active.clone(), files)))
+    }
+
     /// Records an activation (`candidate_errors` empty) or a refused candidate (the active set stays).
     pub async fn record_rule_status(&self, s: &RuleStatus) -> Result<()> {
         let errors =
