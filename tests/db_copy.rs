@@ -10,7 +10,7 @@ use common::{Db, Env, TestDb, pg, rdi, sql, stderr};
 use serde_json::Value;
 
 /// Every table of the schema, with the columns that order its rows.
-const TABLES: [(&str, &str); 14] = [
+const TABLES: [(&str, &str); 15] = [
     ("sedi", "codice"),
     ("aziende", "matricola"),
     ("persone", "cf"),
@@ -24,6 +24,7 @@ const TABLES: [(&str, &str); 14] = [
     ("protocol_counters", "sede, anno"),
     ("subject_versions", "subject"),
     ("rule_status", "instance"),
+    ("rule_sources", "version"),
     ("cron_jobs", "name"),
 ];
 
