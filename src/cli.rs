@@ -826,7 +826,7 @@ fn rules_test(config: &Config, dir: Option<PathBuf>, task: Option<String>, json:
 
 fn check_config(config: &Config) -> Outcome {
     println!("config:  {} — ok", config.source.display());
-    println!("database: {}", config.database.url);
+    println!("database: {}", crate::notify::privacy::mask_password(&config.database.url));
     let evaluator = daemon::evaluator(config);
     match daemon::load_rules(config, &evaluator) {
         Ok(rules) => {
