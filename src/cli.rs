@@ -835,7 +835,7 @@ fn rules_test(config: &Config, dir: Option<PathBuf>, task: Option<String>, json:
 
 fn check_config(config: &Config) -> Outcome {
     println!("config:  {} — ok", config.source.display());
-    println!("database: {}", config.database.url);
+    println!("database: {}", crate::notify::privacy::mask_password(&config.database.url));
     let evaluator = daemon::evaluator(config);
     // Vetted as a reload or a start would: a directory that passes here is one the daemon activates.
     match daemon::vet_rules(config, &evaluator) {

@@ -16,6 +16,9 @@ pub const DATABASE_URL_ENV: &str = "SMART_TASK_DATABASE_URL";
 /// Environment variable that overrides `notify.email.url` (staging, tests).
 pub const SMTP_URL_ENV: &str = "SMART_TASK_SMTP_URL";
 
+/// `notify.email.url: maildir:PATH`: e-mails written into a Maildir instead of sent.
+pub const MAILDIR_SCHEME: &str = "maildir:";
+
 /// Environment variable that overrides the SMS gateway's URL (`notify.sms.url`, else the provider's).
 pub const SMS_URL_ENV: &str = "SMART_TASK_SMS_URL";
 
@@ -312,7 +315,8 @@ impl NotifyConfig {
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     /// `smtp://host:25` (plain: tests only), `smtp://host:587?tls=required` (STARTTLS required),
-    /// `smtp://host:587?tls=opportunistic`, `smtps://host:465` (implicit TLS). `SMART_TASK_SMTP_URL` overrides it.
+    /// `smtp://host:587?tls=opportunistic`, `smtps://host:465` (implicit TLS), or `maildir:PATH` (each message
+    /// written into a Maildir, PATH relative to this file). `SMART_TASK_SMTP_URL` overrides it.
     pub url: String,
     /// The sender, e.g. `"INPS - Smart-Task <noreply.smarttask@inps.it>"`.
     pub from: String,
@@ -341,7 +345,10 @@ pub struct EmailConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmsConfig {
-    /// The gateway's description (e.g. `sms-providers/skebby.yaml`), relative to this file…
+    /// No gateway: each SMS is written as a text file in this directory (relative to this file)…
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// …or the gateway's description (e.g. `sms-providers/skebby.yaml`), relative to this file…
     #[serde(default)]
     pub provider_file: Option<PathBuf>,
     /// …or inline.
@@ -584,11 +591,20 @@ fn check_notify(n: &mut NotifyConfig, path: &Path) -> Result<(), ConfigError> {
         }
     }
     let mut longest_send_ms = 0;
-    if let Some(e) = &n.email {
-        if !(e.url.starts_with("smtp://") || e.url.starts_with("smtps://")) {
+    if let Some(e) = n.email.as_mut() {
+        if let Some(dir) = e.url.strip_prefix(MAILDIR_SCHEME) {
+            if dir.is_empty() {
+                return Err(invalid("notify.email.url", "`maildir:` needs a directory, e.g. maildir:../var/mail".into()));
+            }
+            e.url = format!("{}{}", MAILDIR_SCHEME, base.join(dir).display());
+        } else if !(e.url.starts_with("smtp://") || e.url.starts_with("smtps://")) {
             return Err(invalid(
                 "notify.email.url",
-                format!("`{}`: expected smtp://HOST[:PORT][?tls=required|opportunistic] or smtps://HOST[:PORT]", e.url),
+                format!(
+                    "a URL of scheme `{}`: expected smtp://HOST[:PORT][?tls=required|opportunistic], smtps://HOST[:PORT] \
+                     or maildir:PATH",
+                    e.url.split(':').next().unwrap_or_default()
+                ),
             ));
         }
         if e.pool_size == 0 || e.timeout_ms == 0 {
@@ -600,14 +616,19 @@ fn check_notify(n: &mut NotifyConfig, path: &Path) -> Result<(), ConfigError> {
         longest_send_ms = e.timeout_ms;
     }
     if let Some(s) = n.sms.as_mut() {
-        match (&mut s.provider_file, &s.provider) {
-            (Some(file), None) => {
+        match (&mut s.provider_file, &s.provider, &mut s.dir) {
+            (Some(file), None, None) | (None, None, Some(file)) => {
                 if file.is_relative() {
                     *file = base.join(&*file);
                 }
             }
-            (None, Some(p)) => longest_send_ms = longest_send_ms.max(p.timeout_ms),
-            _ => return Err(invalid("notify.sms", "give exactly one of `provider_file` and `provider`".into())),
+            (None, Some(p), None) => longest_send_ms = longest_send_ms.max(p.timeout_ms),
+            _ => {
+                return Err(invalid(
+                    "notify.sms",
+                    "give exactly one of `dir` (SMS written as files), `provider_file` and `provider`".into(),
+                ));
+            }
         }
         if !(1..=10).contains(&s.max_segments) {
             return Err(invalid("notify.sms.max_segments", "must be between 1 and 10".into()));

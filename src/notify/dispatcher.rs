@@ -1,6 +1,9 @@
 //! The dispatcher: claim a batch of due outbox rows (lease + fencing token), render and send them with bounded
 //! concurrency, record every result in one fenced transaction, repeat; idle, poll. Transient failures are
 //! retried with exponential backoff and jitter (at least what `Retry-After` asked), until `max_attempts`.
+//! Every channel's rows are claimed: those of a channel that is not configured fail at once with a reason that
+//! says so (visible in `notifications list --dead`, retried with `notifications retry` once it is configured)
+//! instead of waiting for ever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,12 +50,15 @@ pub struct Dispatcher {
     pub wake: Notify,
 }
 
-/// The part of an error that goes to the logs: an SMTP reply (already masked), or for a gateway only the
-/// status line (its answer may quote the text).
-fn log_reason<'a>(channel: &str, error: &'a str) -> &'a str {
+/// Every channel an outbox row may name.
+pub const CHANNELS: [&str; 2] = ["email", "sms"];
+
+/// The reason recorded for a row whose channel is not configured.
+pub fn not_configured(channel: &str) -> String {
     match channel {
-        "sms" => error.split(": ").next().unwrap_or(error),
-        _ => error,
+        "email" => "e-mail non configurata (notify.email)".into(),
+        "sms" => "SMS non configurato (notify.sms)".into(),
+        other => format!("canale `{other}` sconosciuto"),
     }
 }
 
@@ -82,7 +88,7 @@ impl Dispatcher {
         })))
     }
 
-    /// The channels this dispatcher sends.
+    /// The channels this dispatcher sends (it claims every channel's rows: see [`not_configured`]).
     pub fn channels(&self) -> &[&'static str] {
         &self.names
     }
@@ -100,7 +106,7 @@ impl Dispatcher {
 
     /// Notifications due now or in flight (those waiting for a later retry are not counted).
     pub async fn due(&self) -> Result<i64, StoreError> {
-        self.store.notifications_due(&self.names, now_ms()).await
+        self.store.notifications_due(&CHANNELS, now_ms()).await
     }
 
     /// Gives back the leases this dispatcher still holds (graceful shutdown).
@@ -119,8 +125,7 @@ impl Dispatcher {
     /// Renders and sends one notification.
     async fn deliver(&self, n: &DueNotification, templates: &Templates, label: Option<&str>) -> Delivery {
         let ctx = Context::of(n, label);
-        let not_configured =
-            || Delivery::Transient { error: format!("channel `{}` is not configured", n.channel), retry_after: None };
+        let not_configured = || Delivery::Permanent { error: not_configured(&n.channel), bounce: false };
         let template_failed = |e: TemplateError| {
             error!(notifica = n.id, protocollo = %n.protocollo, evento = %n.event, error = %e, "template failed: fix it and reload (SIGHUP)");
             Delivery::Transient { error: e.to_string(), retry_after: None }
@@ -173,7 +178,7 @@ impl Dispatcher {
         let lease_ms = (d.lease_seconds * 1000) as i64;
         let claimed = self
             .store
-            .claim_notifications(&self.owner, &self.names, d.batch_size, lease_ms, now_ms(), &self.message_id_domain)
+            .claim_notifications(&self.owner, &CHANNELS, d.batch_size, lease_ms, now_ms(), &self.message_id_domain)
             .await?;
         if claimed.is_empty() {
             return Ok(BatchStats::default());
@@ -219,22 +224,22 @@ impl Dispatcher {
                 NotificationFate::Retry { at, error } => {
                     stats.retried += 1;
                     debug!(notifica = id, protocollo, evento, canale, %destinatario, tentativo = n.attempts,
-                           errore = log_reason(canale, error), tra_ms = at - now, "notifica non inviata: nuovo tentativo");
+                           errore = %error, tra_ms = at - now, "notifica non inviata: nuovo tentativo");
                     let entry = retried
-                        .entry((n.channel.clone(), log_reason(canale, error).to_string()))
+                        .entry((n.channel.clone(), error.clone()))
                         .or_insert((0, i64::MAX));
                     entry.0 += 1;
                     entry.1 = entry.1.min(at - now);
                 }
                 NotificationFate::Failed { error, .. } => {
                     stats.failed += 1;
-                    warn!(notifica = id, protocollo, evento, canale, %destinatario, errore = log_reason(canale, error),
+                    warn!(notifica = id, protocollo, evento, canale, %destinatario, errore = %error,
                           "notifica rifiutata (errore permanente): vedi `notifications list --dead`");
                 }
                 NotificationFate::Dead { error } => {
                     stats.dead += 1;
                     error!(notifica = id, protocollo, evento, canale, %destinatario, tentativi = n.attempts,
-                           errore = log_reason(canale, error), "notifica abbandonata: vedi `notifications list --dead`");
+                           errore = %error, "notifica abbandonata: vedi `notifications list --dead`");
                 }
             }
             let outcome = match &fate {

@@ -1,6 +1,9 @@
 //! E-mail over SMTP with lettre: a pooled async transport over rustls (plain `smtp://` for tests, STARTTLS
 //! with `?tls=required`, implicit TLS with `smtps://`), the password read from a credential file, and each
-//! message carrying its notification's stable Message-ID.
+//! message carrying its notification's stable Message-ID; or, with `maildir:PATH`, each message written whole
+//! into a Maildir ([`super::files`]) for a machine without a mail server.
+//!
+//! What a server answered is never kept beyond its codes: replies quote addresses and sometimes the message.
 
 use std::time::Duration;
 
@@ -12,9 +15,10 @@ use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executo
 
 use super::Delivery;
 use super::credentials::Credentials;
-use super::privacy::redact;
+use super::files::Maildir;
+use super::privacy::mask_password;
 use super::templates::EmailContent;
-use crate::config::EmailConfig;
+use crate::config::{EmailConfig, MAILDIR_SCHEME};
 use crate::store::DueNotification;
 
 /// RFC 3834 `Auto-Submitted: auto-generated`: auto-responders should not answer.
@@ -35,27 +39,42 @@ impl header::Header for AutoSubmitted {
     }
 }
 
+/// Where messages go.
+enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Maildir(Maildir),
+}
+
 pub struct EmailSender {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     from: Mailbox,
     reply_to: Option<Mailbox>,
     html: bool,
-    /// The server, for logs and `check-config` (no user or password).
+    /// The server or the Maildir, for logs and `check-config` (the password masked).
     endpoint: String,
-}
-
-/// `smtp://user:pass@host:25?x` without its user and password.
-pub fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    format!("{scheme}://{host}{tail}")
 }
 
 impl EmailSender {
     pub fn new(config: &EmailConfig, credentials: &Credentials) -> Result<EmailSender, String> {
-        let endpoint = without_userinfo(&config.url);
+        let endpoint = mask_password(&config.url);
+        let transport = match config.url.strip_prefix(MAILDIR_SCHEME) {
+            Some(dir) => Transport::Maildir(Maildir::new(dir.into())),
+            None => Transport::Smtp(Self::smtp(config, credentials, &endpoint)?),
+        };
+        let from: Mailbox = config.from.parse().map_err(|e| format!("notify.email.from `{}`: {e}", config.from))?;
+        let reply_to = config
+            .reply_to
+            .as_deref()
+            .map(|r| r.parse::<Mailbox>().map_err(|e| format!("notify.email.reply_to `{r}`: {e}")))
+            .transpose()?;
+        Ok(EmailSender { transport, from, reply_to, html: config.html, endpoint })
+    }
+
+    fn smtp(
+        config: &EmailConfig,
+        credentials: &Credentials,
+        endpoint: &str,
+    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.url)
             .map_err(|e| format!("notify.email.url `{endpoint}`: {e}"))?;
         match (&config.username, &config.password_file) {
@@ -67,17 +86,10 @@ impl EmailSender {
             (None, Some(_)) => return Err("notify.email: `password_file` needs `username`".into()),
             (None, None) => {}
         }
-        let transport = builder
+        Ok(builder
             .timeout(Some(Duration::from_millis(config.timeout_ms)))
             .pool_config(PoolConfig::new().max_size(config.pool_size))
-            .build();
-        let from: Mailbox = config.from.parse().map_err(|e| format!("notify.email.from `{}`: {e}", config.from))?;
-        let reply_to = config
-            .reply_to
-            .as_deref()
-            .map(|r| r.parse::<Mailbox>().map_err(|e| format!("notify.email.reply_to `{r}`: {e}")))
-            .transpose()?;
-        Ok(EmailSender { transport, from, reply_to, html: config.html, endpoint })
+            .build())
     }
 
     pub fn endpoint(&self) -> &str {
@@ -118,30 +130,87 @@ impl EmailSender {
             Ok(m) => m,
             Err(d) => return d,
         };
-        match self.transport.send(message).await {
-            Ok(response) => Delivery::Sent {
-                provider_id: Some(
-                    format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" "))
-                        .chars()
-                        .take(200)
-                        .collect(),
-                ),
+        match &self.transport {
+            Transport::Smtp(smtp) => match smtp.send(message).await {
+                Ok(response) => Delivery::Sent { provider_id: Some(accepted(&response)) },
+                Err(e) => classify(&e),
             },
-            Err(e) => classify(&e, &n.recipient),
+            Transport::Maildir(maildir) => match maildir.deliver(&n.reference, &message.formatted()).await {
+                Ok(name) => Delivery::Sent { provider_id: Some(format!("maildir {name}")) },
+                Err(e) => Delivery::Transient { error: e.to_string(), retry_after: None },
+            },
         }
     }
 }
 
-/// SMTP 5xx is permanent (a bounce when it is about the mailbox: 550/551/553 or an enhanced 5.1.x status);
-/// 4xx, connection failures, timeouts and TLS problems are transient.
-fn classify(e: &lettre::transport::smtp::Error, recipient: &str) -> Delivery {
-    let error = redact(&e.to_string(), recipient);
-    if e.is_permanent() {
-        let code = e.status().map(|c| c.to_string()).unwrap_or_default();
-        let bounce = matches!(code.as_str(), "550" | "551" | "553") || error.contains(" 5.1.");
-        Delivery::Permanent { error, bounce }
-    } else {
+/// What is kept of a server's acceptance: its codes and queue id (`250 2.0.0 queued as 4XyZ`), nothing it
+/// may have quoted.
+fn accepted(response: &lettre::transport::smtp::response::Response) -> String {
+    let text = response.message().collect::<Vec<_>>().join(" ");
+    let mut out = response.code().to_string();
+    if let Some(enhanced) = enhanced_status(&text) {
+        out.push(' ');
+        out.push_str(&enhanced);
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let queue_id = words
+        .windows(3)
+        .find(|w| w[0].eq_ignore_ascii_case("queued") && w[1].eq_ignore_ascii_case("as"))
+        .map(|w| w[2])
+        .filter(|id| id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)));
+    if let Some(id) = queue_id {
+        out.push_str(" queued as ");
+        out.push_str(id);
+    }
+    out
+}
+
+/// The enhanced status code (RFC 3463) opening a reply's text: `5.1.1`.
+fn enhanced_status(text: &str) -> Option<String> {
+    let first = text.split_whitespace().next()?;
+    let parts: Vec<&str> = first.split('.').collect();
+    let valid = parts.len() == 3
+        && ["2", "4", "5"].contains(&parts[0])
+        && parts[1..].iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    valid.then(|| first.to_string())
+}
+
+/// What an SMTP failure means, from its codes alone (the reply's text is dropped: it quotes addresses).
+/// Only a refusal of the recipient's address is a bounce: an enhanced status 5.1.x about the destination
+/// (not 5.1.7/5.1.8, the sender), or 550/551/553 without one. Any other 5xx — a greeting, HELO, AUTH or MAIL
+/// FROM refused, relaying denied, a policy or system error — is the relay's fault, not the message's: it is
+/// retried with backoff like a 4xx, and ends `dead` if it lasts. Connection failures, timeouts and TLS
+/// problems are transient.
+fn classify(e: &lettre::transport::smtp::Error) -> Delivery {
+    let Some(code) = e.status() else {
+        let error = if e.is_timeout() {
+            "SMTP: tempo scaduto".to_string()
+        } else if e.is_response() || e.is_client() {
+            // A reply that could not be parsed: its text may be anything.
+            "SMTP: risposta del server non valida".to_string()
+        } else {
+            // Connection, network, TLS: the local system's description (e.g. "Connection refused").
+            e.to_string()
+        };
+        return Delivery::Transient { error, retry_after: None };
+    };
+    let basic = u16::from(code);
+    let enhanced = std::error::Error::source(e).and_then(|s| enhanced_status(&s.to_string()));
+    let codes = match &enhanced {
+        Some(x) => format!("SMTP {basic} {x}"),
+        None => format!("SMTP {basic}"),
+    };
+    let about_recipient = match enhanced.as_deref() {
+        Some(x) => x.starts_with("5.1.") && !matches!(x, "5.1.7" | "5.1.8"),
+        None => matches!(basic, 550 | 551 | 553),
+    };
+    if e.is_permanent() && about_recipient {
+        Delivery::Permanent { error: format!("{codes}: indirizzo del destinatario rifiutato"), bounce: true }
+    } else if e.is_permanent() {
+        let error = format!("{codes}: il server rifiuta l'invio (errore del server, non del destinatario)");
         Delivery::Transient { error, retry_after: None }
+    } else {
+        Delivery::Transient { error: format!("{codes}: errore temporaneo del server"), retry_after: None }
     }
 }
 
@@ -150,8 +219,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_lose_their_password() {
-        assert_eq!(without_userinfo("smtps://user:pw@mail.example.it:465"), "smtps://mail.example.it:465");
-        assert_eq!(without_userinfo("smtp://localhost:2525?tls=required"), "smtp://localhost:2525?tls=required");
+    fn enhanced_codes_are_read_and_nothing_else() {
+        assert_eq!(enhanced_status("5.1.1 <a@b.it>: user unknown").as_deref(), Some("5.1.1"));
+        assert_eq!(enhanced_status("2.0.0 Ok: queued as 4Xy"), Some("2.0.0".into()));
+        assert_eq!(enhanced_status("<a@b.it> 5.1.1"), None);
+        assert_eq!(enhanced_status("1.2.3.4 x"), None);
     }
 }

@@ -2,15 +2,19 @@
 //!
 //! Outbox rows are written in the transaction of the event that causes them (store); the [`Dispatcher`]
 //! claims due rows with a lease and a fencing token, renders them ([`templates`]), sends them by e-mail
-//! ([`email`], SMTP with lettre) or SMS ([`sms`], an HTTP gateway described in YAML), and records each result in
+//! ([`email`], SMTP with lettre) or SMS ([`sms`], an HTTP gateway described in YAML) — or writes them as files
+//! ([`files`]: a Maildir, a text file per SMS) where no server is configured —, and records each result in
 //! one fenced transaction per batch: sent (never sent again), retried with backoff, failed (permanent: a
 //! bounce may flag the contact on file) or dead (attempts exhausted). Delivery is at least once: a crash
 //! between sending and recording resends with the same Message-ID / gateway reference, so the copy can be
-//! recognised downstream. Recipients are masked in logs ([`privacy`]); bodies are never logged.
+//! recognised downstream. A row of a channel that is not configured fails at once, saying so (it can be retried
+//! once the channel is configured). Recipients are masked in logs ([`privacy`]); bodies and servers' answers
+//! are never logged nor stored, only their codes.
 
 pub mod credentials;
 pub mod dispatcher;
 pub mod email;
+pub mod files;
 pub mod privacy;
 pub mod segments;
 pub mod sms;
@@ -85,7 +89,7 @@ pub fn check(config: &NotifyConfig) -> Result<(Vec<String>, Vec<String>), String
             Ok(sender) => lines.push(format!("  email: {} from {}", sender.endpoint(), e.from)),
             Err(problem) if problem.contains("credential") => {
                 warnings.push(problem);
-                lines.push(format!("  email: {}", email::without_userinfo(&e.url)));
+                lines.push(format!("  email: {}", privacy::mask_password(&e.url)));
             }
             Err(problem) => return Err(problem),
         }
@@ -93,12 +97,10 @@ pub fn check(config: &NotifyConfig) -> Result<(Vec<String>, Vec<String>), String
     if let Some(s) = &config.sms {
         let sender = SmsSender::new(s, credentials)?;
         warnings.extend(sender.check()?);
-        lines.push(format!(
-            "  sms:   provider {}, sender {}, at most {} segment(s)",
-            sender.provider_name(),
-            s.sender,
-            s.max_segments
-        ));
+        lines.push(format!("  sms:   {}, sender {}, at most {} segment(s)", sender.describe(), s.sender, s.max_segments));
+    }
+    for channel in dispatcher::CHANNELS.iter().filter(|c| !config.channels().contains(c)) {
+        lines.push(format!("  {channel}: {}", dispatcher::not_configured(channel)));
     }
     let templates = load_templates(config).map_err(|e| e.to_string())?;
     lines.push(format!(

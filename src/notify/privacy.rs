@@ -1,5 +1,6 @@
-//! Recipients are personal data: logs and operator listings show them masked, and server answers quoted in
-//! errors have the recipient masked before they are stored or logged. Bodies are never logged at all.
+//! Recipients are personal data: logs and operator listings show them masked. Bodies, and whatever a server
+//! or gateway answered in words (it quotes addresses, numbers and texts), are never logged nor stored: only
+//! their codes are. Passwords in URLs are masked wherever a URL is printed.
 
 use std::fmt;
 
@@ -37,30 +38,41 @@ pub fn mask(recipient: &str) -> String {
     out
 }
 
-/// `text` with every occurrence of the recipient (and of its national form, for a phone number) masked:
-/// for SMTP replies and gateway errors, which often quote the address they refuse.
-pub fn redact(text: &str, recipient: &str) -> String {
-    let mut out = replace_ignore_case(text, recipient, &mask(recipient));
-    if let Some(national) = recipient.strip_prefix("+39") {
-        out = out.replace(&format!("39{national}"), &mask(recipient)).replace(national, &mask(recipient));
+/// A URL with its password masked, for `check-config` and logs: `postgres://user:***@host/db`, and the value
+/// of a `password=` (or `pass=`, `pwd=`, `secret=`, `token=`) query parameter likewise.
+pub fn mask_password(url: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                    let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+                    format!("{scheme}://{masked}@{host}{path}")
+                }
+                None => head.to_string(),
+            }
+        }
+        None => head.to_string(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if ["password", "pass", "pwd", "secret", "token"].contains(&k.to_ascii_lowercase().as_str()) => {
+                    format!("{k}=***")
+                }
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
-    out
-}
-
-fn replace_ignore_case(text: &str, needle: &str, with: &str) -> String {
-    if needle.is_empty() {
-        return text.to_string();
-    }
-    let lower = text.to_ascii_lowercase();
-    let needle = needle.to_ascii_lowercase();
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    for (at, _) in lower.match_indices(&needle) {
-        out.push_str(&text[last..at]);
-        out.push_str(with);
-        last = at + needle.len();
-    }
-    out.push_str(&text[last..]);
     out
 }
 
@@ -77,10 +89,12 @@ mod tests {
     }
 
     #[test]
-    fn redacts_quoted_recipients() {
-        let r = redact("550 5.1.1 <Mario.Rossi@Example.it>: Recipient address rejected", "mario.rossi@example.it");
-        assert_eq!(r, "550 5.1.1 <m***@example.it>: Recipient address rejected");
-        let r = redact("invalid recipient 393471234567", "+393471234567");
-        assert!(!r.contains("3471234567"), "{r}");
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(mask_password("postgres://smart:s3cret@db.example.it:5432/st"), "postgres://smart:***@db.example.it:5432/st");
+        assert_eq!(mask_password("smtps://user:p%40ss@mail.example.it:465"), "smtps://user:***@mail.example.it:465");
+        assert_eq!(mask_password("postgres://smart@db/st?password=x&sslmode=require"), "postgres://smart@db/st?password=***&sslmode=require");
+        assert_eq!(mask_password("sqlite:///var/lib/st.db"), "sqlite:///var/lib/st.db");
+        assert_eq!(mask_password("smtp://localhost:2525?tls=required"), "smtp://localhost:2525?tls=required");
+        assert_eq!(mask_password("maildir:/var/mail"), "maildir:/var/mail");
     }
 }

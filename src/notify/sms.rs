@@ -2,8 +2,10 @@
 //! basic auth, a JSON or form body whose string leaves are minijinja templates, the success statuses and where
 //! the provider's message id is in the answer. Numbers go out in E.164; texts are cut to the configured number
 //! of segments. 429/5xx/408 and connection failures are transient (honouring `Retry-After`), other 4xx permanent.
+//! Only the status is kept of a refusal: gateways quote the number and the text in their answers. With
+//! `notify.sms.dir` each SMS is written as a text file instead ([`super::files`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::Delivery;
 use super::credentials::Credentials;
-use super::privacy::redact;
+use super::files::SmsFile;
 use super::segments::{fit, measure};
 use crate::config::{SmsBodyFormat, SmsConfig, SmsProviderConfig};
 use crate::domain::validators::mobile_e164;
@@ -36,12 +38,24 @@ pub struct SmsValues<'a> {
 }
 
 pub struct SmsSender {
+    transport: Transport,
+    sender: String,
+    max_segments: usize,
+}
+
+/// Where SMS go.
+enum Transport {
+    Gateway(Box<Gateway>),
+    /// `notify.sms.dir`: one text file per SMS.
+    Files(PathBuf),
+}
+
+/// An HTTP gateway, its templates compiled.
+struct Gateway {
     provider: SmsProviderConfig,
     env: Environment<'static>,
     client: reqwest::Client,
     method: reqwest::Method,
-    sender: String,
-    max_segments: usize,
     /// Template names of the headers, in order.
     headers: Vec<(String, String)>,
 }
@@ -72,12 +86,98 @@ fn leaves(value: &Value, pointer: String, out: &mut Vec<(String, String)>) {
 
 impl SmsSender {
     pub fn new(config: &SmsConfig, credentials: Credentials) -> Result<SmsSender, String> {
-        super::install_crypto_provider();
-        let mut provider = match (&config.provider, &config.provider_file) {
-            (Some(p), _) => p.clone(),
-            (None, Some(file)) => load_provider(file)?,
-            (None, None) => return Err("notify.sms: give `provider_file` or `provider`".into()),
+        let transport = match (&config.dir, &config.provider, &config.provider_file) {
+            (Some(_), _, _) if config.url.is_some() => {
+                return Err("notify.sms.url (or SMART_TASK_SMS_URL) needs a gateway (`provider_file` or `provider`), \
+                            not `dir`"
+                    .into());
+            }
+            (Some(dir), None, None) => Transport::Files(dir.clone()),
+            (None, Some(p), None) => Transport::Gateway(Box::new(Gateway::new(p.clone(), config, credentials)?)),
+            (None, None, Some(file)) => {
+                Transport::Gateway(Box::new(Gateway::new(load_provider(file)?, config, credentials)?))
+            }
+            _ => return Err("notify.sms: give exactly one of `dir`, `provider_file` and `provider`".into()),
         };
+        Ok(SmsSender { transport, sender: config.sender.clone(), max_segments: config.max_segments as usize })
+    }
+
+    /// The gateway or the directory, for `check-config` and the start-up log (the URL's password masked).
+    pub fn describe(&self) -> String {
+        match &self.transport {
+            Transport::Gateway(g) => {
+                format!("provider {} at {}", g.provider.name, super::privacy::mask_password(&g.provider.url))
+            }
+            Transport::Files(dir) => format!("files in {}", dir.display()),
+        }
+    }
+
+    /// Renders a request with sample values, for `check-config`; a missing credential is reported apart
+    /// (`Ok(Some(warning))`), as it may only exist where the daemon runs.
+    pub fn check(&self) -> Result<Option<String>, String> {
+        let Transport::Gateway(gateway) = &self.transport else { return Ok(None) };
+        let values = SmsValues {
+            to: "+393471234567",
+            to_digits: "393471234567",
+            text: "Prova",
+            sender: &self.sender,
+            reference: "outbox-1",
+            encoding: "gsm",
+            segments: 1,
+        };
+        match gateway.request(&values) {
+            Ok(_) => Ok(None),
+            Err(e) if e.contains("credential") => Ok(Some(e)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one SMS; true when its text was cut to fit `max_segments`.
+    pub async fn send(&self, n: &DueNotification, text: &str) -> (Delivery, bool) {
+        let Some(to) = mobile_e164(&n.recipient).or_else(|| e164(&n.recipient)) else {
+            return (
+                Delivery::Permanent {
+                    error: "the recipient is not a mobile number in E.164 form".into(),
+                    bounce: true,
+                },
+                false,
+            );
+        };
+        let (text, cut) = fit(text, self.max_segments);
+        let length = measure(&text);
+        let values = SmsValues {
+            to: &to,
+            to_digits: to.trim_start_matches('+'),
+            text: &text,
+            sender: &self.sender,
+            reference: &n.reference,
+            encoding: length.encoding.as_str(),
+            segments: length.segments,
+        };
+        let delivery = match &self.transport {
+            Transport::Gateway(gateway) => gateway.send(&values).await,
+            Transport::Files(dir) => {
+                let file = SmsFile {
+                    to: &to,
+                    sender: &self.sender,
+                    reference: &n.reference,
+                    encoding: values.encoding,
+                    segments: values.segments,
+                    text: &text,
+                };
+                match file.write(dir).await {
+                    Ok(name) => Delivery::Sent { provider_id: Some(format!("file {name}")) },
+                    Err(e) => Delivery::Transient { error: e.to_string(), retry_after: None },
+                }
+            }
+        };
+        (delivery, cut)
+    }
+}
+
+impl Gateway {
+    fn new(mut provider: SmsProviderConfig, config: &SmsConfig, credentials: Credentials) -> Result<Gateway, String> {
+        super::install_crypto_provider();
         if let Some(url) = &config.url {
             provider.url = url.clone();
         }
@@ -123,19 +223,7 @@ impl SmsSender {
             .user_agent(concat!("smart-taskd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("SMS provider `{name}`: cannot build the HTTP client: {e}"))?;
-        Ok(SmsSender {
-            provider,
-            env,
-            client,
-            method,
-            sender: config.sender.clone(),
-            max_segments: config.max_segments as usize,
-            headers,
-        })
-    }
-
-    pub fn provider_name(&self) -> &str {
-        &self.provider.name
+        Ok(Gateway { provider, env, client, method, headers })
     }
 
     fn render(&self, name: &str, values: &SmsValues) -> Result<String, minijinja::Error> {
@@ -194,56 +282,23 @@ impl SmsSender {
         })
     }
 
-    /// Renders a request with sample values, for `check-config`; a missing credential is reported apart
-    /// (`Ok(Some(warning))`), as it may only exist where the daemon runs.
-    pub fn check(&self) -> Result<Option<String>, String> {
-        let values = SmsValues {
-            to: "+393471234567",
-            to_digits: "393471234567",
-            text: "Prova",
-            sender: &self.sender,
-            reference: "outbox-1",
-            encoding: "gsm",
-            segments: 1,
-        };
-        match self.request(&values) {
-            Ok(_) => Ok(None),
-            Err(e) if e.contains("credential") => Ok(Some(e)),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Sends one SMS.
-    pub async fn send(&self, n: &DueNotification, text: &str) -> (Delivery, bool) {
-        let Some(to) = mobile_e164(&n.recipient).or_else(|| e164(&n.recipient)) else {
-            return (
-                Delivery::Permanent {
-                    error: "the recipient is not a mobile number in E.164 form".into(),
-                    bounce: true,
-                },
-                false,
-            );
-        };
-        let (text, cut) = fit(text, self.max_segments);
-        let length = measure(&text);
-        let values = SmsValues {
-            to: &to,
-            to_digits: to.trim_start_matches('+'),
-            text: &text,
-            sender: &self.sender,
-            reference: &n.reference,
-            encoding: length.encoding.as_str(),
-            segments: length.segments,
-        };
-        let request = match self.request(&values) {
+    /// Posts one SMS. A refusal keeps only its status: the answer may quote the number or the text.
+    async fn send(&self, values: &SmsValues<'_>) -> Delivery {
+        let request = match self.request(values) {
             Ok(r) => r,
-            Err(error) => return (Delivery::Transient { error, retry_after: None }, cut),
+            Err(error) => return Delivery::Transient { error, retry_after: None },
         };
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => {
-                let error = format!("gateway unreachable: {}", e.without_url());
-                return (Delivery::Transient { error, retry_after: None }, cut);
+                let what = if e.is_timeout() {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connection failed"
+                } else {
+                    "request failed"
+                };
+                return Delivery::Transient { error: format!("SMS gateway unreachable: {what}"), retry_after: None };
             }
         };
         let status = response.status();
@@ -259,7 +314,7 @@ impl SmsSender {
         } else {
             self.provider.success_status.contains(&code)
         };
-        let delivery = if accepted {
+        if accepted {
             let provider_id = self.provider.message_id_pointer.as_deref().and_then(|pointer| {
                 let answer: Value = serde_json::from_slice(&bytes).ok()?;
                 match answer.pointer(pointer)? {
@@ -268,19 +323,14 @@ impl SmsSender {
                     other => Some(other.to_string()),
                 }
             });
-            Delivery::Sent { provider_id }
+            return Delivery::Sent { provider_id };
+        }
+        let error = format!("HTTP {code} {}", status.canonical_reason().unwrap_or("error"));
+        if code == 429 || code == 408 || status.is_server_error() {
+            Delivery::Transient { error, retry_after }
         } else {
-            // The answer may quote the number or the text: both are masked before it is stored.
-            let answer: String = String::from_utf8_lossy(&bytes).chars().take(200).collect();
-            let answer = redact(&answer, &to).replace(&*text, "[testo]");
-            let error = format!("HTTP {status}: {}", answer.trim());
-            if code == 429 || code == 408 || status.is_server_error() {
-                Delivery::Transient { error, retry_after }
-            } else {
-                Delivery::Permanent { error, bounce: self.provider.recipient_error_status.contains(&code) }
-            }
-        };
-        (delivery, cut)
+            Delivery::Permanent { error, bounce: self.provider.recipient_error_status.contains(&code) }
+        }
     }
 }
 
@@ -329,6 +379,7 @@ mod tests {
         }
         for file in ["skebby.yaml", "twilio.yaml"] {
             let config = SmsConfig {
+                dir: None,
                 provider_file: Some(dir.join(file)),
                 provider: None,
                 url: None,
@@ -340,5 +391,4 @@ mod tests {
         }
     }
 
-    use std::path::PathBuf;
 }

@@ -5,11 +5,13 @@
         Listens on 127.0.0.1:PORT and prints "ready" on stdout once it accepts connections. Every message is
         written to DIR/new (Maildir: tmp/ then rename, so a reader never sees half a message) with X-MailFrom and
         X-RcptTo headers. FILE, when present, is JSON re-read at every command, to script failures:
-            {"rcpt": {"someone@example.it": "550 5.1.1 <someone@example.it>: user unknown"},
+            {"mail": "554 5.7.1 relay access denied",
+             "rcpt": {"someone@example.it": "550 5.1.1 <someone@example.it>: user unknown"},
              "rcpt_all": "451 4.3.0 try again later",
              "data": "452 4.3.1 insufficient storage",
              "delay_ms": 20, "ack_delay_ms": 20}
-        (delay_ms: before the message is stored; ack_delay_ms: after it is stored, before the 250.)
+        (mail: the answer to MAIL FROM; data: to the message's end; delay_ms: before the message is stored;
+        ack_delay_ms: after it is stored, before the 250.)
         ("down" is simply the server not running: the test stops it and starts it again on the same port.)
 
     smtp_sink.py decode --maildir DIR
@@ -44,6 +46,14 @@ class Sink:
     def __init__(self, maildir, control):
         self.maildir = mailbox.Maildir(maildir, create=True)
         self.control = control
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        answer = load_control(self.control).get("mail")
+        if answer:
+            return answer
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         c = load_control(self.control)
