@@ -537,6 +537,7 @@ impl Config {
                 "`max_operations` and `deadline_ms` must be at least 1 (0 would mean no limit)",
             ));
         }
+        check_worker(&config.worker, &config.rules, path)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
             return Err(invalid(
                 "log.level",
@@ -579,6 +580,50 @@ impl Config {
     pub fn lease_owner(&self) -> String {
         format!("{}:{}", self.instance_name(), std::process::id())
     }
+}
+
+/// Checks the timing of the `worker` section against itself and the rules' deadline. A batch in flight renews
+/// its leases every third of `lease_seconds`, so a batch may take longer than its lease (`batch_size` ×
+/// `rules.deadline_ms` is no bound on the lease); what must hold is what renewal and draining rely on.
+fn check_worker(w: &WorkerConfig, rules: &RulesConfig, path: &Path) -> Result<(), ConfigError> {
+    let invalid = |field, problem: String| ConfigError::Invalid { path: path.to_path_buf(), field, problem };
+    if w.lease_seconds == 0 {
+        return Err(invalid(
+            "worker.lease_seconds",
+            "must be at least 1: a batch in flight renews its leases every third of `lease_seconds`, and a lease \
+             of 0 expires as it is taken (every batch would be taken over while it is decided)"
+                .into(),
+        ));
+    }
+    if w.poll_interval_ms == 0 {
+        return Err(invalid("worker.poll_interval_ms", "must be at least 1 (0 would poll without pause)".into()));
+    }
+    if w.retry_base_ms < 1 || w.retry_max_ms < w.retry_base_ms {
+        return Err(invalid(
+            "worker",
+            format!(
+                "`retry_base_ms` ({}) must be at least 1 and `retry_max_ms` ({}) at least `retry_base_ms`",
+                w.retry_base_ms, w.retry_max_ms
+            ),
+        ));
+    }
+    // On SIGTERM a worker finishes the rule call in progress (it cannot be interrupted before its deadline),
+    // closes what its batch decided and releases the rest: one deadline and a close must fit in the grace.
+    let needed_ms = rules.deadline_ms.saturating_add(1_000);
+    if w.shutdown_grace_seconds.saturating_mul(1000) < needed_ms {
+        return Err(invalid(
+            "worker.shutdown_grace_seconds",
+            format!(
+                "{} s is too short for `rules.deadline_ms` of {} ms: on SIGTERM a batch finishes the rule call in \
+                 progress and closes what it decided, which needs at least {} s; raise `shutdown_grace_seconds` \
+                 or lower `rules.deadline_ms`",
+                w.shutdown_grace_seconds,
+                rules.deadline_ms,
+                needed_ms.div_ceil(1000)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the `notify` section and anchors its relative paths to the file's directory.

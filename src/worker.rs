@@ -2,6 +2,8 @@
 //! runtime, close the batch in one fenced transaction. Several workers run it concurrently.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,6 +93,52 @@ fn prefetch_subjects(batch: &[ClaimedRequest]) -> Vec<Subject> {
     out.into_iter().collect()
 }
 
+/// A failure that belongs to one request's data, not to its rule: the database refused to read or write it.
+fn database_failure(message: String) -> Evaluation {
+    Evaluation::Failed(RuleFailure { kind: FailureKind::Database, message })
+}
+
+/// Runs `op` on all of `items`; when the database refuses it for a reason that is not its availability (a lost
+/// connection, a serialization conflict: returned as they are), on each half, and so on down to single items.
+/// Returns the results of the parts that succeeded, with their ranges, and the error of each item that fails
+/// alone: one bad request costs its batch about 2·log2(n) more statements, not its progress.
+async fn isolate<'a, T, R, F, Fut>(
+    items: &'a [T],
+    mut op: F,
+) -> Result<(Vec<(Range<usize>, R)>, Vec<(usize, StoreError)>), StoreError>
+where
+    F: FnMut(&'a [T]) -> Fut,
+    Fut: Future<Output = Result<R, StoreError>>,
+{
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    let mut pending = vec![0..items.len()];
+    while let Some(range) = pending.pop() {
+        if range.is_empty() {
+            continue;
+        }
+        match op(&items[range.clone()]).await {
+            Ok(result) => done.push((range, result)),
+            Err(e) if e.is_unavailable() || e.is_serialization_conflict() => return Err(e),
+            Err(e) if range.len() == 1 => failed.push((range.start, e)),
+            Err(_) => {
+                let middle = range.start + range.len() / 2;
+                pending.push(middle..range.end);
+                pending.push(range.start..middle);
+            }
+        }
+    }
+    Ok((done, failed))
+}
+
+/// Renews a batch's leases until dropped ([`Pipeline::keep_leases`]).
+struct LeaseKeeper(tokio::task::JoinHandle<()>);
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Pipeline {
     /// The retry schedule of rule failures, from the configuration.
     pub fn policy(&self) -> RetryPolicy {
@@ -116,50 +164,150 @@ impl Pipeline {
         claimed: Vec<ClaimedRequest>,
         now: Millis,
     ) -> Result<Vec<(ClaimedRequest, Evaluation)>, StoreError> {
-        let facts = self.store.load_facts(&prefetch_subjects(&claimed)).await?;
+        Ok(self.evaluate(claimed, now, None).await?.0)
+    }
+
+    /// Decides the requests of a batch in order until `stop` turns true; the requests not decided by then are
+    /// returned apart (still leased: the caller's owner releases them). A request whose facts the database
+    /// refuses to read is not evaluated: it fails alone ([`FailureKind::Database`]).
+    async fn evaluate(
+        &self,
+        claimed: Vec<ClaimedRequest>,
+        now: Millis,
+        stop: Option<watch::Receiver<bool>>,
+    ) -> Result<(Vec<(ClaimedRequest, Evaluation)>, Vec<ClaimedRequest>), StoreError> {
+        let (facts, unreadable) = self.prefetch(&claimed).await?;
         let loader: Arc<dyn FactLoader> = Arc::new(StoreLoader::new(self.store.clone()));
         let view = Arc::new(FactsView::new(facts, Some(loader)));
         let rules = self.rules.load_full();
         let evaluator = self.evaluator.clone();
         tokio::task::spawn_blocking(move || {
-            claimed
-                .into_iter()
-                .map(|req| {
-                    let eval = match rules.get(&req.task) {
-                        Some(rule) => evaluator.evaluate(rule, &req, view.clone(), now),
-                        None => Evaluation::Failed(RuleFailure {
-                            kind: FailureKind::NoRule,
-                            message: format!("no rule is loaded for task `{}`", req.task),
-                        }),
-                    };
-                    (req, eval)
-                })
-                .collect::<Vec<_>>()
+            let mut evaluated = Vec::with_capacity(claimed.len());
+            let mut undecided = Vec::new();
+            for (i, req) in claimed.into_iter().enumerate() {
+                if !undecided.is_empty() || stop.as_ref().is_some_and(|s| *s.borrow()) {
+                    undecided.push(req);
+                    continue;
+                }
+                let eval = match (unreadable.get(&i), rules.get(&req.task)) {
+                    (Some(error), _) => database_failure(format!("lettura dei fatti non riuscita ({error})")),
+                    (None, Some(rule)) => evaluator.evaluate(rule, &req, view.clone(), now),
+                    (None, None) => Evaluation::Failed(RuleFailure {
+                        kind: FailureKind::NoRule,
+                        message: format!("no rule is loaded for task `{}`", req.task),
+                    }),
+                };
+                evaluated.push((req, eval));
+            }
+            (evaluated, undecided)
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("evaluation thread failed: {e}")))
     }
 
+    /// The prefetched facts of a batch, and the error of each request (by position) whose facts the database
+    /// refuses to read: the batch is read in parts until those requests are found alone ([`isolate`]).
+    async fn prefetch(
+        &self,
+        claimed: &[ClaimedRequest],
+    ) -> Result<(HashMap<Subject, SubjectFacts>, HashMap<usize, String>), StoreError> {
+        let store = &self.store;
+        let (parts, failed) = isolate(claimed, |part| {
+            let subjects = prefetch_subjects(part);
+            async move { store.load_facts(&subjects).await }
+        })
+        .await?;
+        if !failed.is_empty() {
+            warn!(requests = failed.len(), "the facts of some requests cannot be read: they fail alone (see `show`)");
+        }
+        let facts = parts.into_iter().flat_map(|(_, facts)| facts).collect();
+        Ok((facts, failed.into_iter().map(|(i, e)| (i, e.to_string())).collect()))
+    }
+
+    /// Closes an evaluated batch, fenced. When the database refuses the close for a reason that is not its
+    /// availability, the batch is closed in parts until the requests at fault are found alone ([`isolate`]);
+    /// each of them is recorded as failed in a transaction of its own (retried, then parked) and its
+    /// evaluation replaced by that failure. Returns each request's fate, in batch order.
+    async fn close(
+        &self,
+        evaluated: &mut [(ClaimedRequest, Evaluation)],
+        owner: &str,
+    ) -> Result<Vec<(i64, Fate)>, StoreError> {
+        let (store, policy) = (&self.store, self.policy());
+        let (parts, failed) = isolate(evaluated, |part| async move {
+            store.close_batch(part, policy, now_ms(), owner).await
+        })
+        .await?;
+        let mut fates: HashMap<i64, Fate> = parts.into_iter().flat_map(|(_, plan)| plan.fates).collect();
+        if !failed.is_empty() {
+            warn!(owner, requests = failed.len(), "the database refused to close some requests: they fail alone (see `show`)");
+        }
+        for (i, error) in failed {
+            let failure = database_failure(format!("chiusura non registrata ({error})"));
+            let entry = &mut evaluated[i];
+            entry.1 = failure;
+            let plan = store.close_batch(std::slice::from_ref(entry), policy, now_ms(), owner).await?;
+            fates.extend(plan.fates);
+        }
+        evaluated
+            .iter()
+            .map(|(req, _)| {
+                let fate = fates.get(&req.id).copied();
+                fate.map(|f| (req.id, f))
+                    .ok_or_else(|| StoreError::Corrupt(format!("the close planned nothing for request {}", req.id)))
+            })
+            .collect()
+    }
+
+    /// Keeps the leases of a batch in flight: renews them every third of the lease, fenced by their tokens,
+    /// until the returned guard is dropped. A batch may thus take longer than its lease (slow rules, a close
+    /// done in parts) without being taken over, while a dead worker's leases still expire.
+    fn keep_leases(&self, owner: &str, claimed: &[ClaimedRequest], lease_ms: i64) -> LeaseKeeper {
+        let store = self.store.clone();
+        let leases: Vec<(i64, i64)> = claimed.iter().map(|r| (r.id, r.token)).collect();
+        let owner = owner.to_string();
+        let period = Duration::from_millis((lease_ms / 3).max(1) as u64);
+        LeaseKeeper(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                match store.renew(&leases, now_ms() + lease_ms).await {
+                    Ok(renewed) => debug!(owner, renewed, "leases renewed"),
+                    Err(e) => warn!(owner, error = %e, "cannot renew leases: trying again"),
+                }
+            }
+        }))
+    }
+
     /// Claims, decides and closes one batch as `owner`.
     pub async fn run_batch(&self, owner: &str) -> Result<BatchStats, StoreError> {
+        self.run_batch_until(owner, None).await
+    }
+
+    /// [`Pipeline::run_batch`], deciding until `stop` turns true: then what is decided is closed and the rest
+    /// stays leased by `owner`, for the daemon to release.
+    async fn run_batch_until(&self, owner: &str, stop: Option<watch::Receiver<bool>>) -> Result<BatchStats, StoreError> {
         let lease_ms = (self.config.lease_seconds * 1000) as i64;
         let started = std::time::Instant::now();
         let claimed = self.store.claim(owner, self.config.batch_size, lease_ms, now_ms()).await?;
         if claimed.is_empty() {
             return Ok(BatchStats::default());
         }
+        let _leases = self.keep_leases(owner, &claimed, lease_ms);
         crate::telemetry::metrics::claimed(&claimed, now_ms());
         let taken_over = claimed.iter().filter(|r| r.taken_over).count();
         if taken_over > 0 {
             warn!(owner, taken_over, "took over requests whose lease expired");
         }
         let claim_us = started.elapsed().as_micros();
-        let evaluated = self.evaluate_batch(claimed).await?;
+        let (mut evaluated, undecided) = self.evaluate(claimed, now_ms(), stop).await?;
+        if !undecided.is_empty() {
+            info!(owner, undecided = undecided.len(), "stopping: closing what is decided, releasing the rest");
+        }
         let eval_us = started.elapsed().as_micros() - claim_us;
-        let plan = self.store.close_batch(&evaluated, self.policy(), now_ms(), owner).await?;
-        crate::telemetry::metrics::closed(&evaluated, &plan.fates);
-        let mut stats = BatchStats { claimed: evaluated.len(), ..Default::default() };
-        for ((req, eval), (_, fate)) in evaluated.iter().zip(&plan.fates) {
+        let fates = self.close(&mut evaluated, owner).await?;
+        crate::telemetry::metrics::closed(&evaluated, &fates);
+        let mut stats = BatchStats { claimed: evaluated.len() + undecided.len(), ..Default::default() };
+        for ((req, eval), (_, fate)) in evaluated.iter().zip(&fates) {
             match fate {
                 Fate::Closed(outcome) => {
                     stats.closed += 1;
@@ -202,7 +350,7 @@ impl Pipeline {
         let mut failures = 0u32;
         while !*shutdown.borrow() {
             self.health.beat(&owner);
-            let result = self.run_batch(&owner).await;
+            let result = self.run_batch_until(&owner, Some(shutdown.clone())).await;
             if result.is_ok() && !self.health.set_database(true) {
                 info!(owner, "database reachable again: ready");
             }

@@ -242,6 +242,149 @@ fn sigterm_stops_claiming_releases_leases_and_exits_zero(db: Db) {
     assert_exactly_once(&env, 1500, None);
 }
 
+/// Runs the daemon until nothing is left to decide, failing the test if it takes longer than `limit` (a
+/// livelocked pipeline never gets idle).
+fn decide_all_within(env: &Env, limit: Duration) {
+    let out = common::output_within(&mut env.command(&["run", "--exit-when-idle"]), limit);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+}
+
+/// The id of the synthetic request `i` (see [`synthetic`]).
+fn synthetic_id(env: &Env, i: usize) -> i64 {
+    env.sql(&format!("SELECT id FROM requests WHERE chiave_idempotenza = 'bench-{i}'"))[0][0].as_i64().expect("id")
+}
+
+/// A request the database refused to handle, retried and then parked, with its error visible in `show`.
+fn assert_failed_alone(env: &Env, id: i64, expected: &str) {
+    let view = env.show(&id.to_string());
+    assert_eq!((&view["stato"], &view["sospesa"]), (&Value::from("in_carico"), &Value::from("errore")), "{view:#}");
+    let error = view["errore"].as_str().expect("errore");
+    assert!(error.starts_with("database: ") && error.contains(expected), "{error}");
+    let kinds: Vec<&str> =
+        view["eventi"].as_array().expect("eventi").iter().filter_map(|e| e["tipo"].as_str()).collect();
+    assert_eq!(kinds, ["protocollazione", "smistamento", "errore_regola", "sospesa_errore_regola"]);
+    assert_eq!(env.sql(&format!("SELECT failures, lease_token FROM requests WHERE id = {id}"))[0], [2.into(), Value::Null]);
+    assert_eq!(env.sql(&format!("SELECT COUNT(*) FROM decisions WHERE request_id = {id}"))[0][0], 0);
+}
+
+/// Every request but `poison` closed once, with one decision each.
+fn assert_others_closed(env: &Env, n: usize, poison: i64) {
+    let closed = format!("SELECT COUNT(*) FROM requests WHERE stato = 'chiusa' AND id <> {poison}");
+    assert_eq!(env.sql(&closed)[0][0], n as i64 - 1);
+    assert_eq!(env.sql("SELECT COUNT(*) FROM decisions")[0][0], n as i64 - 1);
+    assert!(env.sql("SELECT request_id FROM decisions GROUP BY request_id HAVING COUNT(*) > 1").is_empty());
+}
+
+/// A trigger that refuses the decision of one request: its close fails on either backend, as a value the
+/// database cannot store (a NUL byte on PostgreSQL) would.
+fn refuse_decisions_of(env: &Env, id: i64) {
+    match env.backend {
+        Db::Sqlite => {
+            env.sql(&format!(
+                "CREATE TRIGGER poison BEFORE INSERT ON decisions FOR EACH ROW WHEN NEW.request_id = {id}
+                 BEGIN SELECT RAISE(ABORT, 'rifiutata dal trigger di prova'); END"
+            ));
+        }
+        Db::Postgres => {
+            env.sql(&format!(
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN IF NEW.request_id = {id} THEN RAISE EXCEPTION 'rifiutata dal trigger di prova'; END IF;
+                 RETURN NEW; END $$"
+            ));
+            env.sql("CREATE TRIGGER poison BEFORE INSERT ON decisions FOR EACH ROW EXECUTE FUNCTION poison()");
+        }
+    }
+}
+
+fn a_request_whose_close_the_database_refuses_fails_alone_and_is_parked(db: Db) {
+    let env = Env::with(db, Settings { max_failures: 2, batch_size: 64, workers: 1, ..Default::default() });
+    let n = 40;
+    synthetic(&env, n);
+    let poison = synthetic_id(&env, 5);
+    refuse_decisions_of(&env, poison);
+    decide_all_within(&env, Duration::from_secs(60));
+    assert_others_closed(&env, n, poison);
+    assert_failed_alone(&env, poison, "chiusura non registrata");
+    assert!(env.show(&poison.to_string())["errore"].as_str().expect("errore").contains("rifiutata dal trigger"));
+}
+
+fn a_request_whose_facts_cannot_be_read_fails_alone_and_is_parked(db: Db) {
+    let env = Env::with(db, Settings { max_failures: 2, batch_size: 64, workers: 1, ..Default::default() });
+    let n = 40;
+    synthetic(&env, n);
+    let poison = synthetic_id(&env, 3);
+    // The company of request 3 holds a value its reader refuses (written around the import's checks).
+    env.sql("UPDATE aziende SET rappresentanti_legali = 'non JSON' WHERE matricola = '5000000003'");
+    decide_all_within(&env, Duration::from_secs(60));
+    assert_others_closed(&env, n, poison);
+    assert_failed_alone(&env, poison, "lettura dei fatti non riuscita");
+    assert!(env.show(&poison.to_string())["errore"].as_str().expect("errore").contains("aziende.rappresentanti_legali"));
+}
+
+fn a_batch_slower_than_its_lease_keeps_it_and_its_failures_count(db: Db) {
+    // 8 rules running to their 500 ms deadline: a batch takes 4 s, twice its lease. Without renewal the other
+    // worker takes the batch over while it is decided, its close is fenced out and nothing is ever parked.
+    let rules = tempfile::tempdir().expect("tempdir");
+    rules_with(rules.path(), "PROVA_LENTA", "fn decide(req, ctx) { let x = 0; while true { x += 1; } }");
+    let settings = Settings {
+        rules_dir: rules.path().to_path_buf(),
+        lease_seconds: 2,
+        batch_size: 8,
+        workers: 2,
+        max_failures: 2,
+        max_operations: 10_000_000_000,
+        deadline_ms: 500,
+        ..Default::default()
+    };
+    let env = Env::with(db, settings);
+    let one = "- task: PROVA_LENTA\n  richiedente_cf: RSSMRA80A01H501U\n  profilo_richiedente: AZIENDA\n";
+    env.submit(&one.repeat(8));
+    decide_all_within(&env, Duration::from_secs(90));
+    assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'ripresa_lavorazione'")[0][0], 0, "no takeover");
+    assert_eq!(
+        env.sql("SELECT COUNT(*) FROM requests WHERE parked = 'errore' AND failures = 2 AND claims = 2")[0][0],
+        8,
+        "{:?}",
+        env.sql("SELECT id, parked, failures, claims FROM requests")
+    );
+    for kind in ["errore_regola", "sospesa_errore_regola"] {
+        let per_request = format!("SELECT COUNT(*) FROM events WHERE kind = '{kind}' GROUP BY request_id");
+        assert_eq!(env.sql(&per_request), vec![vec![Value::from(1)]; 8], "{kind}");
+    }
+    let view = env.show("1");
+    assert!(view["errore"].as_str().expect("errore").starts_with("timeout"), "{view:#}");
+}
+
+#[test]
+fn check_config_refuses_timings_the_workers_cannot_keep() {
+    let cases: [(Settings, &str, &[&str]); 2] = [
+        (
+            Settings { lease_seconds: 0, ..Default::default() },
+            "",
+            &["worker.lease_seconds", "renews its leases every third of `lease_seconds`"],
+        ),
+        (
+            Settings { deadline_ms: 5_000, ..Default::default() },
+            "  shutdown_grace_seconds: 3\n",
+            &["worker.shutdown_grace_seconds", "`rules.deadline_ms` of 5000 ms", "at least 6 s"],
+        ),
+    ];
+    for (settings, extra, expected) in cases {
+        let env = Env::with(Db::Sqlite, settings);
+        let text = std::fs::read_to_string(&env.config).expect("config");
+        std::fs::write(&env.config, text.replace("  max_failures:", &format!("{extra}  max_failures:"))).expect("write");
+        for command in [&["check-config"][..], &["run", "--exit-when-idle"]] {
+            let out = env.run(command);
+            let stderr = common::stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+            for e in expected {
+                assert!(stderr.contains(e) && stderr.contains("smart-task.yaml"), "{command:?}: {e}: {stderr}");
+            }
+        }
+        assert!(!env.path("smart-task.db").exists(), "a refused configuration opens no database");
+    }
+}
+
 backends!(
     a_stale_worker_cannot_close_what_another_took_over,
     a_daemon_killed_mid_batch_loses_nothing_and_decides_nothing_twice,
@@ -249,4 +392,7 @@ backends!(
     a_rule_past_its_deadline_is_stopped_and_parked,
     a_rule_error_names_the_rule_version_and_line,
     sigterm_stops_claiming_releases_leases_and_exits_zero,
+    a_request_whose_close_the_database_refuses_fails_alone_and_is_parked,
+    a_request_whose_facts_cannot_be_read_fails_alone_and_is_parked,
+    a_batch_slower_than_its_lease_keeps_it_and_its_failures_count,
 );

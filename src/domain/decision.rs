@@ -241,6 +241,9 @@ pub enum FailureKind {
     Budget,
     /// No rule is loaded for the request's task.
     NoRule,
+    /// The database refused to read this request's facts or to write its close (e.g. a value it cannot
+    /// store): the request fails alone, its batch goes on.
+    Database,
 }
 
 impl FailureKind {
@@ -250,6 +253,7 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Budget => "budget",
             FailureKind::NoRule => "no_rule",
+            FailureKind::Database => "database",
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn initialise(rules: &RuleSet, instance: &str) {
         for outcome in ["accolta", "non_accolta", "rinvio"] {
             counter!(DECISIONS, "task" => task.clone(), "outcome" => outcome).absolute(0);
         }
-        for kind in ["error", "timeout", "budget", "no_rule"] {
+        for kind in ["error", "timeout", "budget", "no_rule", "database"] {
             counter!(RULE_FAILURES, "task" => task.clone(), "kind" => kind).absolute(0);
         }
         if let Some(code) = rules.tasks[task].reasons.keys().next() {

@@ -392,6 +392,24 @@ impl Store {
         Ok(claimed)
     }
 
+    /// Extends the leases of claimed requests to `until`, each fenced by its token (`(id, token)` pairs): a
+    /// request closed, released or taken over since is left alone. Returns how many leases were extended.
+    pub async fn renew(&self, leases: &[(i64, i64)], until: Millis) -> Result<u64> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let done = sqlx::query(self.sql(
+            "UPDATE requests SET available_at = $2
+             FROM json_each($1) j
+             WHERE requests.id = CAST(j.value ->> 0 AS BIGINT) AND requests.lease_token = CAST(j.value ->> 1 AS BIGINT)",
+        ))
+        .bind(json_text(&leases))
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Reads the facts of the given subjects, each with its version, from one consistent snapshot.
     pub async fn load_facts(&self, subjects: &[Subject]) -> Result<HashMap<Subject, SubjectFacts>> {
         // One snapshot for every statement: versions and data agree.
