@@ -51,5 +51,30 @@ echo "== a referral to the sede's operators, with the rule's explanation (exampl
 run explain "${protocollo[rdi-07-rinvio-motivazione-altro.yaml]}"
 
 echo
-echo "== the notifications"
+echo "== the notifications (recipients masked)"
 run notifications list
+
+# The Non Accolta as its requester received it: the last e-mail about that request in the Maildir.
+nonaccolta=${protocollo[rdi-05-non-accolta-decorrenza-passata.yaml]}
+mail=$(grep -l "^Subject: Richiesta $nonaccolta non accolta" var/mail/new/*.eml | tail -n 1 || true)
+if [ -n "$mail" ]; then
+    echo
+    echo "== the e-mail of the Non Accolta $nonaccolta ($mail)"
+    if command -v python3 >/dev/null; then
+        python3 -c 'import email, email.policy, sys
+m = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=email.policy.default)
+print("Subject:", m["subject"]); print("To:", m["to"]); print()
+print(m.get_body(("plain",)).get_content())' "$mail"
+    else
+        cat "$mail"
+    fi
+fi
+sms=$(ls var/sms/*.txt 2>/dev/null | head -n 1 || true)
+if [ -n "$sms" ]; then
+    echo
+    echo "== an SMS ($sms)"
+    cat "$sms"
+fi
+echo
+echo "== written: the database var/smart-task.db, $(ls var/mail/new | wc -l) e-mails in the Maildir var/mail/new," \
+     "$(ls var/sms 2>/dev/null | wc -l) SMS in var/sms"
