@@ -534,7 +534,10 @@ impl Config {
             return Err(invalid("intake.sede_predefinita", "expected the 4-digit codice of a sede, e.g. \"7000\""));
         }
         let l = &config.intake.limits;
-        if l.max_document_bytes == 0 || l.max_requests == 0 || l.max_field_chars == 0 || l.max_note_chars == 0
+        if l.max_document_bytes == 0
+            || l.max_requests == 0
+            || l.max_field_chars == 0
+            || l.max_note_chars == 0
             || l.max_facts_bytes == 0
         {
             return Err(invalid("intake.limits", "every limit must be at least 1"));

@@ -34,7 +34,11 @@ pub fn read_document(
         .read_to_end(&mut bytes)
         .map_err(|error| DocumentError::Read { source_name: source_name.to_string(), error })?;
     if bytes.len() as u64 > limit {
-        return Err(DocumentError::TooLarge { source_name: source_name.to_string(), limit, limit_name: limit_name.into() });
+        return Err(DocumentError::TooLarge {
+            source_name: source_name.to_string(),
+            limit,
+            limit_name: limit_name.into(),
+        });
     }
     String::from_utf8(bytes).map_err(|e| DocumentError::NotUtf8 {
         source_name: source_name.to_string(),
@@ -47,7 +51,9 @@ pub fn read_document(
 pub enum DocumentError {
     #[error("cannot read {source_name}: {error}")]
     Read { source_name: String, error: std::io::Error },
-    #[error("{source_name}: larger than {limit} bytes (the limit `{limit_name}` of the configuration); nothing was read further")]
+    #[error(
+        "{source_name}: larger than {limit} bytes (the limit `{limit_name}` of the configuration); nothing was read further"
+    )]
     TooLarge { source_name: String, limit: u64, limit_name: String },
     #[error("{source_name}: not UTF-8 text (invalid byte at offset {offset})")]
     NotUtf8 { source_name: String, offset: usize },
