@@ -767,8 +767,11 @@ pub fn parse_facts(text: &str, path: &Path) -> anyhow::Result<ImportFile> {
 }
 
 async fn import_facts(config: &Config, path: &Path) -> Outcome {
+    let limit = config.intake.limits.max_facts_bytes;
+    let reader = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display())).map_err(input)?;
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display())).map_err(input)?;
+        crate::intake::read_document(reader, limit, "intake.limits.max_facts_bytes", &path.display().to_string())
+            .map_err(|e| input(anyhow::Error::from(e)))?;
     let file = parse_facts(&text, path).map_err(input)?;
     let store = daemon::open_store(config).await.map_err(runtime)?;
     let report = store.import_facts(&file).await.map_err(|e| match e {

@@ -262,6 +262,36 @@ fn oversized_submissions_are_refused_naming_the_limit(db: Db) {
     assert_eq!(env.submit(&good_json(r#","note":"breve""#)).len(), 1);
 }
 
+fn facts_duplicates_empty_ids_cycles_and_oversized_files_are_refused(db: Db) {
+    let env = Env::new(db);
+    let base = std::fs::read_to_string(common::repo().join("examples/facts.yaml")).expect("examples");
+    let d3 = "  - { id: D-3, matricola: \"1234567890\", delegato_cf: RSSMRA85T10A562S, tipo: SUBDELEGA, padre: D-1, stato: ATTIVA, data_inizio: 2023-05-01 }\n";
+    assert!(base.contains(d3));
+    let duplicated = base.replacen(d3, &format!("{d3}{}", d3.replace("2023-05-01", "2023-06-01")), 1);
+    let cyclic = base.replacen(
+        "tipo: INTERMEDIARIO, stato: ATTIVA, data_inizio: 2022-01-10",
+        "tipo: SUBDELEGA, padre: D-3, stato: ATTIVA, data_inizio: 2022-01-10",
+        1,
+    );
+    let empty_id = base.replacen("id: C-1,", "id: \"\",", 1);
+    for (text, expected) in [
+        (duplicated, "deleghe[3] (id D-3): field `id`: duplicates deleghe[2]"),
+        (cyclic, "cyclic chain of padre: D-1 -> D-3 -> D-1"),
+        (empty_id, "contatti[0] (id ): field `id`: missing"),
+    ] {
+        let p = env.write("facts.yaml", &text);
+        let out = env.run(&["facts", "import", p.to_str().expect("path")]);
+        assert_eq!(out.status.code(), Some(2), "{expected}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "expected `{expected}` in: {}", stderr(&out));
+    }
+    // A file larger than its bound is refused naming the limit, before it is read whole.
+    with_limits(&env, "    max_facts_bytes: 1000\n");
+    let p = env.write("facts.yaml", &base);
+    let out = env.run(&["facts", "import", p.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("intake.limits.max_facts_bytes"), "{}", stderr(&out));
+}
+
 backends!(
     resubmission_with_the_same_key_returns_the_first_request,
     protocol_numbers_are_per_sede_and_year,
@@ -272,4 +302,5 @@ backends!(
     control_characters_are_refused_naming_the_request_and_field,
     duplicate_json_keys_are_refused_naming_the_key_and_the_request,
     oversized_submissions_are_refused_naming_the_limit,
+    facts_duplicates_empty_ids_cycles_and_oversized_files_are_refused,
 );
