@@ -1,7 +1,6 @@
 //! The `smart-taskd` command line. Exit codes: 0 success; 1 operational failure (database, I/O);
 //! 2 invalid input (usage, configuration, rules, a request or a facts file); 3 not found.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -670,27 +669,30 @@ async fn fascicolo(config: &Config, soggetto: &str, json: bool) -> Outcome {
     Ok(())
 }
 
-fn read_input(file: &str) -> Result<String, Failure> {
+/// Reads a submission (`-`: standard input) up to `intake.limits.max_document_bytes`.
+fn read_input(config: &Config, file: &str) -> Result<String, Failure> {
+    let limit = config.intake.limits.max_document_bytes;
+    const LIMIT: &str = "intake.limits.max_document_bytes";
     if file == "-" {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("cannot read standard input").map_err(input)?;
-        Ok(text)
+        intake::read_document(std::io::stdin().lock(), limit, LIMIT, "<stdin>").map_err(input)
     } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}")).map_err(input)
+        let f = std::fs::File::open(file).with_context(|| format!("cannot read {file}")).map_err(input)?;
+        intake::read_document(f, limit, LIMIT, file).map_err(input)
     }
 }
 
 async fn submit(config: &Config, file: &str, json: bool) -> Outcome {
-    let text = read_input(file)?;
+    let text = read_input(config, file)?;
     let name = if file == "-" { "<stdin>" } else { file };
     let store = daemon::open_store(config).await.map_err(runtime)?;
     let evaluator = daemon::evaluator(config);
     let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
-    let items = intake::parse_submission(&text, name).map_err(input)?;
-    let requests = intake::validate_all(items, &rules, name).map_err(|errors| {
+    let refuse = |errors: Vec<intake::IntakeError>| {
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         input(anyhow::anyhow!("{}\nnothing was queued", lines.join("\n")))
-    })?;
+    };
+    let items = intake::parse_submission(&text, name, &config.intake.limits).map_err(refuse)?;
+    let requests = intake::validate_all(items, &rules, name).map_err(refuse)?;
     let stored = store.submit(&requests, &config.intake.sede_predefinita, now_ms()).await.map_err(runtime)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stored).map_err(runtime)?);
@@ -774,8 +776,11 @@ pub fn parse_facts(text: &str, path: &Path) -> anyhow::Result<ImportFile> {
 }
 
 async fn import_facts(config: &Config, path: &Path) -> Outcome {
+    let limit = config.intake.limits.max_facts_bytes;
+    let reader = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display())).map_err(input)?;
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display())).map_err(input)?;
+        crate::intake::read_document(reader, limit, "intake.limits.max_facts_bytes", &path.display().to_string())
+            .map_err(|e| input(anyhow::Error::from(e)))?;
     let file = parse_facts(&text, path).map_err(input)?;
     let store = daemon::open_store(config).await.map_err(runtime)?;
     let report = store.import_facts(&file).await.map_err(|e| match e {

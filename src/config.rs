@@ -239,6 +239,36 @@ impl Default for ScheduleConfig {
 pub struct IntakeConfig {
     /// Sede that takes requests whose matricola is unknown or absent (4 digits).
     pub sede_predefinita: String,
+    #[serde(default)]
+    pub limits: IntakeLimits,
+}
+
+/// Bounds on what `submit` and `facts import` read: anything larger is refused, naming the limit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeLimits {
+    /// Bytes of one submission (file or standard input); reading stops past it.
+    pub max_document_bytes: u64,
+    /// Requests in one submission.
+    pub max_requests: usize,
+    /// Characters of any string field of a request (and of any string in a facts file), `note` excepted.
+    pub max_field_chars: usize,
+    /// Characters of a request's free-text `note`.
+    pub max_note_chars: usize,
+    /// Bytes of one reference-data file (`facts import`): a whole archive extract.
+    pub max_facts_bytes: u64,
+}
+
+impl Default for IntakeLimits {
+    fn default() -> Self {
+        IntakeLimits {
+            max_document_bytes: 8 * 1024 * 1024,
+            max_requests: 10_000,
+            max_field_chars: 1_000,
+            max_note_chars: 4_000,
+            max_facts_bytes: 512 * 1024 * 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -524,6 +554,15 @@ impl Config {
         }
         if config.time_zone.parse::<crate::domain::time::Zone>().is_err() {
             return Err(invalid("time_zone", "expected an IANA time zone name, e.g. \"Europe/Rome\""));
+        }
+        let l = &config.intake.limits;
+        if l.max_document_bytes == 0
+            || l.max_requests == 0
+            || l.max_field_chars == 0
+            || l.max_note_chars == 0
+            || l.max_facts_bytes == 0
+        {
+            return Err(invalid("intake.limits", "every limit must be at least 1"));
         }
         if config.worker.workers == 0 || config.worker.batch_size == 0 {
             return Err(invalid("worker", "`workers` and `batch_size` must be at least 1"));

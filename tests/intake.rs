@@ -142,6 +142,156 @@ fn facts_import_errors_name_the_record_and_field_and_change_nothing(db: Db) {
     assert_eq!(env.sql("SELECT COUNT(*) FROM aziende")[0][0], 6);
 }
 
+/// Submits `text` expecting exit 2 with every one of `expected` in the error, and nothing queued.
+fn refused_with(env: &Env, text: &str, expected: &[&str]) {
+    let p = env.write("bad.json", text);
+    let out = env.run(&["submit", p.to_str().expect("path")]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for e in expected {
+        assert!(err.contains(e), "expected `{e}` in: {err}");
+    }
+    assert!(env.list().is_empty(), "nothing may be queued after: {err}");
+}
+
+fn good_json(extra: &str) -> String {
+    format!(
+        r#"{{"task":"REVOCA_DELEGA_INTERMEDIARIO","richiedente_cf":"{ROSSI}","profilo_richiedente":"AZIENDA",
+            "matricola":"1234567890","cf_intermediario":"{VERDI}","motivazione":"REVOCA"{extra}}}"#
+    )
+}
+
+fn control_characters_are_refused_naming_the_request_and_field(db: Db) {
+    let env = Env::new(db);
+    env.import_examples();
+    refused_with(
+        &env,
+        &good_json(r#","chiave_idempotenza":"k\u00001""#),
+        &["request 1 of 1", "`chiave_idempotenza`", "U+0000"],
+    );
+    refused_with(&env, &good_json(r#","note":"a\u0000b""#), &["`note`", "U+0000"]);
+    refused_with(&env, &good_json(r#","note":"a\u0085b""#), &["`note`", "U+0085"]);
+    refused_with(
+        &env,
+        &good_json(r#","contatti_notifica":{"email":"a\u0007@example.it"}"#),
+        &["`contatti_notifica.email`", "U+0007"],
+    );
+    let list = format!("[{}, {}]", good_json(""), good_json("").replace(VERDI, &format!("{VERDI}\\t")));
+    refused_with(&env, &list, &["request 2 of 2", "`cf_intermediario`", "U+0009"]);
+    // YAML escapes too.
+    let p = env.write("bad.yaml", &good().replace("portal-7f3a9c", "\"portal\\0\""));
+    let out = env.run(&["submit", p.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`chiave_idempotenza`"), "{}", stderr(&out));
+    assert!(env.list().is_empty());
+    // Line breaks and tabs are free text in `note`, and stored as they are.
+    let stored = env.submit(&good_json(r#","note":"prima riga\r\nseconda\triga""#));
+    assert_eq!(stored.len(), 1);
+}
+
+fn duplicate_json_keys_are_refused_naming_the_key_and_the_request(db: Db) {
+    let env = Env::new(db);
+    env.import_examples();
+    refused_with(&env, &good_json(r#","motivazione":"ALTRO""#), &["request 1 of 1", "`motivazione`", "twice"]);
+    let list = format!(
+        "[{}, {}]",
+        good_json(""),
+        good_json(r#","contatti_notifica":{"email":"a@example.it","email":"b@example.it"}"#)
+    );
+    refused_with(&env, &list, &["request 2", "`contatti_notifica.email`", "twice"]);
+}
+
+/// Rewrites the test configuration's intake section with `limits`.
+fn with_limits(env: &Env, limits: &str) {
+    let path = env.path("smart-task.yaml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    let text = text.replace(
+        "intake:\n  sede_predefinita: \"7000\"\n",
+        &format!("intake:\n  sede_predefinita: \"7000\"\n  limits:\n{limits}"),
+    );
+    std::fs::write(&path, text).expect("config");
+}
+
+fn oversized_submissions_are_refused_naming_the_limit(db: Db) {
+    let env = Env::new(db);
+    env.import_examples();
+    with_limits(
+        &env,
+        "    max_document_bytes: 4096\n    max_requests: 3\n    max_field_chars: 40\n    max_note_chars: 100\n",
+    );
+    refused_with(
+        &env,
+        &good_json(&format!(r#","note":"{}""#, "x".repeat(101))),
+        &["`note`", "101 characters", "intake.limits.max_note_chars"],
+    );
+    refused_with(
+        &env,
+        &good_json(&format!(r#","chiave_idempotenza":"{}""#, "k".repeat(41))),
+        &["`chiave_idempotenza`", "intake.limits.max_field_chars"],
+    );
+    let four = format!("[{}]", vec![good_json(""); 4].join(","));
+    refused_with(&env, &four, &["4 requests", "intake.limits.max_requests"]);
+    refused_with(
+        &env,
+        &good_json(&format!(r#","note":"{}""#, "x".repeat(5000))),
+        &["larger than 4096 bytes", "intake.limits.max_document_bytes"],
+    );
+    // Standard input is not read past the bound: an endless stream is refused.
+    let mut child = env
+        .command(&["submit", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![b' '; 65536];
+        // Stops when the reader has gone (broken pipe), after far more than the bound.
+        for _ in 0..16_384 {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("larger than 4096 bytes"), "{}", stderr(&out));
+    writer.join().expect("writer");
+    // Within the limits: accepted.
+    assert_eq!(env.submit(&good_json(r#","note":"breve""#)).len(), 1);
+}
+
+fn facts_duplicates_empty_ids_cycles_and_oversized_files_are_refused(db: Db) {
+    let env = Env::new(db);
+    let base = std::fs::read_to_string(common::repo().join("examples/facts.yaml")).expect("examples");
+    let d3 = "  - { id: D-3, matricola: \"1234567890\", delegato_cf: RSSMRA85T10A562S, tipo: SUBDELEGA, padre: D-1, stato: ATTIVA, data_inizio: 2023-05-01 }\n";
+    assert!(base.contains(d3));
+    let duplicated = base.replacen(d3, &format!("{d3}{}", d3.replace("2023-05-01", "2023-06-01")), 1);
+    let cyclic = base.replacen(
+        "tipo: INTERMEDIARIO, stato: ATTIVA, data_inizio: 2022-01-10",
+        "tipo: SUBDELEGA, padre: D-3, stato: ATTIVA, data_inizio: 2022-01-10",
+        1,
+    );
+    let empty_id = base.replacen("id: C-1,", "id: \"\",", 1);
+    for (text, expected) in [
+        (duplicated, "deleghe[3] (id D-3): field `id`: duplicates deleghe[2]"),
+        (cyclic, "cyclic chain of padre: D-1 -> D-3 -> D-1"),
+        (empty_id, "contatti[0] (id ): field `id`: missing"),
+    ] {
+        let p = env.write("facts.yaml", &text);
+        let out = env.run(&["facts", "import", p.to_str().expect("path")]);
+        assert_eq!(out.status.code(), Some(2), "{expected}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "expected `{expected}` in: {}", stderr(&out));
+    }
+    // A file larger than its bound is refused naming the limit, before it is read whole.
+    with_limits(&env, "    max_facts_bytes: 1000\n");
+    let p = env.write("facts.yaml", &base);
+    let out = env.run(&["facts", "import", p.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("intake.limits.max_facts_bytes"), "{}", stderr(&out));
+}
+
 backends!(
     resubmission_with_the_same_key_returns_the_first_request,
     protocol_numbers_are_per_sede_and_year,
@@ -149,4 +299,8 @@ backends!(
     malformed_documents_are_refused,
     submit_reads_standard_input_and_json,
     facts_import_errors_name_the_record_and_field_and_change_nothing,
+    control_characters_are_refused_naming_the_request_and_field,
+    duplicate_json_keys_are_refused_naming_the_key_and_the_request,
+    oversized_submissions_are_refused_naming_the_limit,
+    facts_duplicates_empty_ids_cycles_and_oversized_files_are_refused,
 );

@@ -234,6 +234,7 @@ impl ImportFile {
         for (i, c) in self.contatti.iter_mut().enumerate() {
             c.titolare_cf = c.titolare_cf.trim().to_uppercase();
             let r = rec("contatti", i, &format!("id {}", c.id));
+            check(!c.id.trim().is_empty(), &r, "id", "missing: expected a unique id")?;
             check_cf(&r, "titolare_cf", &c.titolare_cf)?;
             if let Some(m) = &c.matricola {
                 check(validators::matricola(m), &r, "matricola", "expected 10 digits, as a quoted string")?;
@@ -263,8 +264,49 @@ impl ImportFile {
             check_date(&r, "valid_from", c.valid_from.as_deref())?;
             check_date(&r, "valid_to", c.valid_to.as_deref())?;
         }
+        no_duplicates("sedi", "codice", self.sedi.iter().map(|s| s.codice.as_str()))?;
+        no_duplicates("aziende", "matricola", self.aziende.iter().map(|a| a.matricola.as_str()))?;
+        no_duplicates("persone", "cf", self.persone.iter().map(|p| p.cf.as_str()))?;
+        no_duplicates("intermediari", "cf", self.intermediari.iter().map(|m| m.cf.as_str()))?;
+        no_duplicates("deleghe", "id", self.deleghe.iter().map(|d| d.id.as_str()))?;
+        no_duplicates("contatti", "id", self.contatti.iter().map(|c| c.id.as_str()))?;
+        self.no_padre_cycles()
+    }
+
+    /// Refuses a chain of `padre` inside the file that comes back to where it started.
+    fn no_padre_cycles(&self) -> Result<(), RecordError> {
+        let padre: std::collections::HashMap<&str, &str> =
+            self.deleghe.iter().filter_map(|d| d.padre.as_deref().map(|p| (d.id.as_str(), p))).collect();
+        for (i, d) in self.deleghe.iter().enumerate() {
+            let mut chain = vec![d.id.as_str()];
+            let mut at = d.id.as_str();
+            while let Some(&next) = padre.get(at) {
+                if next == d.id {
+                    chain.push(next);
+                    let r = rec("deleghe", i, &format!("id {}", d.id));
+                    return check(false, &r, "padre", format!("cyclic chain of padre: {}", chain.join(" -> ")));
+                }
+                if chain.contains(&next) {
+                    break; // a cycle not through this delega: reported from one of its own records
+                }
+                chain.push(next);
+                at = next;
+            }
+        }
         Ok(())
     }
+}
+
+/// Refuses a key that two records of one section share, naming both: `deleghe[3] (id D-3) duplicates deleghe[1]`.
+fn no_duplicates<'a>(section: &str, key: &str, keys: impl Iterator<Item = &'a str>) -> Result<(), RecordError> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, k) in keys.enumerate() {
+        if let Some(first) = seen.insert(k, i) {
+            let r = rec(section, i, &format!("{key} {k}"));
+            return check(false, &r, key, format!("duplicates {section}[{first}]: every {key} once per file"));
+        }
+    }
+    Ok(())
 }
 
 /// A subject whose facts a rule can read; its `Display` form is the key of `subject_versions`.
