@@ -111,7 +111,7 @@ where
     Fut: Future<Output = Result<R, StoreError>>,
 {
     let (mut done, mut failed) = (Vec::new(), Vec::new());
-    let mut pending = vec![0..items.len()];
+    let mut pending = Vec::from([0..items.len()]);
     while let Some(range) = pending.pop() {
         if range.is_empty() {
             continue;
@@ -234,13 +234,15 @@ impl Pipeline {
         owner: &str,
     ) -> Result<Vec<(i64, Fate)>, StoreError> {
         let (store, policy) = (&self.store, self.policy());
-        let (parts, failed) = isolate(evaluated, |part| async move {
-            store.close_batch(part, policy, now_ms(), owner).await
-        })
-        .await?;
+        let (parts, failed) =
+            isolate(evaluated, |part| async move { store.close_batch(part, policy, now_ms(), owner).await }).await?;
         let mut fates: HashMap<i64, Fate> = parts.into_iter().flat_map(|(_, plan)| plan.fates).collect();
         if !failed.is_empty() {
-            warn!(owner, requests = failed.len(), "the database refused to close some requests: they fail alone (see `show`)");
+            warn!(
+                owner,
+                requests = failed.len(),
+                "the database refused to close some requests: they fail alone (see `show`)"
+            );
         }
         for (i, error) in failed {
             let failure = database_failure(format!("chiusura non registrata ({error})"));
@@ -285,7 +287,11 @@ impl Pipeline {
 
     /// [`Pipeline::run_batch`], deciding until `stop` turns true: then what is decided is closed and the rest
     /// stays leased by `owner`, for the daemon to release.
-    async fn run_batch_until(&self, owner: &str, stop: Option<watch::Receiver<bool>>) -> Result<BatchStats, StoreError> {
+    async fn run_batch_until(
+        &self,
+        owner: &str,
+        stop: Option<watch::Receiver<bool>>,
+    ) -> Result<BatchStats, StoreError> {
         let lease_ms = (self.config.lease_seconds * 1000) as i64;
         let started = std::time::Instant::now();
         let claimed = self.store.claim(owner, self.config.batch_size, lease_ms, now_ms()).await?;

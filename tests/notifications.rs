@@ -642,7 +642,10 @@ fn permanent_failures_are_recorded_listed_flag_the_contact_and_can_be_retried(db
     }
     let text = env.ok(&["notifications", "list", "--dead"]);
     assert!(
-        text.contains("SMTP 550 5.1.1") && text.contains("failed") && text.contains("dead") && text.contains("HTTP 503"),
+        text.contains("SMTP 550 5.1.1")
+            && text.contains("failed")
+            && text.contains("dead")
+            && text.contains("HTTP 503"),
         "{text}"
     );
     assert!(!text.contains(bounced) && !text.contains("3200000002"), "{text}");

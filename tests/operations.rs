@@ -124,13 +124,12 @@ fn messages(seen: &Received) -> Vec<(Instant, String)> {
 
 fn systemd_protocol_ready_reloading_stopping_and_a_watchdog_that_stops_when_a_worker_is_stuck(db: Db) {
     let rules = tempfile::tempdir().expect("tempdir");
-    copy_dir(&common::repo().join("rules"), rules.path());
-    let folder = rules.path().join("prova_blocco");
-    std::fs::create_dir_all(&folder).expect("mkdir");
-    std::fs::write(folder.join("task.yaml"), "id: PROVA_BLOCCO\nlabel: Prova\nschema:\n  type: object\n  additionalProperties: false\nreasons:\n  X-01: \"Motivo.\"\n").expect("task");
-    // Stuck for up to 6 s: a long loop within a huge budget, stopped only by the deadline.
-    std::fs::write(folder.join("rule.rhai"), "fn decide(req, ctx) { let x = 0; while true { x += 1; } }")
-        .expect("rule");
+    // Stuck for up to 6 s on its hostile request: a long loop within a huge budget, stopped only by the deadline.
+    common::rules_with_hostile_task(
+        rules.path(),
+        "PROVA_BLOCCO",
+        "fn decide(req, ctx) { let x = 0; while true { x += 1; } }",
+    );
     let env = Env::with(
         db,
         Settings {
@@ -160,7 +159,7 @@ fn systemd_protocol_ready_reloading_stopping_and_a_watchdog_that_stops_when_a_wo
         messages(&seen).iter().any(|(_, m)| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC="))
     });
     // A stuck worker: pings stop while the rule runs.
-    env.submit("task: PROVA_BLOCCO\nrichiedente_cf: RSSMRA80A01H501U\nprofilo_richiedente: AZIENDA\n");
+    env.submit(&common::hostile_request("PROVA_BLOCCO"));
     std::thread::sleep(Duration::from_millis(2500));
     let last_ping =
         messages(&seen).iter().filter(|(_, m)| m.contains("WATCHDOG=1")).map(|(t, _)| *t).max().expect("pings");

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -131,39 +130,12 @@ fn a_daemon_killed_mid_batch_loses_nothing_and_decides_nothing_twice(db: Db) {
 }
 
 /// A copy of the shipped rules plus a task whose rule is `body`.
-fn rules_with(dir: &Path, task: &str, body: &str) {
-    let src = common::repo().join("rules");
-    for entry in walk(&src) {
-        let rel = entry.strip_prefix(&src).expect("prefix");
-        let dest = dir.join(rel);
-        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
-        std::fs::copy(&entry, &dest).expect("copy");
-    }
-    let folder = dir.join(task.to_lowercase());
-    std::fs::create_dir_all(&folder).expect("mkdir");
-    std::fs::write(
-        folder.join("task.yaml"),
-        format!("id: {task}\nlabel: Prova\nschema:\n  type: object\n  additionalProperties: false\nreasons:\n  X-01: \"Motivo di prova.\"\n"),
-    )
-    .expect("task.yaml");
-    std::fs::write(folder.join("rule.rhai"), body).expect("rule.rhai");
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
-        let p = e.path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
-    }
-    out
-}
-
 fn parked_rule_failure(db: Db, settings: impl FnOnce(std::path::PathBuf) -> Settings, body: &str, expected_kind: &str) {
     let rules = tempfile::tempdir().expect("tempdir");
-    rules_with(rules.path(), "PROVA_CICLO", body);
+    common::rules_with_hostile_task(rules.path(), "PROVA_CICLO", body);
     let env = Env::with(db, settings(rules.path().to_path_buf()));
     env.import_examples();
-    let looping = env.submit("task: PROVA_CICLO\nrichiedente_cf: RSSMRA80A01H501U\nprofilo_richiedente: AZIENDA\n");
+    let looping = env.submit(&common::hostile_request("PROVA_CICLO"));
     let normal = env.submit(&rdi("RSSMRA80A01H501U", "AZIENDA", "1234567890", "VRDGPP80A41H501Y", ""));
     let started = Instant::now();
     env.decide_all();
@@ -212,7 +184,8 @@ fn a_rule_error_names_the_rule_version_and_line(db: Db) {
     parked_rule_failure(
         db,
         |rules_dir| Settings { rules_dir, max_failures: 2, ..Default::default() },
-        "fn decide(req, ctx) {\n    check(\"X-01\", req.campo_inesistente == 1);\n}",
+        // An index out of range: a runtime error no linter sees.
+        "fn decide(req, ctx) {\n    let uno = [1];\n    check(\"X-01\", uno[uno.len() + 4] == 1);\n}",
         "error",
     );
 }
@@ -263,7 +236,10 @@ fn assert_failed_alone(env: &Env, id: i64, expected: &str) {
     let kinds: Vec<&str> =
         view["eventi"].as_array().expect("eventi").iter().filter_map(|e| e["tipo"].as_str()).collect();
     assert_eq!(kinds, ["protocollazione", "smistamento", "errore_regola", "sospesa_errore_regola"]);
-    assert_eq!(env.sql(&format!("SELECT failures, lease_token FROM requests WHERE id = {id}"))[0], [2.into(), Value::Null]);
+    assert_eq!(
+        env.sql(&format!("SELECT failures, lease_token FROM requests WHERE id = {id}"))[0],
+        [2.into(), Value::Null]
+    );
     assert_eq!(env.sql(&format!("SELECT COUNT(*) FROM decisions WHERE request_id = {id}"))[0][0], 0);
 }
 
@@ -318,14 +294,20 @@ fn a_request_whose_facts_cannot_be_read_fails_alone_and_is_parked(db: Db) {
     decide_all_within(&env, Duration::from_secs(60));
     assert_others_closed(&env, n, poison);
     assert_failed_alone(&env, poison, "lettura dei fatti non riuscita");
-    assert!(env.show(&poison.to_string())["errore"].as_str().expect("errore").contains("aziende.rappresentanti_legali"));
+    assert!(
+        env.show(&poison.to_string())["errore"].as_str().expect("errore").contains("aziende.rappresentanti_legali")
+    );
 }
 
 fn a_batch_slower_than_its_lease_keeps_it_and_its_failures_count(db: Db) {
     // 8 rules running to their 500 ms deadline: a batch takes 4 s, twice its lease. Without renewal the other
     // worker takes the batch over while it is decided, its close is fenced out and nothing is ever parked.
     let rules = tempfile::tempdir().expect("tempdir");
-    rules_with(rules.path(), "PROVA_LENTA", "fn decide(req, ctx) { let x = 0; while true { x += 1; } }");
+    common::rules_with_hostile_task(
+        rules.path(),
+        "PROVA_LENTA",
+        "fn decide(req, ctx) { let x = 0; while true { x += 1; } }",
+    );
     let settings = Settings {
         rules_dir: rules.path().to_path_buf(),
         lease_seconds: 2,
@@ -337,7 +319,7 @@ fn a_batch_slower_than_its_lease_keeps_it_and_its_failures_count(db: Db) {
         ..Default::default()
     };
     let env = Env::with(db, settings);
-    let one = "- task: PROVA_LENTA\n  richiedente_cf: RSSMRA80A01H501U\n  profilo_richiedente: AZIENDA\n";
+    let one = format!("- {}\n", common::hostile_request("PROVA_LENTA").trim_end().replace('\n', "\n  "));
     env.submit(&one.repeat(8));
     decide_all_within(&env, Duration::from_secs(90));
     assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'ripresa_lavorazione'")[0][0], 0, "no takeover");
@@ -372,7 +354,8 @@ fn check_config_refuses_timings_the_workers_cannot_keep() {
     for (settings, extra, expected) in cases {
         let env = Env::with(Db::Sqlite, settings);
         let text = std::fs::read_to_string(&env.config).expect("config");
-        std::fs::write(&env.config, text.replace("  max_failures:", &format!("{extra}  max_failures:"))).expect("write");
+        std::fs::write(&env.config, text.replace("  max_failures:", &format!("{extra}  max_failures:")))
+            .expect("write");
         for command in [&["check-config"][..], &["run", "--exit-when-idle"]] {
             let out = env.run(command);
             let stderr = common::stderr(&out);

@@ -507,7 +507,8 @@ fn decide(
     let view = Arc::new(FactsView::new(facts_of(&case.world, open, open_requests), None));
     match evaluator.evaluate(rule, &claimed, view, now) {
         Evaluation::Decided(d) => Actual {
-            esito: Some(d.outcome),
+            // In dry-run mode the rule's own outcome is what its cases state (an operator closes the request).
+            esito: Some(d.trace.dry_run.unwrap_or(d.outcome)),
             motivi: d.reasons,
             effetti: d.effects,
             checks: d.trace.checks,

@@ -382,3 +382,39 @@ pub fn codes(view: &Value) -> Vec<String> {
         .map(|m| m.iter().filter_map(|r| r["codice"].as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
+
+/// The shipped rules plus a test task `task` that misbehaves only on some input, as a rule in production
+/// does: its cases pass (so the set passes the vetting of a start or a reload), and a request carrying
+/// `prova: ostile` runs `hostile`, a `fn decide(req, ctx)` that loops, waits out its deadline or fails. The
+/// hostile function keeps its line numbers (the dispatching `decide` comes after it).
+pub fn rules_with_hostile_task(dir: &Path, task: &str, hostile: &str) {
+    copy_dir(&repo().join("rules"), dir);
+    let folder = dir.join(task.to_lowercase());
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(
+        folder.join("task.yaml"),
+        format!(
+            "id: {task}\nlabel: Prova\nschema:\n  type: object\n  additionalProperties: false\n  properties:\n    \
+             prova: {{ type: string }}\nreasons:\n  X-01: \"Motivo di prova.\"\n"
+        ),
+    )
+    .expect("task.yaml");
+    let rule = hostile.replacen("fn decide(req, ctx)", "fn ostile(req, ctx)", 1);
+    assert_ne!(rule, hostile, "the hostile rule must define fn decide(req, ctx)");
+    std::fs::write(
+        folder.join("rule.rhai"),
+        format!("{rule}\n\nfn decide(req, ctx) {{\n    if req.prova == \"ostile\" {{ ostile(req, ctx); return; }}\n    check(\"X-01\", false);\n}}\n"),
+    )
+    .expect("rule.rhai");
+    std::fs::write(
+        folder.join("cases.yaml"),
+        "cases:\n  - name: \"una richiesta ordinaria\"\n    request: { richiedente_cf: RSSMRA80A01H501U, profilo_richiedente: AZIENDA }\n    \
+         expect: { esito: non_accolta, motivi: [X-01] }\n",
+    )
+    .expect("cases.yaml");
+}
+
+/// A request of a task made by [`rules_with_hostile_task`] that runs its hostile rule.
+pub fn hostile_request(task: &str) -> String {
+    format!("task: {task}\nrichiedente_cf: RSSMRA80A01H501U\nprofilo_richiedente: AZIENDA\nprova: ostile\n")
+}
