@@ -579,7 +579,10 @@ fn check_notify(n: &mut NotifyConfig, path: &Path) -> Result<(), ConfigError> {
     if let Some(e) = n.email.as_mut() {
         if let Some(dir) = e.url.strip_prefix(MAILDIR_SCHEME) {
             if dir.is_empty() {
-                return Err(invalid("notify.email.url", "`maildir:` needs a directory, e.g. maildir:../var/mail".into()));
+                return Err(invalid(
+                    "notify.email.url",
+                    "`maildir:` needs a directory, e.g. maildir:../var/mail".into(),
+                ));
             }
             e.url = format!("{}{}", MAILDIR_SCHEME, base.join(dir).display());
         } else if !(e.url.starts_with("smtp://") || e.url.starts_with("smtps://")) {

@@ -225,9 +225,7 @@ impl Dispatcher {
                     stats.retried += 1;
                     debug!(notifica = id, protocollo, evento, canale, %destinatario, tentativo = n.attempts,
                            errore = %error, tra_ms = at - now, "notifica non inviata: nuovo tentativo");
-                    let entry = retried
-                        .entry((n.channel.clone(), error.clone()))
-                        .or_insert((0, i64::MAX));
+                    let entry = retried.entry((n.channel.clone(), error.clone())).or_insert((0, i64::MAX));
                     entry.0 += 1;
                     entry.1 = entry.1.min(at - now);
                 }

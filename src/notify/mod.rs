@@ -97,7 +97,12 @@ pub fn check(config: &NotifyConfig) -> Result<(Vec<String>, Vec<String>), String
     if let Some(s) = &config.sms {
         let sender = SmsSender::new(s, credentials)?;
         warnings.extend(sender.check()?);
-        lines.push(format!("  sms:   {}, sender {}, at most {} segment(s)", sender.describe(), s.sender, s.max_segments));
+        lines.push(format!(
+            "  sms:   {}, sender {}, at most {} segment(s)",
+            sender.describe(),
+            s.sender,
+            s.max_segments
+        ));
     }
     for channel in dispatcher::CHANNELS.iter().filter(|c| !config.channels().contains(c)) {
         lines.push(format!("  {channel}: {}", dispatcher::not_configured(channel)));

@@ -64,7 +64,9 @@ pub fn mask_password(url: &str) -> String {
         let params: Vec<String> = query
             .split('&')
             .map(|p| match p.split_once('=') {
-                Some((k, _)) if ["password", "pass", "pwd", "secret", "token"].contains(&k.to_ascii_lowercase().as_str()) => {
+                Some((k, _))
+                    if ["password", "pass", "pwd", "secret", "token"].contains(&k.to_ascii_lowercase().as_str()) =>
+                {
                     format!("{k}=***")
                 }
                 _ => p.to_string(),
@@ -90,9 +92,15 @@ mod tests {
 
     #[test]
     fn passwords_in_urls_are_masked() {
-        assert_eq!(mask_password("postgres://smart:s3cret@db.example.it:5432/st"), "postgres://smart:***@db.example.it:5432/st");
+        assert_eq!(
+            mask_password("postgres://smart:s3cret@db.example.it:5432/st"),
+            "postgres://smart:***@db.example.it:5432/st"
+        );
         assert_eq!(mask_password("smtps://user:p%40ss@mail.example.it:465"), "smtps://user:***@mail.example.it:465");
-        assert_eq!(mask_password("postgres://smart@db/st?password=x&sslmode=require"), "postgres://smart@db/st?password=***&sslmode=require");
+        assert_eq!(
+            mask_password("postgres://smart@db/st?password=x&sslmode=require"),
+            "postgres://smart@db/st?password=***&sslmode=require"
+        );
         assert_eq!(mask_password("sqlite:///var/lib/st.db"), "sqlite:///var/lib/st.db");
         assert_eq!(mask_password("smtp://localhost:2525?tls=required"), "smtp://localhost:2525?tls=required");
         assert_eq!(mask_password("maildir:/var/mail"), "maildir:/var/mail");

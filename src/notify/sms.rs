@@ -390,5 +390,4 @@ mod tests {
             assert_eq!(sender.check(), Ok(None), "{file}");
         }
     }
-
 }
