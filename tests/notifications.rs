@@ -112,9 +112,11 @@ impl Drop for Sink {
 
 #[derive(Debug, Clone, serde::Deserialize)]
 struct Mail {
+    file: String,
     message_id: String,
     subject: String,
     from: String,
+    to: String,
     rcpt_to: String,
     auto_submitted: String,
     content_type: String,
@@ -905,6 +907,254 @@ fn two_daemons_dispatching_together_send_each_notification_once(db: Db) {
     eprintln!("two dispatchers: {} and {} notifications sent", sent(&log_a), sent(&log_b));
 }
 
+/// Runs `run --exit-when-idle` until no notification is pending (transient failures back off between runs);
+/// returns the logs of every run.
+fn run_until_settled(env: &Env, sms: Option<&str>) -> String {
+    let mut logs = String::new();
+    for _ in 0..30 {
+        logs.push_str(&stderr(&run_until_idle(env, None, sms)));
+        if env.sql("SELECT COUNT(*) FROM outbox WHERE state = 'pending'")[0][0] == 0 {
+            return logs;
+        }
+        std::thread::sleep(Duration::from_millis(160));
+    }
+    panic!("notifications still pending: {:#?}", outbox(env));
+}
+
+fn without_servers_emails_go_to_a_maildir_and_sms_to_text_files_one_file_per_notification(db: Db) {
+    // As in the shipped configuration: file transports, paths relative to the configuration file.
+    let env = env_with(db, Notify { smtp_url: "maildir:mail".into(), sms_dir: Some("sms"), ..Default::default() });
+    let ko = submit(&env, &request(false, "f-1", Some("anna.colombo@example.it"), Some("333 123 4567"), (true, true)));
+    submit(&env, &request(true, "f-2", Some("studio.verdi@example.it"), None, (true, false)));
+    run_until_idle(&env, None, None);
+    let rows = outbox(&env);
+    assert!(rows.len() >= 9, "{rows:#?}");
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:#?}");
+
+    // Each e-mail a complete message in mail/new, named after its outbox id, read by Python's MIME parser.
+    let maildir = env.path("mail");
+    let files = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let mails = Sink { port: 0, maildir: maildir.clone(), control: env.path("unused"), child: None }.messages();
+    let email_rows: Vec<&Row> = rows.iter().filter(|r| r.channel == "email").collect();
+    assert_eq!(mails.len(), email_rows.len());
+    for r in &email_rows {
+        let name = format!("outbox-{}.eml", r.id);
+        assert_eq!(r.provider_id.as_deref(), Some(format!("maildir new/{name}").as_str()), "{r:?}");
+        let mail = mails.iter().find(|m| m.file == name).unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(Some(mail.message_id.as_str()), r.reference.as_deref());
+        assert!(mail.subject.contains(&r.protocollo), "{}", mail.subject);
+        assert!(mail.to.contains(&r.recipient), "{}", mail.to);
+        assert_eq!(mail.auto_submitted, "auto-generated");
+        assert!(mail.text.as_deref().is_some_and(|t| t.contains(LABEL)), "{mail:?}");
+    }
+    let rejected = email_rows.iter().find(|r| r.protocollo == ko && r.event == "chiusura").expect("chiusura");
+    let text = mails.iter().find(|m| m.file == format!("outbox-{}.eml", rejected.id)).and_then(|m| m.text.clone());
+    assert!(text.is_some_and(|t| t.contains("RDI-02") && t.contains(RDI_05)));
+    assert!(files(&maildir.join("tmp")).is_empty(), "nothing half-written");
+
+    // Each SMS a text file: recipient, sender, reference, encoding, then the text.
+    let sms_rows: Vec<&Row> = rows.iter().filter(|r| r.channel == "sms").collect();
+    assert_eq!(sms_rows.len(), 3);
+    assert_eq!(files(&env.path("sms")).len(), 3, "{:?}", files(&env.path("sms")));
+    for r in &sms_rows {
+        let name = format!("outbox-{}.txt", r.id);
+        assert_eq!(r.provider_id.as_deref(), Some(format!("file {name}").as_str()));
+        let text = std::fs::read_to_string(env.path("sms").join(&name)).expect("SMS file");
+        assert!(text.starts_with("Destinatario: +393331234567\nMittente: INPS\n"), "{text}");
+        assert!(text.contains(&format!("Riferimento: outbox-{}\n", r.id)), "{text}");
+        assert!(text.contains(&r.protocollo) && text.contains(LABEL), "{text}");
+    }
+
+    // A resend (a crash between writing and recording) replaces the copy: still one file per notification.
+    env.sql("UPDATE outbox SET state = 'pending', available_at = 0, sent_at = NULL RETURNING id");
+    run_until_idle(&env, None, None);
+    assert!(outbox(&env).iter().all(|r| r.state == "sent" && r.attempts == 2));
+    let eml = files(&maildir.join("new"));
+    assert_eq!(eml.len(), email_rows.len(), "{eml:?}");
+    assert!(email_rows.iter().all(|r| eml.contains(&format!("outbox-{}.eml", r.id))), "{eml:?}");
+    assert_eq!(files(&env.path("sms")).len(), 3);
+}
+
+#[test]
+fn the_shipped_configuration_writes_notifications_as_files() {
+    let out = Command::new(common::BIN)
+        .arg("--config")
+        .arg(repo().join("config/smart-task.yaml"))
+        .arg("check-config")
+        .env_remove("SMART_TASK_SMTP_URL")
+        .env_remove("SMART_TASK_SMS_URL")
+        .output()
+        .expect("check-config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let var = repo().join("config/../var");
+    assert!(text.contains(&format!("email: maildir:{}/mail", var.display())), "{text}");
+    assert!(text.contains(&format!("sms:   files in {}/sms", var.display())), "{text}");
+}
+
+fn sms_without_an_sms_channel_fail_at_once_saying_so_and_go_out_once_it_is_configured(db: Db) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(tmp.path());
+    let env = env_with(db, Notify { smtp_url: sink.url(), sms: false, ..Default::default() });
+    let anomalous = || env.sql("SELECT id FROM contatti WHERE stato = 'ANOMALO' ORDER BY id");
+    let anomalous_before = anomalous();
+    let protocollo =
+        submit(&env, &request(false, "s-1", Some("anna.colombo@example.it"), Some("333 123 4567"), (true, true)));
+    // The run ends: nothing waits for a channel that is not there.
+    let logs = stderr(&run_until_idle(&env, None, None));
+    let rows = outbox(&env);
+    let sms: Vec<&Row> = rows.iter().filter(|r| r.channel == "sms").collect();
+    assert_eq!(sms.len(), 3, "{rows:#?}");
+    for r in &sms {
+        assert_eq!((r.state.as_str(), r.attempts), ("failed", 1), "{r:?}");
+        assert_eq!(r.last_error.as_deref(), Some("SMS non configurato (notify.sms)"), "{r:?}");
+    }
+    assert!(rows.iter().filter(|r| r.channel == "email").all(|r| r.state == "sent"), "{rows:#?}");
+    assert!(logs.contains("SMS non configurato"), "{logs}");
+    let listed = env.ok(&["notifications", "list", "--dead"]);
+    assert_eq!(listed.matches("errore: SMS non configurato (notify.sms)").count(), 3, "{listed}");
+    assert!(listed.contains(&protocollo), "{listed}");
+    assert!(env.ok(&["check-config"]).contains("sms: SMS non configurato"), "check-config says so");
+    // Not a bounce: the number on file is not flagged.
+    assert_eq!(anomalous(), anomalous_before);
+
+    // Nothing is lost: configured later, they are retried and sent.
+    let gateway = Gateway::start();
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    let sms_section = format!(
+        "  sms:\n    provider_file: {}\n    sender: INPS\n    max_segments: 2\n  retry:\n",
+        repo().join("config/sms-providers/skebby.yaml").display()
+    );
+    std::fs::write(&env.config, config.replacen("  retry:\n", &sms_section, 1)).expect("config");
+    assert!(env.ok(&["notifications", "retry", "--all-dead"]).contains("3 notifications queued again"));
+    run_until_idle(&env, None, Some(&gateway.url()));
+    assert!(outbox(&env).iter().all(|r| r.state == "sent"), "{:#?}", outbox(&env));
+    assert_eq!(gateway.requests().len(), 3);
+}
+
+fn a_relay_refusing_the_transaction_is_retried_and_never_flags_the_recipient(db: Db) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(tmp.path());
+    let env = env_with(db, Notify { smtp_url: sink.url(), sms: false, max_attempts: 2, ..Default::default() });
+    // Laura Bianchi's address is a VALID contact on file (C-4): a relay refusing everything must not flag it.
+    let address = "laura.bianchi@rossicostruzioni.it";
+    let versions = || env.sql("SELECT subject, version FROM subject_versions WHERE subject = 'cp:BNCLRA90E50F205S'");
+    let before = versions();
+    submit(&env, &request(false, "r-1", Some(address), None, (true, false)));
+    for (phase, control) in [
+        ("MAIL FROM", json!({ "mail": "554 5.7.1 <noreply.smarttask@inps.test>: Relay access denied" })),
+        ("DATA", json!({ "data": "554 5.6.0 Message refused by policy" })),
+        ("RCPT TO, not about the address", json!({ "rcpt_all": "550 5.7.1 Relaying denied" })),
+    ] {
+        sink.control(control);
+        let logs = run_until_settled(&env, None);
+        let rows = outbox(&env);
+        assert_eq!(rows.len(), 3, "{rows:#?}");
+        for r in &rows {
+            assert_eq!((r.state.as_str(), r.attempts), ("dead", 2), "{phase}: retried, then dead: {r:?}");
+            let error = r.last_error.as_deref().unwrap_or_default();
+            assert!(error.starts_with("SMTP 55") && error.contains("errore del server"), "{phase}: {error}");
+        }
+        assert!(!logs.contains("contacts flagged"), "{phase}: {logs}");
+        assert_eq!(env.sql("SELECT stato FROM contatti WHERE id = 'C-4'"), vec![vec![json!("VALIDO")]], "{phase}");
+        assert_eq!(versions(), before, "{phase}: no subject bumped");
+        assert!(sink.messages().is_empty());
+        env.ok(&["notifications", "retry", "--all-dead"]);
+    }
+    // The relay works again: everything goes out.
+    sink.control(json!({}));
+    run_until_settled(&env, None);
+    assert!(outbox(&env).iter().all(|r| r.state == "sent"));
+    assert_eq!(sink.messages().len(), 3);
+}
+
+fn what_servers_and_gateways_quote_is_neither_logged_nor_stored(db: Db) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let sink = Sink::start(tmp.path());
+    let gateway = Gateway::start();
+    let env = env_with(db, Notify { smtp_url: sink.url(), log_level: "debug", max_attempts: 2, ..Default::default() });
+    // The server quotes the address in another form; the gateway echoes the number and the text it got.
+    sink.control(json!({ "rcpt": {
+        "anna.colombo@example.it": "550 5.1.1 mailbox anna.colombo (Anna Colombo) unknown at example.it",
+        "studio.verdi@example.it": "452 4.2.2 mailbox studio.verdi over quota"
+    } }));
+    gateway.script("+393331234567", vec![(400, vec![]); 3]);
+    gateway.script("+393477654321", vec![(503, vec![]); 6]);
+    submit(&env, &request(false, "q-1", Some("anna.colombo@example.it"), Some("333 123 4567"), (true, true)));
+    submit(&env, &request(true, "q-2", Some("studio.verdi@example.it"), Some("+39 347 765 4321"), (true, true)));
+    let logs = run_until_settled(&env, Some(&gateway.url()));
+    let stored: Vec<String> = env
+        .sql("SELECT COALESCE(last_error, '') || ' ' || COALESCE(provider_id, '') FROM outbox")
+        .into_iter()
+        .map(|r| r[0].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(stored.iter().any(|e| e.contains("SMTP 550 5.1.1")), "{stored:#?}");
+    assert!(stored.iter().any(|e| e.contains("HTTP 400 Bad Request")), "{stored:#?}");
+    assert!(stored.iter().any(|e| e.contains("HTTP 503 Service Unavailable")), "{stored:#?}");
+    let forbidden = [
+        "anna.colombo",
+        "Anna Colombo",
+        "studio.verdi",
+        "3331234567",
+        "3477654321",
+        "over quota",
+        "unknown at",
+        "INPS: la richiesta",
+        "protocollata il",
+    ];
+    for f in forbidden {
+        assert!(!logs.contains(f), "`{f}` appears in the logs:\n{logs}");
+    }
+    for f in forbidden.iter().chain(&["refused", LABEL]) {
+        for e in &stored {
+            assert!(!e.contains(f), "`{f}` stored in the outbox: {e}");
+        }
+    }
+}
+
+#[test]
+fn check_config_masks_the_passwords_of_urls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("smart-task.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "database:\n  url: postgres://smart:Db-S3cret@127.0.0.1:9/st?sslmode=disable\nrules:\n  dir: {}\n\
+             intake:\n  sede_predefinita: \"7000\"\nnotify:\n  templates_dir: {}\n  email:\n\
+             \x20   url: smtp://mailer:Mail-S3cret@127.0.0.1:2525\n    from: \"INPS <noreply@inps.test>\"\n  sms:\n\
+             \x20   provider_file: {}\n    url: https://sms:Sms-S3cret@gateway.test/send?token=Tok-S3cret\n    sender: INPS\n",
+            repo().join("rules").display(),
+            repo().join("config/templates").display(),
+            repo().join("config/sms-providers/skebby.yaml").display()
+        ),
+    )
+    .expect("write");
+    for env_url in [None, Some("postgres://smart:Env-S3cret@127.0.0.1:9/st")] {
+        let mut command = Command::new(common::BIN);
+        command.arg("--config").arg(&config).arg("check-config").env_remove("SMART_TASK_DATABASE_URL");
+        command.env_remove("SMART_TASK_SMTP_URL").env_remove("SMART_TASK_SMS_URL");
+        if let Some(url) = env_url {
+            command.env("SMART_TASK_DATABASE_URL", url);
+        }
+        let out = command.output().expect("check-config");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        for secret in ["Db-S3cret", "Env-S3cret", "Mail-S3cret", "Sms-S3cret", "Tok-S3cret"] {
+            assert!(!text.contains(secret), "`{secret}` printed:\n{text}");
+        }
+        assert!(text.contains("database: postgres://smart:***@127.0.0.1:9/st"), "{text}");
+        assert!(text.contains("email: smtp://mailer:***@127.0.0.1:2525"), "{text}");
+        assert!(text.contains("https://sms:***@gateway.test/send?token=***"), "{text}");
+    }
+}
+
 backends!(
     two_daemons_dispatching_together_send_each_notification_once,
     the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason,
@@ -914,4 +1164,8 @@ backends!(
     a_daemon_killed_while_sending_resumes_without_losing_or_resending_confirmed_notifications,
     logs_carry_no_address_number_codice_fiscale_or_body,
     sighup_reloads_the_templates_and_keeps_the_running_ones_when_new_ones_are_broken,
+    without_servers_emails_go_to_a_maildir_and_sms_to_text_files_one_file_per_notification,
+    sms_without_an_sms_channel_fail_at_once_saying_so_and_go_out_once_it_is_configured,
+    a_relay_refusing_the_transaction_is_retried_and_never_flags_the_recipient,
+    what_servers_and_gateways_quote_is_neither_logged_nor_stored,
 );
