@@ -787,6 +787,13 @@ pub fn render_view(v: &RequestView) -> String {
     };
     let _ = writeln!(s, "  stato:      {stato}");
     let _ = writeln!(s, "  sede:       {}", v.sede);
+    // What was asked: the envelope's and the task's fields (contacts for notifications excepted).
+    if let Some(fields) = v.richiesta.as_object() {
+        for (name, value) in fields.iter().filter(|(n, _)| !matches!(n.as_str(), "task" | "contatti_notifica")) {
+            let text = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+            let _ = writeln!(s, "  {:<11} {text}", format!("{name}:"));
+        }
+    }
     let _ = writeln!(s, "  creata il:  {}", v.creata_il);
     if let Some(c) = &v.chiusa_il {
         let _ = writeln!(s, "  chiusa il:  {c}");
@@ -813,6 +820,12 @@ pub fn render_view(v: &RequestView) -> String {
     let _ = writeln!(s, "  storico:");
     for e in &v.eventi {
         let _ = writeln!(s, "    {}  {:<22} {}", e.istante, e.tipo, e.attore);
+        // Comments and operators' notes, in full.
+        for key in ["testo", "nota"] {
+            if let Some(text) = e.dettaglio.get(key).and_then(serde_json::Value::as_str) {
+                let _ = writeln!(s, "        {key}: {text}");
+            }
+        }
     }
     s
 }

@@ -140,6 +140,30 @@ fn read_only_commands_neither_create_nor_migrate_a_database(db: Db) {
     assert_eq!(env.sql("SELECT MAX(version) FROM _sqlx_migrations")[0][0], previous, "not migrated");
 }
 
+fn show_prints_what_was_asked_and_every_comment_and_note(db: Db) {
+    let env = Env::new(db);
+    env.import_examples();
+    let stored = env.submit(
+        &rdi("RCCFNC79B12H501Q", "AZIENDA", "6789012345", VERDI, "note: Diffida allegata al protocollo\n")
+            .replace("REVOCA\n", "ALTRO\n"),
+    );
+    env.decide_all();
+    let p = stored[0]["protocollo"].as_str().expect("protocollo");
+    env.ok(&["operator", "comment", p, "Allegare la diffida firmata, grazie.", "--operatore", "mbianchi"]);
+    env.ok(&["operator", "close", p, "--esito", "accolta", "--nota", "Diffida verificata", "--operatore", "mbianchi"]);
+    let text = env.ok(&["show", p]);
+    for wanted in [
+        "richiedente_cf: RCCFNC79B12H501Q",
+        "matricola:  6789012345",
+        "motivazione: ALTRO",
+        "note:       Diffida allegata al protocollo",
+        "testo: Allegare la diffida firmata, grazie.",
+        "nota: Diffida verificata",
+    ] {
+        assert!(text.contains(wanted), "`{wanted}` is not in show:\n{text}");
+    }
+}
+
 #[test]
 fn check_config_refuses_an_unknown_log_level_naming_the_key_and_line() {
     let env = Env::without_db();
@@ -157,4 +181,5 @@ backends!(
     listings_into_a_closed_pipe_end_quietly_with_exit_0,
     list_refuses_an_unknown_task_and_accepts_every_state,
     read_only_commands_neither_create_nor_migrate_a_database,
+    show_prints_what_was_asked_and_every_comment_and_note,
 );
