@@ -48,9 +48,10 @@ enum Command {
     },
     /// List requests, newest first
     List {
-        /// aperta | in_carico | chiusa
+        /// aperta | in_carico | chiusa | annullata (withdrawn by the requester)
         #[arg(long)]
         stato: Option<String>,
+        /// A task type (e.g. REVOCA_DELEGA_INTERMEDIARIO): of the rules loaded or of a stored request
         #[arg(long)]
         task: Option<String>,
         /// The subject: a matricola or a codice fiscale
@@ -265,10 +266,32 @@ enum RulesCommand {
     },
 }
 
-/// A failed command: the message and the exit code.
+/// A failed command: the message and the exit code. Code 0 stops the command quietly: whoever read its
+/// standard output closed it (`smart-taskd list | head -1`), which is not a failure.
 struct Failure {
     code: u8,
     error: anyhow::Error,
+}
+
+/// A write to standard output that failed: a closed pipe ends the command quietly with exit 0.
+fn write_failure(e: std::io::Error) -> Failure {
+    let code = if e.kind() == std::io::ErrorKind::BrokenPipe { 0 } else { 1 };
+    Failure { code, error: anyhow::Error::new(e).context("cannot write to standard output") }
+}
+
+/// `print!` that returns a [`Failure`] (see [`write_failure`]) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!($($arg)*)).map_err(write_failure)?
+    };
+}
+
+/// `println!` that returns a [`Failure`] (see [`write_failure`]) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*)))
+            .map_err(write_failure)?
+    };
 }
 
 fn input(error: impl Into<anyhow::Error>) -> Failure {
@@ -292,8 +315,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let done = runtime.block_on(dispatch(cli)).and_then(|()| std::io::Write::flush(&mut std::io::stdout()).map_err(write_failure));
+    match done {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.code == 0 => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("smart-taskd: {:#}", f.error);
             ExitCode::from(f.code)
@@ -320,45 +345,16 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Submit { file, json } => submit(&config, &file, json).await,
         Command::Show { id_or_protocollo, json } => show(&config, &id_or_protocollo, json).await,
-        Command::List { stato, task, soggetto, limit, json } => {
-            let stato = stato
-                .map(|s| {
-                    Stato::parse(&s)
-                        .ok_or_else(|| input(anyhow::anyhow!("--stato `{s}`: expected aperta, in_carico or chiusa")))
-                })
-                .transpose()?;
-            let store = daemon::open_store(&config).await.map_err(runtime)?;
-            let rows = store.list(&ListFilter { stato, task, soggetto, limit }).await.map_err(runtime)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows).map_err(runtime)?);
-            } else {
-                for r in rows {
-                    let esito = r
-                        .esito
-                        .as_deref()
-                        .or(r.sospesa.as_deref().map(|s| if s == "rinvio" { "rinviata" } else { "sospesa" }));
-                    println!(
-                        "{:<18} {:>6}  {:<36} {:<10} {:<12} {}",
-                        r.protocollo,
-                        r.id,
-                        r.task,
-                        r.stato,
-                        esito.unwrap_or("-"),
-                        r.creata_il
-                    );
-                }
-            }
-            Ok(())
-        }
+        Command::List { stato, task, soggetto, limit, json } => list(&config, stato, task, soggetto, limit, json).await,
         Command::Facts { command: FactsCommand::Import { file } } => import_facts(&config, &file).await,
         Command::Rules { command: RulesCommand::Test { dir, task, json } } => rules_test(&config, dir, task, json),
         Command::Rules { command: RulesCommand::Check { dir, json } } => rules_check(&config, dir, json),
         Command::Rules { command: RulesCommand::Docs } => {
-            print!("{}", crate::rules::reference_markdown(&daemon::evaluator(&config)));
+            out!("{}", crate::rules::reference_markdown(&daemon::evaluator(&config)));
             Ok(())
         }
         Command::Rules { command: RulesCommand::Shadow { task, json } } => {
-            let store = daemon::open_store(&config).await.map_err(runtime)?;
+            let store = existing_store(&config).await?;
             let found = store.shadow_disagreements(task.as_deref()).await.map_err(runtime)?;
             if json {
                 let out: Vec<serde_json::Value> = found
@@ -370,10 +366,10 @@ async fn dispatch(cli: Cli) -> Outcome {
                             "candidata": d.decision.trace.shadow })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
+                outln!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
                 return Ok(());
             }
-            println!("{} disaccordi tra versione attiva e candidata", found.len());
+            outln!("{} disaccordi tra versione attiva e candidata", found.len());
             for d in &found {
                 let active: Vec<&str> = d.decision.reasons.iter().map(|r| r.codice.as_str()).collect();
                 let (version, outcome, reasons) =
@@ -387,7 +383,7 @@ async fn dispatch(cli: Cli) -> Outcome {
                             s.reasons.join(", "),
                         )
                     });
-                println!(
+                outln!(
                     "  {}  {}  attiva {} {} [{}]  candidata {version} {outcome} [{reasons}]",
                     d.protocollo,
                     d.task,
@@ -399,32 +395,32 @@ async fn dispatch(cli: Cli) -> Outcome {
             Ok(())
         }
         Command::Rules { command: RulesCommand::Status { json } } => {
-            let store = daemon::open_store(&config).await.map_err(runtime)?;
+            let store = existing_store(&config).await?;
             let statuses = store.rule_status().await.map_err(runtime)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&statuses).map_err(runtime)?);
+                outln!("{}", serde_json::to_string_pretty(&statuses).map_err(runtime)?);
                 return Ok(());
             }
             if statuses.is_empty() {
-                println!("no daemon has started on this database yet");
+                outln!("no daemon has started on this database yet");
             }
             for s in statuses {
                 let rfc = crate::domain::time::rfc3339;
-                println!(
+                outln!(
                     "istanza {} — regole attivate il {}, verificate il {}",
                     s.instance,
                     rfc(s.activated_at),
                     rfc(s.checked_at)
                 );
                 for (task, version) in &s.active {
-                    println!("  {task:<36} {version}");
+                    outln!("  {task:<36} {version}");
                 }
                 if s.candidate_errors.is_empty() {
-                    println!("  ultima versione candidata: attivata");
+                    outln!("  ultima versione candidata: attivata");
                 } else {
-                    println!("  ultima versione candidata RIFIUTATA ({} problemi):", s.candidate_errors.len());
+                    outln!("  ultima versione candidata RIFIUTATA ({} problemi):", s.candidate_errors.len());
                     for e in &s.candidate_errors {
-                        println!("    - {e}");
+                        outln!("    - {e}");
                     }
                 }
             }
@@ -434,9 +430,9 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Explain { id_or_protocollo, json } => explain(&config, &id_or_protocollo, json).await,
         Command::Replay { rules, since, task, json } => replay(&config, rules, since, task, json).await,
         Command::Annulla { id_or_protocollo, richiedente } => {
-            let store = daemon::open_store(&config).await.map_err(runtime)?;
+            let store = existing_store(&config).await?;
             let protocollo = store.withdraw(&id_or_protocollo, &richiedente, now_ms()).await.map_err(store_failure)?;
-            println!("{protocollo}: annullata");
+            outln!("{protocollo}: annullata");
             Ok(())
         }
         Command::Fascicolo { soggetto, json } => fascicolo(&config, &soggetto, json).await,
@@ -446,7 +442,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Db { command: DbCommand::Copy { from, to, json } } => db_copy(&from, &to, json).await,
         Command::Migrate => {
             daemon::open_store(&config).await.map_err(runtime)?;
-            println!("database is up to date");
+            outln!("database is up to date");
             Ok(())
         }
         Command::Bench(args) => bench::run(&config, args).await.map_err(runtime),
@@ -485,16 +481,16 @@ async fn db_copy(from: &str, to: &str, json: bool) -> Outcome {
         Store::connect(to, 2).await.context("cannot connect to the target database (--to)").map_err(runtime)?;
     let report = source.copy_into(&target).await.map_err(failure)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(runtime)?);
+        outln!("{}", serde_json::to_string_pretty(&report).map_err(runtime)?);
         return Ok(());
     }
-    println!("{:<18} {:>10} {:>10}", "table", "sqlite", "postgresql");
+    outln!("{:<18} {:>10} {:>10}", "table", "sqlite", "postgresql");
     for t in &report.tables {
-        println!("{:<18} {:>10} {:>10}", t.table, t.source, t.target);
+        outln!("{:<18} {:>10} {:>10}", t.table, t.source, t.target);
     }
     let total = |f: fn(&crate::store::CopiedTable) -> i64| report.tables.iter().map(f).sum::<i64>();
-    println!("{:<18} {:>10} {:>10}", "total", total(|t| t.source), total(|t| t.target));
-    println!(
+    outln!("{:<18} {:>10} {:>10}", "total", total(|t| t.source), total(|t| t.target));
+    outln!(
         "copied: every table has as many rows in PostgreSQL as in SQLite; point database.url (or \
          SMART_TASK_DATABASE_URL) at the PostgreSQL database and start the daemon"
     );
@@ -502,7 +498,7 @@ async fn db_copy(from: &str, to: &str, json: bool) -> Outcome {
 }
 
 async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
-    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let store = existing_store(config).await?;
     let decisions = store.decisions_of(key).await.map_err(runtime)?;
     if decisions.is_empty() {
         return match store.request(key).await.map_err(runtime)? {
@@ -518,7 +514,7 @@ async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
                                     "decisa_il": crate::domain::time::rfc3339(d.decided_at), "decisione": d.decision })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
+        outln!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
     } else {
         let versions: Vec<&str> = decisions.iter().map(|d| d.decision.rule_version.as_str()).collect();
         let mut sources = store.rule_sources(&versions).await.map_err(runtime)?;
@@ -528,7 +524,7 @@ async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
             // Decided before sources were kept, by the version that still runs.
             sources.entry(rule.version.clone()).or_insert_with(|| rule.sources.clone());
         }
-        print!("{}", crate::ruletools::explain::render(&decisions, &sources, active.as_ref()));
+        out!("{}", crate::ruletools::explain::render(&decisions, &sources, active.as_ref()));
     }
     Ok(())
 }
@@ -547,7 +543,7 @@ async fn replay(config: &Config, dir: PathBuf, since: Option<String>, task: Opti
     let candidate = crate::rules::load_rule_set(&dir, &evaluator)
         .with_context(|| format!("cannot load the candidate rules in {}", dir.display()))
         .map_err(input)?;
-    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let store = existing_store(config).await?;
     let loader = std::sync::Arc::new(crate::worker::StoreLoader::new(store.clone()));
     let report = crate::ruletools::replay::replay(
         &store,
@@ -560,11 +556,79 @@ async fn replay(config: &Config, dir: PathBuf, since: Option<String>, task: Opti
     .await
     .map_err(runtime)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(runtime)?);
+        outln!("{}", serde_json::to_string_pretty(&report).map_err(runtime)?);
     } else {
-        print!("{}", report.render());
+        out!("{}", report.render());
     }
     Ok(())
+}
+
+/// `list`: requests, newest first. An unknown state or task type is refused (a typo would list nothing).
+async fn list(
+    config: &Config,
+    stato: Option<String>,
+    task: Option<String>,
+    soggetto: Option<String>,
+    limit: i64,
+    json: bool,
+) -> Outcome {
+    let stato = stato
+        .map(|s| {
+            Stato::parse(&s).ok_or_else(|| {
+                let known: Vec<&str> = Stato::ALL.iter().map(|st| st.as_str()).collect();
+                input(anyhow::anyhow!("--stato `{s}` is not a state: expected one of {}", known.join(", ")))
+            })
+        })
+        .transpose()?;
+    let store = existing_store(config).await?;
+    if let Some(t) = &task {
+        check_task(config, &store, t).await?;
+    }
+    let rows = store.list(&ListFilter { stato, task, soggetto, limit }).await.map_err(runtime)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows).map_err(runtime)?);
+        return Ok(());
+    }
+    for r in rows {
+        let esito =
+            r.esito.as_deref().or(r.sospesa.as_deref().map(|s| if s == "rinvio" { "rinviata" } else { "sospesa" }));
+        outln!(
+            "{:<18} {:>6}  {:<36} {:<10} {:<12} {}",
+            r.protocollo,
+            r.id,
+            r.task,
+            r.stato,
+            esito.unwrap_or("-"),
+            r.creata_il
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a task type that is neither in the rules directory nor among the stored requests, listing both.
+async fn check_task(config: &Config, store: &crate::store::Store, task: &str) -> Outcome {
+    let mut known: std::collections::BTreeSet<String> =
+        store.stored_tasks().await.map_err(runtime)?.into_iter().collect();
+    if known.contains(task) {
+        return Ok(());
+    }
+    let rules = daemon::load_rules(config, &daemon::evaluator(config)).map_err(input)?;
+    known.extend(rules.tasks.keys().cloned());
+    if known.contains(task) {
+        return Ok(());
+    }
+    let known: Vec<String> = known.into_iter().collect();
+    Err(input(anyhow::anyhow!("--task `{task}` is not a known task type: expected one of {}", known.join(", "))))
+}
+
+/// The configured database for the commands that do not submit or import: it must exist and be at the
+/// latest migration (nothing is created or migrated; `migrate`, `submit`, `facts import` and `run` do that).
+async fn existing_store(config: &Config) -> Result<crate::store::Store, Failure> {
+    use crate::store::{Store, StoreError};
+    Store::open_existing(&config.database.url, config.database.max_connections).await.map_err(|e| match e {
+        StoreError::Missing(_) | StoreError::NotCurrent(_) | StoreError::UnsupportedUrl(_) => input(e),
+        other => runtime(anyhow::Error::new(other).context("cannot open the database (database.url)")),
+    })
 }
 
 /// Maps a store error to the exit code it deserves.
@@ -581,14 +645,14 @@ fn store_failure(e: crate::store::StoreError) -> Failure {
 }
 
 async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
-    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let store = existing_store(config).await?;
     match command {
         OperatorCommand::List { sede, json } => {
             let queue = store.operator_queue(sede.as_deref()).await.map_err(runtime)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&queue).map_err(runtime)?);
+                outln!("{}", serde_json::to_string_pretty(&queue).map_err(runtime)?);
             } else if queue.is_empty() {
-                println!("no request is waiting for an operator");
+                outln!("no request is waiting for an operator");
             } else {
                 for q in queue {
                     let why = match q.sospesa.as_str() {
@@ -597,7 +661,7 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
                         }
                         _ => format!("errore: {}", q.errore.as_deref().unwrap_or("-")),
                     };
-                    println!(
+                    outln!(
                         "{:<18} sede {}  {:<36} {:<7} {}  {why}",
                         q.protocollo, q.sede, q.task, q.sospesa, q.creata_il
                     );
@@ -620,7 +684,7 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
                     crate::operator::OperatorError::Store(s) => store_failure(s),
                     invalid => input(invalid),
                 })?;
-            println!("{protocollo}: chiusa, esito {esito}");
+            outln!("{protocollo}: chiusa, esito {esito}");
             Ok(())
         }
         OperatorCommand::Comment { id_or_protocollo, text, operatore } => {
@@ -629,32 +693,32 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
             }
             let actor = format!("operatore:{operatore}");
             let protocollo = store.comment(&id_or_protocollo, &actor, &text, now_ms()).await.map_err(store_failure)?;
-            println!("{protocollo}: commento registrato");
+            outln!("{protocollo}: commento registrato");
             Ok(())
         }
         OperatorCommand::Requeue { id_or_protocollo, operatore } => {
             let actor = format!("operatore:{operatore}");
             let protocollo = store.requeue(&id_or_protocollo, &actor, now_ms()).await.map_err(store_failure)?;
-            println!("{protocollo}: rimessa in coda");
+            outln!("{protocollo}: rimessa in coda");
             Ok(())
         }
     }
 }
 
 async fn fascicolo(config: &Config, soggetto: &str, json: bool) -> Outcome {
-    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let store = existing_store(config).await?;
     let entries = store.fascicolo(soggetto).await.map_err(runtime)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries).map_err(runtime)?);
+        outln!("{}", serde_json::to_string_pretty(&entries).map_err(runtime)?);
         return Ok(());
     }
     if entries.is_empty() {
-        println!("Fascicolo di {}: nessuna richiesta chiusa", soggetto.trim().to_uppercase());
+        outln!("Fascicolo di {}: nessuna richiesta chiusa", soggetto.trim().to_uppercase());
         return Ok(());
     }
-    println!("Fascicolo di {}", soggetto.trim().to_uppercase());
+    outln!("Fascicolo di {}", soggetto.trim().to_uppercase());
     for e in entries {
-        println!(
+        outln!(
             "  {}  {:<36} inviata {}  esito {} il {}",
             e.protocollo,
             e.task,
@@ -663,7 +727,7 @@ async fn fascicolo(config: &Config, soggetto: &str, json: bool) -> Outcome {
             e.data_esito.as_deref().unwrap_or("-")
         );
         for m in &e.motivazioni {
-            println!("      {}: {}", m["codice"].as_str().unwrap_or("?"), m["messaggio"].as_str().unwrap_or(""));
+            outln!("      {}: {}", m["codice"].as_str().unwrap_or("?"), m["messaggio"].as_str().unwrap_or(""));
         }
     }
     Ok(())
@@ -695,25 +759,25 @@ async fn submit(config: &Config, file: &str, json: bool) -> Outcome {
     let requests = intake::validate_all(items, &rules, name).map_err(refuse)?;
     let stored = store.submit(&requests, &config.intake.sede_predefinita, now_ms()).await.map_err(runtime)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&stored).map_err(runtime)?);
+        outln!("{}", serde_json::to_string_pretty(&stored).map_err(runtime)?);
     } else {
         for (s, r) in stored.iter().zip(&requests) {
             let note = if s.duplicate { "  (già presentata: stessa chiave_idempotenza)" } else { "" };
-            println!("{}  id {}  {}  aperta{note}", s.protocollo, s.id, r.envelope.task);
+            outln!("{}  id {}  {}  aperta{note}", s.protocollo, s.id, r.envelope.task);
         }
     }
     Ok(())
 }
 
 async fn show(config: &Config, key: &str, json: bool) -> Outcome {
-    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let store = existing_store(config).await?;
     let Some(view) = store.request(key).await.map_err(runtime)? else {
         return Err(Failure { code: 3, error: anyhow::anyhow!("no request with id or protocol number `{key}`") });
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&view).map_err(runtime)?);
+        outln!("{}", serde_json::to_string_pretty(&view).map_err(runtime)?);
     } else {
-        print!("{}", render_view(&view));
+        out!("{}", render_view(&view));
     }
     Ok(())
 }
@@ -734,6 +798,13 @@ pub fn render_view(v: &RequestView) -> String {
     };
     let _ = writeln!(s, "  stato:      {stato}");
     let _ = writeln!(s, "  sede:       {}", v.sede);
+    // What was asked: the envelope's and the task's fields (contacts for notifications excepted).
+    if let Some(fields) = v.richiesta.as_object() {
+        for (name, value) in fields.iter().filter(|(n, _)| !matches!(n.as_str(), "task" | "contatti_notifica")) {
+            let text = value.as_str().map_or_else(|| value.to_string(), str::to_string);
+            let _ = writeln!(s, "  {:<11} {text}", format!("{name}:"));
+        }
+    }
     let _ = writeln!(s, "  creata il:  {}", v.creata_il);
     if let Some(c) = &v.chiusa_il {
         let _ = writeln!(s, "  chiusa il:  {c}");
@@ -760,6 +831,12 @@ pub fn render_view(v: &RequestView) -> String {
     let _ = writeln!(s, "  storico:");
     for e in &v.eventi {
         let _ = writeln!(s, "    {}  {:<22} {}", e.istante, e.tipo, e.attore);
+        // Comments and operators' notes, in full.
+        for key in ["testo", "nota"] {
+            if let Some(text) = e.dettaglio.get(key).and_then(serde_json::Value::as_str) {
+                let _ = writeln!(s, "        {key}: {text}");
+            }
+        }
     }
     s
 }
@@ -789,7 +866,7 @@ async fn import_facts(config: &Config, path: &Path) -> Outcome {
         }
         other => runtime(other),
     })?;
-    println!(
+    outln!(
         "imported {}: {} sedi, {} aziende, {} persone, {} intermediari, {} deleghe, {} contatti",
         path.display(),
         report.sedi,
@@ -809,12 +886,12 @@ fn rules_check(config: &Config, dir: Option<PathBuf>, json: bool) -> Outcome {
         .with_context(|| format!("cannot read the rules in {}", dir.display()))
         .map_err(input)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&findings).map_err(runtime)?);
+        outln!("{}", serde_json::to_string_pretty(&findings).map_err(runtime)?);
     } else {
         for f in &findings {
-            println!("{}", f.render());
+            outln!("{}", f.render());
         }
-        println!("{}: {} finding(s)", dir.display(), findings.len());
+        outln!("{}: {} finding(s)", dir.display(), findings.len());
     }
     if findings.is_empty() { Ok(()) } else { Err(input(anyhow::anyhow!("rules check: {} finding(s)", findings.len()))) }
 }
@@ -827,9 +904,9 @@ fn rules_test(config: &Config, dir: Option<PathBuf>, task: Option<String>, json:
         .with_context(|| format!("cannot test the rules in {}", dir.display()))
         .map_err(input)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(runtime)?);
+        outln!("{}", serde_json::to_string_pretty(&report).map_err(runtime)?);
     } else {
-        print!("{}", report.render());
+        out!("{}", report.render());
     }
     if report.all_passed() {
         Ok(())
@@ -839,20 +916,20 @@ fn rules_test(config: &Config, dir: Option<PathBuf>, task: Option<String>, json:
 }
 
 fn check_config(config: &Config) -> Outcome {
-    println!("config:  {} — ok", config.source.display());
-    println!("database: {}", crate::notify::privacy::mask_password(&config.database.url));
+    outln!("config:  {} — ok", config.source.display());
+    outln!("database: {}", crate::notify::privacy::mask_password(&config.database.url));
     let evaluator = daemon::evaluator(config);
     // Vetted as a reload or a start would: a directory that passes here is one the daemon activates.
     match daemon::vet_rules(config, &evaluator) {
         Ok(rules) => {
-            println!("rules:   {} — {} task(s)", config.rules.dir.display(), rules.tasks.len());
+            outln!("rules:   {} — {} task(s)", config.rules.dir.display(), rules.tasks.len());
             for r in rules.tasks.values() {
-                println!("  {:<36} {}  {} reason code(s)  — {}", r.id, r.version, r.reasons.len(), r.label);
+                outln!("  {:<36} {}  {} reason code(s)  — {}", r.id, r.version, r.reasons.len(), r.label);
             }
             check_notify(config)
         }
         Err(e) => {
-            println!("rules:   FAILED");
+            outln!("rules:   FAILED");
             Err(input(e))
         }
     }
@@ -863,15 +940,15 @@ fn check_notify(config: &Config) -> Outcome {
     match crate::notify::check(&config.notify) {
         Ok((lines, warnings)) => {
             for l in lines {
-                println!("{l}");
+                outln!("{l}");
             }
             for w in warnings {
-                println!("  warning: {w}");
+                outln!("  warning: {w}");
             }
             Ok(())
         }
         Err(e) => {
-            println!("notify:  FAILED");
+            outln!("notify:  FAILED");
             Err(input(anyhow::anyhow!("notify: {e}")))
         }
     }
@@ -880,7 +957,7 @@ fn check_notify(config: &Config) -> Outcome {
 /// `notifications list` and `notifications retry`.
 async fn notifications(config: &Config, command: NotificationsCommand) -> Outcome {
     use crate::notify::privacy::mask;
-    let store = daemon::open_store(config).await.map_err(runtime)?;
+    let store = existing_store(config).await?;
     match command {
         NotificationsCommand::List { dead, limit, json } => {
             let mut rows = store.list_notifications(dead, limit).await.map_err(runtime)?;
@@ -888,18 +965,18 @@ async fn notifications(config: &Config, command: NotificationsCommand) -> Outcom
                 r.destinatario = mask(&r.destinatario);
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows).map_err(runtime)?);
+                outln!("{}", serde_json::to_string_pretty(&rows).map_err(runtime)?);
             } else if rows.is_empty() {
-                println!("{}", if dead { "no notification failed or ran out of attempts" } else { "no notification" });
+                outln!("{}", if dead { "no notification failed or ran out of attempts" } else { "no notification" });
             } else {
                 for r in rows {
                     let when = r.inviata_il.as_deref().or(r.prossimo_tentativo.as_deref()).unwrap_or(&r.creata_il);
-                    println!(
+                    outln!(
                         "{:>6}  {:<18} {:<18} {:<5} {:<24} {:<7} {} tentativi  {when}",
                         r.id, r.protocollo, r.evento, r.canale, r.destinatario, r.stato, r.tentativi
                     );
                     if let Some(e) = r.errore.as_deref().filter(|_| r.stato != "sent") {
-                        println!("        errore: {e}");
+                        outln!("        errore: {e}");
                     }
                 }
             }
@@ -912,9 +989,9 @@ async fn notifications(config: &Config, command: NotificationsCommand) -> Outcom
             };
             let ids = store.retry_notifications(target, now_ms()).await.map_err(store_failure)?;
             match ids.as_slice() {
-                [] => println!("no notification to retry"),
-                [one] => println!("notification {one}: queued again"),
-                many => println!("{} notifications queued again", many.len()),
+                [] => outln!("no notification to retry"),
+                [one] => outln!("notification {one}: queued again"),
+                many => outln!("{} notifications queued again", many.len()),
             }
             Ok(())
         }

@@ -280,17 +280,56 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "LogSection")]
 pub struct LogConfig {
     pub format: LogFormat,
     /// An `EnvFilter` directive; `RUST_LOG` wins when set.
     pub level: String,
+    /// The line of `level` in the file, for its error (0 when not given there).
+    level_line: u64,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
+        LogConfig { format: LogFormat::Text, level: "info".into(), level_line: 0 }
     }
+}
+
+/// The `log` section as written, with where `level` is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    #[serde(default)]
+    format: LogFormat,
+    level: Option<serde_saphyr::Spanned<String>>,
+}
+
+impl From<LogSection> for LogConfig {
+    fn from(s: LogSection) -> Self {
+        match s.level {
+            Some(l) => LogConfig { format: s.format, level: l.value, level_line: l.referenced.line() },
+            None => LogConfig { format: s.format, ..LogConfig::default() },
+        }
+    }
+}
+
+/// The levels a bare word of `log.level` may name.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks `log.level`: an `EnvFilter` directive list whose bare words are levels. `EnvFilter` takes a bare
+/// word as a target name (`verbose` would enable only the target `verbose`, so the daemon logs nothing).
+fn check_log_level(level: &str) -> Result<(), String> {
+    let expected = format!(
+        "expected a level ({}) or TARGET=LEVEL directives, e.g. info or smart_task=debug,warn",
+        LOG_LEVELS.join(", ")
+    );
+    for directive in level.split(',').map(str::trim) {
+        let bare = !directive.contains(['=', '[', '{', ':']);
+        if directive.is_empty() || (bare && !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive))) {
+            return Err(format!("`{level}`: `{directive}` is not a level; {expected}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level).map(drop).map_err(|e| format!("`{level}`: {e}; {expected}"))
 }
 
 /// The notification dispatcher: channels, templates, retries and bounces.
@@ -577,11 +616,12 @@ impl Config {
             ));
         }
         check_worker(&config.worker, &config.rules, path)?;
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
-            return Err(invalid(
-                "log.level",
-                &format!("`{}` is not a log filter ({e}); e.g. info, or smart_task=debug,warn", config.log.level),
-            ));
+        if let Err(problem) = check_log_level(&config.log.level) {
+            let at = match config.log.level_line {
+                0 => String::new(),
+                line => format!("line {line}: "),
+            };
+            return Err(invalid("log.level", &format!("{at}{problem}")));
         }
         if let Err(problem) = crate::schedule::jobs(&config.schedule) {
             return Err(ConfigError::Invalid { path: path.to_path_buf(), field: "schedule", problem });
@@ -862,6 +902,18 @@ mod tests {
         let err = Config::parse(&text, Path::new("c.yaml")).expect_err("unknown key");
         let msg = err.to_string();
         assert!(msg.contains("c.yaml") && msg.contains("batch_sise") && msg.contains("line 6"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_log_level_is_refused_with_its_line() {
+        let text = format!("{MINIMAL}log:\n  format: text\n  level: verbose\n");
+        let msg = Config::parse(&text, Path::new("c.yaml")).expect_err("verbose is not a level").to_string();
+        assert!(msg.contains("c.yaml") && msg.contains("log.level") && msg.contains("line 7"), "{msg}");
+        assert!(msg.contains("`verbose` is not a level") && msg.contains("off, error, warn, info, debug, trace"), "{msg}");
+        for good in ["debug", "WARN", "smart_task=debug,warn", "smart_task::worker=trace", "info,sqlx=warn"] {
+            let text = format!("{MINIMAL}log:\n  level: \"{good}\"\n");
+            assert!(Config::parse(&text, Path::new("c.yaml")).is_ok(), "{good} is a valid filter");
+        }
     }
 
     #[test]

@@ -10,30 +10,39 @@ pub const ENVELOPE_FIELDS: &[&str] =
 /// The requester's profile (`profilo_richiedente`).
 pub const PROFILES: &[&str] = &["AZIENDA", "INTERMEDIARIO", "DIPENDENTE"];
 
-/// Lifecycle states seen by the requester.
+/// Lifecycle states seen by the requester. `Annullata` is a request its requester withdrew: stored
+/// `chiusa` with esito `annullata` (see [`Stato::stored`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stato {
     Aperta,
     InCarico,
     Chiusa,
+    Annullata,
 }
 
 impl Stato {
+    /// Every state, in lifecycle order.
+    pub const ALL: [Stato; 4] = [Stato::Aperta, Stato::InCarico, Stato::Chiusa, Stato::Annullata];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stato::Aperta => "aperta",
             Stato::InCarico => "in_carico",
             Stato::Chiusa => "chiusa",
+            Stato::Annullata => "annullata",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "aperta" => Some(Stato::Aperta),
-            "in_carico" => Some(Stato::InCarico),
-            "chiusa" => Some(Stato::Chiusa),
-            _ => None,
+        Stato::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// How the state is stored: the `stato` column, and the esito it implies, if any.
+    pub fn stored(self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Stato::Annullata => ("chiusa", Some("annullata")),
+            other => (other.as_str(), None),
         }
     }
 }

@@ -35,6 +35,12 @@ pub enum StoreError {
     /// The operation does not apply to the request in its current state (the message says why).
     #[error("{0}")]
     Refused(String),
+    /// The database the configuration names does not exist (its name: a SQLite path, a PostgreSQL database).
+    #[error("{0} does not exist: run `smart-taskd migrate` or check database.url (or SMART_TASK_DATABASE_URL)")]
+    Missing(String),
+    /// The database is not at the latest migration this binary knows (the message names both).
+    #[error("{0}: run `smart-taskd migrate` or check database.url (or SMART_TASK_DATABASE_URL)")]
+    NotCurrent(String),
     /// `db copy`: the source is not at the latest migration this binary knows (the message says what to do).
     #[error("the source database {0}")]
     SourceNotCurrent(String),

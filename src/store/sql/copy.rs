@@ -13,13 +13,13 @@
 //! Table and column names never come from the user: tables from [`TABLES`], columns from the source's rows,
 //! each checked against the target's catalogue before it is written into a statement.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, AssertSqlSafe, Row};
 
-use super::{Dialect, SQLITE_MIGRATIONS, Store, Tx, corrupt, values_placeholders};
+use super::{Dialect, SchemaState, Store, Tx, corrupt, join, values_placeholders};
 use crate::store::{CopiedTable, CopyReport, Result, StoreError};
 
 /// Every table of the schema but `_sqlx_migrations`, in an order that satisfies the foreign keys: sedi
@@ -214,37 +214,29 @@ async fn check_source_schema(source: &mut Tx) -> Result<()> {
     )
     .fetch_all(&mut **source)
     .await?;
-    if !names.iter().any(|n| n == "_sqlx_migrations") {
-        return Err(StoreError::SourceNotCurrent(
-            "has never been migrated by smart-taskd (is it a smart-task database?): run `smart-taskd migrate` \
-             with the configuration that uses it, then copy again"
-                .into(),
-        ));
-    }
-    let applied: BTreeSet<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(&mut **source)
-            .await?
-            .into_iter()
-            .collect();
-    let known: BTreeSet<i64> =
-        SQLITE_MIGRATIONS.iter().filter(|m| !m.migration_type.is_down_migration()).map(|m| m.version).collect();
-    let newer: Vec<String> = applied.difference(&known).map(i64::to_string).collect();
-    if !newer.is_empty() {
-        return Err(StoreError::SourceNotCurrent(format!(
-            "has migration(s) {} that this smart-taskd does not know: copy it with the smart-taskd that migrated it",
-            newer.join(", ")
-        )));
-    }
-    let missing: Vec<String> = known.difference(&applied).map(i64::to_string).collect();
-    if !missing.is_empty() {
-        let at = applied.last().map_or_else(|| "no migration".to_string(), |v| format!("migration {v}"));
-        let latest = known.last().copied().unwrap_or_default();
-        return Err(StoreError::SourceNotCurrent(format!(
-            "is at {at}, this smart-taskd expects migration {latest} (missing: {}): run `smart-taskd migrate` with \
-             the configuration that uses it (the old configuration, database.url naming this file), then copy again",
-            missing.join(", ")
-        )));
+    match super::schema_state(source).await? {
+        SchemaState::Current => {}
+        SchemaState::NeverMigrated => {
+            return Err(StoreError::SourceNotCurrent(
+                "has never been migrated by smart-taskd (is it a smart-task database?): run `smart-taskd migrate` \
+                 with the configuration that uses it, then copy again"
+                    .into(),
+            ));
+        }
+        SchemaState::Newer(newer) => {
+            return Err(StoreError::SourceNotCurrent(format!(
+                "has migration(s) {} that this smart-taskd does not know: copy it with the smart-taskd that migrated it",
+                join(&newer)
+            )));
+        }
+        SchemaState::Behind { at, latest, missing } => {
+            let at = at.map_or_else(|| "no migration".to_string(), |v| format!("migration {v}"));
+            return Err(StoreError::SourceNotCurrent(format!(
+                "is at {at}, this smart-taskd expects migration {latest} (missing: {}): run `smart-taskd migrate` with \
+                 the configuration that uses it (the old configuration, database.url naming this file), then copy again",
+                join(&missing)
+            )));
+        }
     }
     let unknown: Vec<&str> =
         names.iter().map(String::as_str).filter(|n| *n != "_sqlx_migrations" && !TABLES.contains(n)).collect();
@@ -455,6 +447,9 @@ async fn insert(tx: &mut Tx, table: &str, columns: &[Column], rows: &[Vec<Cell>]
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use super::super::SQLITE_MIGRATIONS;
     use super::*;
 
     #[test]

@@ -84,6 +84,77 @@ fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<
     serde_json::from_str(text).map_err(|e| corrupt(what, e))
 }
 
+/// Where a database's schema stands against the migrations this binary embeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SchemaState {
+    Current,
+    /// No migration table: not a smart-task database, or never migrated.
+    NeverMigrated,
+    /// Migrations this binary does not know (a newer smart-taskd migrated it).
+    Newer(Vec<i64>),
+    /// Migrations not applied yet: the latest applied (if any), the latest known, the missing ones.
+    Behind { at: Option<i64>, latest: i64, missing: Vec<i64> },
+}
+
+fn join(versions: &[i64]) -> String {
+    versions.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Reads the applied migrations (without creating the migration table) and compares them with the
+/// embedded ones of the connection's backend.
+async fn schema_state(conn: &mut AnyConnection) -> Result<SchemaState> {
+    let dialect = Dialect::of(conn);
+    let (tables, migrator) = match dialect {
+        Dialect::Sqlite => (
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            &SQLITE_MIGRATIONS,
+        ),
+        Dialect::Postgres => (
+            "SELECT COUNT(*) FROM information_schema.tables
+             WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+            &POSTGRES_MIGRATIONS,
+        ),
+    };
+    let found: i64 = sqlx::query_scalar(tables).fetch_one(&mut *conn).await?;
+    if found == 0 {
+        return Ok(SchemaState::NeverMigrated);
+    }
+    let applied: BTreeSet<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let known: BTreeSet<i64> =
+        migrator.iter().filter(|m| !m.migration_type.is_down_migration()).map(|m| m.version).collect();
+    let newer: Vec<i64> = applied.difference(&known).copied().collect();
+    if !newer.is_empty() {
+        return Ok(SchemaState::Newer(newer));
+    }
+    let missing: Vec<i64> = known.difference(&applied).copied().collect();
+    if missing.is_empty() {
+        return Ok(SchemaState::Current);
+    }
+    Ok(SchemaState::Behind {
+        at: applied.last().copied(),
+        latest: known.last().copied().unwrap_or_default(),
+        missing,
+    })
+}
+
+/// The database a URL names, for messages: a SQLite file's path, a PostgreSQL database's name (never the
+/// URL, which may carry a password).
+fn database_name(url: &str, dialect: Dialect) -> String {
+    match dialect {
+        Dialect::Sqlite => sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .map_or_else(|_| url.to_string(), |o| format!("SQLite database {}", o.get_filename().display())),
+        Dialect::Postgres => {
+            let path = url.split('?').next().unwrap_or(url);
+            let name = path.rsplit_once('/').map_or("", |(_, n)| n);
+            format!("PostgreSQL database `{name}`")
+        }
+    }
+}
+
 /// The backend a database URL names, or why it names none.
 pub fn dialect_of_url(url: &str) -> Result<Dialect> {
     if url.starts_with("sqlite:") {
@@ -98,6 +169,47 @@ pub fn dialect_of_url(url: &str) -> Result<Dialect> {
 impl Store {
     /// Connects to the database the URL names (creating a SQLite file if missing); does not migrate.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
+        Store::connect_with(url, max_connections, true).await
+    }
+
+    /// Opens a database that exists and is at the latest migration, creating and migrating nothing: for
+    /// the commands that read (and operators' commands), so that a wrong `database.url` is an error rather
+    /// than an empty database answering "nothing waiting".
+    pub async fn open_existing(url: &str, max_connections: u32) -> Result<Store> {
+        let dialect = dialect_of_url(url)?;
+        let name = database_name(url, dialect);
+        if dialect == Dialect::Sqlite {
+            let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+            if !file.get_filename().is_file() {
+                return Err(StoreError::Missing(name));
+            }
+        }
+        let store = Store::connect_with(url, max_connections, false).await.map_err(|e| match e {
+            // PostgreSQL: invalid_catalog_name, the database does not exist.
+            StoreError::Db(sqlx::Error::Database(db)) if db.code().as_deref() == Some("3D000") => {
+                StoreError::Missing(name.clone())
+            }
+            other => other,
+        })?;
+        let state = schema_state(&mut *store.pool.acquire().await?).await?;
+        let problem = match state {
+            SchemaState::Current => return Ok(store),
+            SchemaState::NeverMigrated => "has no smart-task schema (it was never migrated)".to_string(),
+            SchemaState::Newer(v) => format!(
+                "has migration(s) {} that this smart-taskd does not know: use the smart-taskd that migrated it",
+                join(&v)
+            ),
+            SchemaState::Behind { at, latest, missing } => format!(
+                "is at {}, this smart-taskd expects migration {latest} (missing: {})",
+                at.map_or_else(|| "no migration".to_string(), |v| format!("migration {v}")),
+                join(&missing)
+            ),
+        };
+        store.pool.close().await;
+        Err(StoreError::NotCurrent(format!("{name} {problem}")))
+    }
+
+    async fn connect_with(url: &str, max_connections: u32, create: bool) -> Result<Store> {
         sqlx::any::install_default_drivers();
         let dialect = dialect_of_url(url)?;
         let options = AnyPoolOptions::new().max_connections(max_connections);
@@ -106,15 +218,17 @@ impl Store {
                 let file = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
                 if let Some(dir) = file.get_filename().parent()
                     && !dir.as_os_str().is_empty()
+                    && create
                 {
                     std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(sqlx::Error::Io(e)))?;
                 }
-                // The `Any` driver takes SQLite's settings from the URL (create the file when missing) and
-                // the pragmas from each new connection.
+                // The `Any` driver takes SQLite's settings from the URL (create the file when missing, or
+                // not) and the pragmas from each new connection.
                 let url = if url.contains("mode=") {
                     url.to_string()
                 } else {
-                    format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+                    let mode = if create { "rwc" } else { "rw" };
+                    format!("{url}{}mode={mode}", if url.contains('?') { '&' } else { '?' })
                 };
                 options
                     .after_connect(|conn, _| {
@@ -751,12 +865,14 @@ impl Store {
         let rows = sqlx::query(self.sql(
             "SELECT id, protocollo, task, stato, esito, soggetto, parked, creata_il, chiusa_il FROM requests
              WHERE ($1 IS NULL OR stato = $1) AND ($2 IS NULL OR task = $2) AND ($3 IS NULL OR soggetto = $3)
+               AND ($5 IS NULL OR esito = $5)
              ORDER BY id DESC LIMIT $4",
         ))
-        .bind(f.stato.map(|s| s.as_str()))
+        .bind(f.stato.map(|s| s.stored().0))
         .bind(f.task.as_deref())
         .bind(f.soggetto.as_deref())
         .bind(f.limit)
+        .bind(f.stato.and_then(|s| s.stored().1))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -774,6 +890,11 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The task types of the stored requests, sorted.
+    pub async fn stored_tasks(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(self.sql("SELECT DISTINCT task FROM requests ORDER BY task")).fetch_all(&self.pool).await?)
     }
 
     pub async fn counts(&self) -> Result<QueueCounts> {
