@@ -446,6 +446,9 @@ async fn insert(tx: &mut Tx, table: &str, columns: &[Column], rows: &[Vec<Cell>]
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
+    use super::super::SQLITE_MIGRATIONS;
     use super::*;
 
     #[test]
