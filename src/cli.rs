@@ -315,7 +315,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let done = runtime.block_on(dispatch(cli)).and_then(|()| std::io::Write::flush(&mut std::io::stdout()).map_err(write_failure));
+    let done = runtime
+        .block_on(dispatch(cli))
+        .and_then(|()| std::io::Write::flush(&mut std::io::stdout()).map_err(write_failure));
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) if f.code == 0 => ExitCode::SUCCESS,
@@ -663,7 +665,11 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
                     };
                     outln!(
                         "{:<18} sede {}  {:<36} {:<7} {}  {why}",
-                        q.protocollo, q.sede, q.task, q.sospesa, q.creata_il
+                        q.protocollo,
+                        q.sede,
+                        q.task,
+                        q.sospesa,
+                        q.creata_il
                     );
                 }
             }
@@ -973,7 +979,13 @@ async fn notifications(config: &Config, command: NotificationsCommand) -> Outcom
                     let when = r.inviata_il.as_deref().or(r.prossimo_tentativo.as_deref()).unwrap_or(&r.creata_il);
                     outln!(
                         "{:>6}  {:<18} {:<18} {:<5} {:<24} {:<7} {} tentativi  {when}",
-                        r.id, r.protocollo, r.evento, r.canale, r.destinatario, r.stato, r.tentativi
+                        r.id,
+                        r.protocollo,
+                        r.evento,
+                        r.canale,
+                        r.destinatario,
+                        r.stato,
+                        r.tentativi
                     );
                     if let Some(e) = r.errore.as_deref().filter(|_| r.stato != "sent") {
                         outln!("        errore: {e}");

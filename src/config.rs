@@ -909,7 +909,10 @@ mod tests {
         let text = format!("{MINIMAL}log:\n  format: text\n  level: verbose\n");
         let msg = Config::parse(&text, Path::new("c.yaml")).expect_err("verbose is not a level").to_string();
         assert!(msg.contains("c.yaml") && msg.contains("log.level") && msg.contains("line 7"), "{msg}");
-        assert!(msg.contains("`verbose` is not a level") && msg.contains("off, error, warn, info, debug, trace"), "{msg}");
+        assert!(
+            msg.contains("`verbose` is not a level") && msg.contains("off, error, warn, info, debug, trace"),
+            "{msg}"
+        );
         for good in ["debug", "WARN", "smart_task=debug,warn", "smart_task::worker=trace", "info,sqlx=warn"] {
             let text = format!("{MINIMAL}log:\n  level: \"{good}\"\n");
             assert!(Config::parse(&text, Path::new("c.yaml")).is_ok(), "{good} is a valid filter");

@@ -64,7 +64,8 @@ fn list_refuses_an_unknown_task_and_accepts_every_state(db: Db) {
         serde_json::from_str(&env.ok(&["list", "--task", "REVOCA_DELEGA_INTERMEDIARIO", "--json"])).expect("json");
     assert_eq!(by_task.len(), 2);
 
-    let annullate: Vec<Value> = serde_json::from_str(&env.ok(&["list", "--stato", "annullata", "--json"])).expect("json");
+    let annullate: Vec<Value> =
+        serde_json::from_str(&env.ok(&["list", "--stato", "annullata", "--json"])).expect("json");
     assert_eq!(annullate.len(), 1, "{annullate:?}");
     assert_eq!(annullate[0]["protocollo"], withdrawn);
     assert_eq!(annullate[0]["esito"], "annullata");
@@ -116,7 +117,10 @@ fn read_only_commands_neither_create_nor_migrate_a_database(db: Db) {
                 "{args:?}: {err}"
             ),
             Db::Postgres => {
-                assert!(err.contains("has no smart-task schema") && err.contains("smart-taskd migrate"), "{args:?}: {err}")
+                assert!(
+                    err.contains("has no smart-task schema") && err.contains("smart-taskd migrate"),
+                    "{args:?}: {err}"
+                )
             }
         }
     }

@@ -93,7 +93,11 @@ enum SchemaState {
     /// Migrations this binary does not know (a newer smart-taskd migrated it).
     Newer(Vec<i64>),
     /// Migrations not applied yet: the latest applied (if any), the latest known, the missing ones.
-    Behind { at: Option<i64>, latest: i64, missing: Vec<i64> },
+    Behind {
+        at: Option<i64>,
+        latest: i64,
+        missing: Vec<i64>,
+    },
 }
 
 fn join(versions: &[i64]) -> String {
@@ -119,11 +123,12 @@ async fn schema_state(conn: &mut AnyConnection) -> Result<SchemaState> {
     if found == 0 {
         return Ok(SchemaState::NeverMigrated);
     }
-    let applied: BTreeSet<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
+    let applied: BTreeSet<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
     let known: BTreeSet<i64> =
         migrator.iter().filter(|m| !m.migration_type.is_down_migration()).map(|m| m.version).collect();
     let newer: Vec<i64> = applied.difference(&known).copied().collect();
@@ -134,11 +139,7 @@ async fn schema_state(conn: &mut AnyConnection) -> Result<SchemaState> {
     if missing.is_empty() {
         return Ok(SchemaState::Current);
     }
-    Ok(SchemaState::Behind {
-        at: applied.last().copied(),
-        latest: known.last().copied().unwrap_or_default(),
-        missing,
-    })
+    Ok(SchemaState::Behind { at: applied.last().copied(), latest: known.last().copied().unwrap_or_default(), missing })
 }
 
 /// The database a URL names, for messages: a SQLite file's path, a PostgreSQL database's name (never the
@@ -894,7 +895,9 @@ impl Store {
 
     /// The task types of the stored requests, sorted.
     pub async fn stored_tasks(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(self.sql("SELECT DISTINCT task FROM requests ORDER BY task")).fetch_all(&self.pool).await?)
+        Ok(sqlx::query_scalar(self.sql("SELECT DISTINCT task FROM requests ORDER BY task"))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn counts(&self) -> Result<QueueCounts> {
