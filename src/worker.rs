@@ -111,7 +111,9 @@ where
     Fut: Future<Output = Result<R, StoreError>>,
 {
     let (mut done, mut failed) = (Vec::new(), Vec::new());
-    let mut pending = Vec::from([0..items.len()]);
+    // A stack of the ranges still to try (the whole batch first, then halves of a refused one).
+    let mut pending: Vec<Range<usize>> = Vec::new();
+    pending.push(0..items.len());
     while let Some(range) = pending.pop() {
         if range.is_empty() {
             continue;
