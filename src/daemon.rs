@@ -289,11 +289,12 @@ fn reload_config(config: &Config, live_level: &mut String) {
     let new = match Config::load(Some(&config.source)) {
         Ok(new) => new,
         Err(e) => {
-            crate::telemetry::metrics::reload(false);
+            crate::telemetry::metrics::config_reload(false);
             error!(error = %e, "SIGHUP: new configuration refused, the running one stays");
             return;
         }
     };
+    crate::telemetry::metrics::config_reload(true);
     if new.log.level != *live_level {
         match crate::telemetry::set_level(&new.log.level) {
             Ok(true) => {
@@ -341,7 +342,7 @@ async fn reload(
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     crate::telemetry::metrics::reload(status.candidate_errors.is_empty());
     if status.candidate_errors.is_empty() {
-        crate::telemetry::metrics::rule_versions(&pipeline.rules.load(), Some(&previous_versions));
+        crate::telemetry::metrics::rules_activated(&pipeline.rules.load(), Some(&previous_versions));
         let versions: Vec<String> = status.active.iter().map(|(t, v)| format!("{t}@{v}")).collect();
         info!(?versions, "rules activated");
     } else {
