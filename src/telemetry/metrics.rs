@@ -44,24 +44,44 @@ const NOTIFICATION_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "dead"];
 
 /// Every metric family the daemon registers, with the text of its `# HELP` line.
 const FAMILIES: &[(&str, Kind, &str)] = &[
-    (REQUESTS, Kind::Gauge, "Requests by state (aperta, in_carico, rinviata, sospesa, chiusa); the states partition the requests."),
-    (OLDEST_OPEN_AGE, Kind::Gauge, "Age of the oldest request waiting for the rules (aperta, or in_carico and not with an operator); 0 when none."),
+    (
+        REQUESTS,
+        Kind::Gauge,
+        "Requests by state (aperta, in_carico, rinviata, sospesa, chiusa); the states partition the requests.",
+    ),
+    (
+        OLDEST_OPEN_AGE,
+        Kind::Gauge,
+        "Age of the oldest request waiting for the rules (aperta, or in_carico and not with an operator); 0 when none.",
+    ),
     (QUEUE_WAIT, Kind::Histogram, "Time from protocollazione to the first claim by a worker."),
     (DECISION_DURATION, Kind::Histogram, "Time a rule took to decide a request, by task."),
     (DECISIONS, Kind::Counter, "Decisions recorded, by task and outcome (accolta, non_accolta, rinvio)."),
     (REASONS, Kind::Counter, "Reasons given in decisions, by task and reason code."),
     (RULE_FAILURES, Kind::Counter, "Rule evaluations that failed, by task and kind (error, timeout, budget, no_rule)."),
     (RULE_INFO, Kind::Gauge, "1 for the active version of each task's rule, 0 for the versions it replaced."),
-    (RULE_RELOADS, Kind::Counter, "Rule set reloads (SIGHUP or an edit of the rules directory), by outcome (activated, refused)."),
+    (
+        RULE_RELOADS,
+        Kind::Counter,
+        "Rule set reloads (SIGHUP or an edit of the rules directory), by outcome (activated, refused).",
+    ),
     (CONFIG_RELOADS, Kind::Counter, "Configuration re-reads on SIGHUP, by outcome (applied, refused)."),
     (SHADOW_DISAGREEMENTS, Kind::Counter, "Decisions where the shadow rule disagreed with the active one, by task."),
-    (CONFLICTS, Kind::Counter, "Decisions discarded at close because a fact they read changed; the request is decided again."),
+    (
+        CONFLICTS,
+        Kind::Counter,
+        "Decisions discarded at close because a fact they read changed; the request is decided again.",
+    ),
     (TAKEOVERS, Kind::Counter, "Requests claimed after another worker's lease expired."),
     (NOTIFICATIONS, Kind::Counter, "Notification send attempts, by channel and outcome (sent, retried, failed, dead)."),
     (NOTIFICATIONS_DEAD, Kind::Gauge, "Notifications that exhausted their retries (dead) and are not resent."),
     (NOTIFICATIONS_PENDING, Kind::Gauge, "Notifications waiting to be sent (due now or waiting for a retry)."),
     (OLDEST_PENDING_NOTIFICATION_AGE, Kind::Gauge, "Age of the oldest notification waiting to be sent; 0 when none."),
-    (REFERRED, Kind::Gauge, "Requests referred to an operator for 20 to 30 days (level warning) and 30 days or more (level breach)."),
+    (
+        REFERRED,
+        Kind::Gauge,
+        "Requests referred to an operator for 20 to 30 days (level warning) and 30 days or more (level breach).",
+    ),
     (CRON_RUNS, Kind::Counter, "Runs of the cron jobs, by job and outcome (success, failure)."),
     (CRON_LAST_SUCCESS, Kind::Gauge, "Unix time of each cron job's last successful run."),
     (BUILD_INFO, Kind::Gauge, "1, labelled with the daemon's version and instance name."),
@@ -204,7 +224,9 @@ pub fn closed(evaluated: &[(ClaimedRequest, Evaluation)], fates: &[(i64, Fate)])
 pub fn queue(s: &OpsSnapshot) {
     let c = &s.counts;
     let suspended = c.sospese - s.referred;
-    for (stato, n) in REQUEST_STATES.into_iter().zip([c.aperte, c.in_carico - c.sospese, s.referred, suspended, c.chiuse]) {
+    for (stato, n) in
+        REQUEST_STATES.into_iter().zip([c.aperte, c.in_carico - c.sospese, s.referred, suspended, c.chiuse])
+    {
         gauge!(REQUESTS, "stato" => stato).set(n as f64);
     }
     gauge!(OLDEST_OPEN_AGE).set(s.oldest_open_age_s);
@@ -263,7 +285,12 @@ pub fn process_families() -> String {
         ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", kib("VmSize:")),
         ("process_open_fds", "gauge", "Number of open file descriptors.", open_fds),
         ("process_max_fds", "gauge", "Maximum number of open file descriptors.", max_fds),
-        ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", STARTED.get().copied()),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            STARTED.get().copied(),
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in families {
