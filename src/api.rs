@@ -33,7 +33,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, store: Store
             let (status, content_type, body) = match path {
                 "/metrics" => {
                     sample(&store).await;
-                    ("200 OK", "text/plain; version=0.0.4", handle.render())
+                    ("200 OK", "text/plain; version=0.0.4", handle.render() + metrics::process_families().as_str())
                 }
                 "/healthz" => match health.stale() {
                     None => ("200 OK", "text/plain", "ok\n".to_string()),
@@ -62,11 +62,10 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, store: Store
     }
 }
 
-/// Refreshes the gauges sampled from the store and the process.
+/// Refreshes the gauges sampled from the store.
 async fn sample(store: &Store) {
-    metrics::process();
     match store.ops_snapshot(now_ms()).await {
-        Ok(s) => metrics::queue(&s.counts, s.oldest_open_age_s, s.dead_notifications, s.sla_warning, s.sla_breach),
+        Ok(s) => metrics::queue(&s),
         Err(e) => warn!(error = %e, "cannot sample the queue for /metrics"),
     }
 }

@@ -374,11 +374,12 @@ fn reload_config(config: &Config, live_level: &mut String) {
     let new = match Config::load(Some(&config.source)) {
         Ok(new) => new,
         Err(e) => {
-            crate::telemetry::metrics::reload(false);
+            crate::telemetry::metrics::config_reload(false);
             error!(error = %e, "SIGHUP: new configuration refused, the running one stays");
             return;
         }
     };
+    crate::telemetry::metrics::config_reload(true);
     if new.log.level != *live_level {
         match crate::telemetry::set_level(&new.log.level) {
             Ok(true) => {
@@ -433,7 +434,7 @@ async fn reload(
         }
         crate::telemetry::metrics::rules_fallback(false);
         pipeline.health.set_degraded(None);
-        crate::telemetry::metrics::rule_versions(&active, Some(&previous_versions));
+        crate::telemetry::metrics::rules_activated(&active, Some(&previous_versions));
         let versions: Vec<String> = status.active.iter().map(|(t, v)| format!("{t}@{v}")).collect();
         info!(?versions, "rules activated");
     } else {

@@ -233,6 +233,7 @@ pub async fn run(
     health: Arc<Health>,
     mut stop: watch::Receiver<bool>,
 ) {
+    metrics::cron_jobs(jobs.iter().map(|j| j.name));
     let mut every = tokio::time::interval(Duration::from_secs(1));
     while !*stop.borrow() {
         health.beat("scheduler");

@@ -285,7 +285,9 @@ fn a_sighup_refuses_a_broken_configuration_and_applies_a_new_log_level(db: Db) {
     hup();
     wait_for("the refusal", 10, || log_text().contains("new configuration refused"));
     assert!(log_text().contains("batch_sise"), "{}", log_text());
-    assert!(get(port, "/metrics").1.contains("smart_task_rule_reloads_total{outcome=\"refused\"} 1"));
+    let scrape = get(port, "/metrics").1;
+    assert!(scrape.contains("smart_task_config_reloads_total{outcome=\"refused\"} 1"), "{scrape}");
+    assert!(scrape.contains("smart_task_rule_reloads_total{outcome=\"refused\"} 0"), "not a rule reload: {scrape}");
     assert_eq!(get(port, "/healthz").0, 200, "still running");
     // A new log level applies at once.
     std::fs::write(&env.config, good.replace("level: info", "level: debug")).expect("write");

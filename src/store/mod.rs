@@ -214,12 +214,17 @@ pub struct FascicoloEntry {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct OpsSnapshot {
     pub counts: QueueCounts,
+    /// Of `counts.sospese`, those referred to an operator by their rule (the others were parked after failures).
+    pub referred: i64,
     /// Age of the oldest request still waiting for the rules (0 when none).
     pub oldest_open_age_s: f64,
     pub dead_notifications: i64,
     /// Requests referred to an operator for 20–30 days (warning) and 30 days or more (breach).
     pub sla_warning: i64,
     pub sla_breach: i64,
+    /// Notifications not yet sent, failed or dead (due now or waiting for a retry), and the age of the oldest.
+    pub pending_notifications: i64,
+    pub oldest_pending_notification_age_s: f64,
 }
 
 /// Queue depth by state, for `exit-when-idle`, the benchmark and (later) metrics.

@@ -917,28 +917,42 @@ impl Store {
         })
     }
 
-    /// The gauges of `/metrics`.
+    /// The gauges of `/metrics`, from one statement (one snapshot: the states partition the requests).
     pub async fn ops_snapshot(&self, now: Millis) -> Result<super::OpsSnapshot> {
         const DAY_MS: i64 = 86_400_000;
-        let counts = self.counts().await?;
         let row = sqlx::query(self.sql(
-            "SELECT (SELECT MIN(creata_il) FROM requests WHERE stato <> 'chiusa' AND parked IS NULL),
+            "SELECT (SELECT COUNT(*) FROM requests WHERE stato = 'aperta'),
+                    (SELECT COUNT(*) FROM requests WHERE stato = 'in_carico'),
+                    (SELECT COUNT(*) FROM requests WHERE stato = 'chiusa'),
+                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked IS NOT NULL),
+                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio'),
+                    (SELECT MIN(creata_il) FROM requests WHERE stato <> 'chiusa' AND parked IS NULL),
                     (SELECT COUNT(*) FROM outbox WHERE state = 'dead'),
                     (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio'
                                                      AND creata_il <= $1 AND creata_il > $2),
-                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio' AND creata_il <= $2)",
+                    (SELECT COUNT(*) FROM requests WHERE stato <> 'chiusa' AND parked = 'rinvio' AND creata_il <= $2),
+                    (SELECT COUNT(*) FROM outbox WHERE state = 'pending'),
+                    (SELECT MIN(created_at) FROM outbox WHERE state = 'pending')",
         ))
         .bind(now - 20 * DAY_MS)
         .bind(now - 30 * DAY_MS)
         .fetch_one(&self.pool)
         .await?;
-        let oldest: Option<i64> = row.try_get(0)?;
+        let age = |t: Option<i64>| t.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
         Ok(super::OpsSnapshot {
-            counts,
-            oldest_open_age_s: oldest.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0),
-            dead_notifications: row.try_get(1)?,
-            sla_warning: row.try_get(2)?,
-            sla_breach: row.try_get(3)?,
+            counts: QueueCounts {
+                aperte: row.try_get(0)?,
+                in_carico: row.try_get(1)?,
+                chiuse: row.try_get(2)?,
+                sospese: row.try_get(3)?,
+            },
+            referred: row.try_get(4)?,
+            oldest_open_age_s: age(row.try_get(5)?),
+            dead_notifications: row.try_get(6)?,
+            sla_warning: row.try_get(7)?,
+            sla_breach: row.try_get(8)?,
+            pending_notifications: row.try_get(9)?,
+            oldest_pending_notification_age_s: age(row.try_get(10)?),
         })
     }
 
