@@ -337,6 +337,45 @@ fn a_batch_slower_than_its_lease_keeps_it_and_its_failures_count(db: Db) {
     assert!(view["errore"].as_str().expect("errore").starts_with("timeout"), "{view:#}");
 }
 
+fn sigterm_mid_batch_closes_what_is_decided_and_releases_the_rest(db: Db) {
+    let rules = tempfile::tempdir().expect("tempdir");
+    common::rules_with_hostile_task(
+        rules.path(),
+        "PROVA_LENTA",
+        "fn decide(req, ctx) { let x = 0; while true { x += 1; } }",
+    );
+    let settings = Settings {
+        rules_dir: rules.path().to_path_buf(),
+        batch_size: 8,
+        workers: 1,
+        max_operations: 10_000_000_000,
+        deadline_ms: 1_000,
+        ..Default::default()
+    };
+    let env = Env::with(db, settings);
+    let one = format!("- {}\n", common::hostile_request("PROVA_LENTA").trim_end().replace('\n', "\n  "));
+    env.submit(&one.repeat(8));
+    let child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.sql("SELECT COUNT(*) FROM events WHERE kind = 'smistamento'")[0][0] != 8 {
+        assert!(Instant::now() < deadline, "no claim");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The batch takes 8 s; SIGTERM in its second rule call.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let stopping = Instant::now();
+    kill(child.id(), "TERM");
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stopping.elapsed() < Duration::from_secs(5), "waited for the whole batch: {:?}", stopping.elapsed());
+    assert!(stderr.contains("closing what is decided, releasing the rest"), "{stderr}");
+    assert_eq!(env.sql("SELECT COUNT(*) FROM requests WHERE lease_token IS NOT NULL")[0][0], 0, "no lease left behind");
+    let tried = env.sql("SELECT COUNT(*) FROM requests WHERE failures = 1")[0][0].as_i64().unwrap_or(0);
+    let untouched = env.sql("SELECT COUNT(*) FROM requests WHERE failures = 0")[0][0].as_i64().unwrap_or(0);
+    assert!((1..8).contains(&tried) && tried + untouched == 8, "{tried} decided, {untouched} released");
+}
+
 #[test]
 fn check_config_refuses_timings_the_workers_cannot_keep() {
     let cases: [(Settings, &str, &[&str]); 2] = [
@@ -378,4 +417,5 @@ backends!(
     a_request_whose_close_the_database_refuses_fails_alone_and_is_parked,
     a_request_whose_facts_cannot_be_read_fails_alone_and_is_parked,
     a_batch_slower_than_its_lease_keeps_it_and_its_failures_count,
+    sigterm_mid_batch_closes_what_is_decided_and_releases_the_rest,
 );
