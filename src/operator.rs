@@ -109,9 +109,18 @@ pub async fn close(
     let plan = store.close_batch(&[(claimed, Evaluation::Decided(Box::new(decision)))], policy, now, &actor).await?;
     match plan.fates.first().map(|(_, f)| *f) {
         Some(Fate::Closed(_)) => Ok(protocollo),
-        Some(Fate::Conflict) => Err(OperatorError::Invalid(format!(
-            "the facts the rule read for {protocollo} have changed since it referred the request: run `smart-taskd operator requeue {protocollo}` so that the rules decide it again with the current facts"
-        ))),
+        Some(Fate::Conflict) => {
+            let changed = changed_facts(store, referral.as_ref().map(|p| &p.trace)).await?;
+            Err(OperatorError::Invalid(format!(
+                "the facts the rule read for {protocollo} have changed since it referred the request:\n{}\n\
+                 run `smart-taskd operator requeue {protocollo}` so that the rules decide it again with the current facts",
+                if changed.is_empty() {
+                    "  (the open requests of its subject)".to_string()
+                } else {
+                    changed.join("\n")
+                }
+            )))
+        }
         Some(Fate::Retried) | Some(Fate::Parked) => Err(OperatorError::Invalid(format!(
             "the effects the rule proposed for {protocollo} cannot be applied any more ({}); close it as non_accolta or requeue it",
             plan.retried.first().map(|(_, _, e)| e.as_str()).unwrap_or("see `show`")
@@ -120,4 +129,23 @@ pub async fn close(
             Err(OperatorError::Invalid(format!("request {protocollo} could not be closed ({other:?}): try again")))
         }
     }
+}
+
+/// The facts a referral read whose subject has moved since, in words for the operator (`ctx.delegation(…)` on
+/// `dm:…`, version 1 → 2): what to look at before requeueing.
+async fn changed_facts(store: &Store, trace: Option<&Trace>) -> Result<Vec<String>, OperatorError> {
+    let Some(trace) = trace else { return Ok(Vec::new()) };
+    let subjects: Vec<String> = trace.facts.iter().map(|f| f.subject.to_string()).collect();
+    let now = store.subject_versions(&subjects).await?;
+    let mut seen = std::collections::BTreeSet::new();
+    Ok(trace
+        .facts
+        .iter()
+        .filter_map(|f| {
+            let key = f.subject.to_string();
+            let current = now.get(&key).copied().unwrap_or(0);
+            (current != f.version && seen.insert(key.clone()))
+                .then(|| format!("  ctx.{} [{key}]: versione {} al rinvio, ora {current}", f.call, f.version))
+        })
+        .collect())
 }

@@ -98,6 +98,8 @@ fn changed_facts_under_a_referral_are_refused_until_requeued(db: Db) {
     let out = env.run(&["operator", "close", &p, "--esito", "accolta"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("operator requeue"), "{}", stderr(&out));
+    // The refusal names the fact that moved: the deleghe of the matricola, as the rule read them.
+    assert!(stderr(&out).contains("[dm:6789012345]: versione"), "{}", stderr(&out));
     env.ok(&["operator", "requeue", &p]);
     env.decide_all();
     let view = env.show(&p);

@@ -242,3 +242,17 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// The current version of each subject named (a subject never changed has no row: version 0).
+    pub async fn subject_versions(&self, subjects: &[String]) -> Result<std::collections::HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as(self.sql(
+                "SELECT subject, version FROM subject_versions WHERE subject IN (SELECT value FROM json_each($1))",
+            ))
+            .bind(super::json_text(&subjects))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+}
