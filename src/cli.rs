@@ -518,15 +518,19 @@ async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
             .collect();
         outln!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
     } else {
-        let versions: Vec<&str> = decisions.iter().map(|d| d.decision.rule_version.as_str()).collect();
+        use crate::ruletools::explain::named_versions;
+        let versions: Vec<&str> = decisions.iter().flat_map(|d| named_versions(&d.decision.rule_version)).collect();
         let mut sources = store.rule_sources(&versions).await.map_err(runtime)?;
-        let evaluator = daemon::evaluator(config);
-        let active = daemon::intake_rules(config, &evaluator, &store).await.ok();
-        for rule in active.iter().flat_map(|r| r.tasks.values()) {
-            // Decided before sources were kept, by the version that still runs.
-            sources.entry(rule.version.clone()).or_insert_with(|| rule.sources.clone());
+        if versions.iter().any(|v| !sources.contains_key(*v)) {
+            // Decided before sources were kept: the rules directory may still hold that version.
+            if let Ok(rules) = daemon::load_rules(config, &daemon::evaluator(config)) {
+                for rule in rules.tasks.values() {
+                    sources.entry(rule.version.clone()).or_insert_with(|| rule.sources.clone());
+                }
+            }
         }
-        out!("{}", crate::ruletools::explain::render(&decisions, &sources, active.as_ref()));
+        let active = store.last_activated_versions(&config.instance_name()).await.map_err(runtime)?.unwrap_or_default();
+        out!("{}", crate::ruletools::explain::render(&decisions, &sources, &active));
     }
     Ok(())
 }

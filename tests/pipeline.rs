@@ -299,28 +299,28 @@ fn a_request_whose_facts_cannot_be_read_fails_alone_and_is_parked(db: Db) {
     );
 }
 
-fn a_batch_slower_than_its_lease_keeps_it_and_its_failures_count(db: Db) {
-    // 8 rules running to their 500 ms deadline: a batch takes 4 s, twice its lease. Without renewal the other
-    // worker takes the batch over while it is decided, its close is fenced out and nothing is ever parked.
+/// Eight queued requests, one batch, of a task whose rule runs on each until its deadline (`deadline_ms` of
+/// `settings`; the operation budget is out of reach). The rules directory lives as long as the returned value.
+fn eight_slow_requests(db: Db, settings: Settings) -> (tempfile::TempDir, Env) {
     let rules = tempfile::tempdir().expect("tempdir");
     common::rules_with_hostile_task(
         rules.path(),
         "PROVA_LENTA",
         "fn decide(req, ctx) { let x = 0; while true { x += 1; } }",
     );
-    let settings = Settings {
-        rules_dir: rules.path().to_path_buf(),
-        lease_seconds: 2,
-        batch_size: 8,
-        workers: 2,
-        max_failures: 2,
-        max_operations: 10_000_000_000,
-        deadline_ms: 500,
-        ..Default::default()
-    };
+    let settings =
+        Settings { rules_dir: rules.path().to_path_buf(), batch_size: 8, max_operations: 10_000_000_000, ..settings };
     let env = Env::with(db, settings);
     let one = format!("- {}\n", common::hostile_request("PROVA_LENTA").trim_end().replace('\n', "\n  "));
     env.submit(&one.repeat(8));
+    (rules, env)
+}
+
+fn a_batch_slower_than_its_lease_keeps_it_and_its_failures_count(db: Db) {
+    // 8 rules running to their 500 ms deadline: a batch takes 4 s, twice its lease. Without renewal the other
+    // worker takes the batch over while it is decided, its close is fenced out and nothing is ever parked.
+    let settings = Settings { lease_seconds: 2, workers: 2, max_failures: 2, deadline_ms: 500, ..Default::default() };
+    let (_rules, env) = eight_slow_requests(db, settings);
     decide_all_within(&env, Duration::from_secs(90));
     assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'ripresa_lavorazione'")[0][0], 0, "no takeover");
     assert_eq!(
@@ -338,23 +338,7 @@ fn a_batch_slower_than_its_lease_keeps_it_and_its_failures_count(db: Db) {
 }
 
 fn sigterm_mid_batch_closes_what_is_decided_and_releases_the_rest(db: Db) {
-    let rules = tempfile::tempdir().expect("tempdir");
-    common::rules_with_hostile_task(
-        rules.path(),
-        "PROVA_LENTA",
-        "fn decide(req, ctx) { let x = 0; while true { x += 1; } }",
-    );
-    let settings = Settings {
-        rules_dir: rules.path().to_path_buf(),
-        batch_size: 8,
-        workers: 1,
-        max_operations: 10_000_000_000,
-        deadline_ms: 1_000,
-        ..Default::default()
-    };
-    let env = Env::with(db, settings);
-    let one = format!("- {}\n", common::hostile_request("PROVA_LENTA").trim_end().replace('\n', "\n  "));
-    env.submit(&one.repeat(8));
+    let (_rules, env) = eight_slow_requests(db, Settings { workers: 1, deadline_ms: 1_000, ..Default::default() });
     let child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(60);
     while env.sql("SELECT COUNT(*) FROM events WHERE kind = 'smistamento'")[0][0] != 8 {

@@ -185,12 +185,7 @@ fn hot_reload_activates_only_rules_that_pass_and_keeps_the_last_good_version(db:
 
     // A change whose cases fail (GEN-03 renamed in the rule only): refused, the old version keeps deciding.
     let rule = rules.path().join("revoca_delega_intermediario/rule.rhai");
-    let original = std::fs::read_to_string(&rule).expect("rule");
-    std::fs::write(
-        &rule,
-        original.replace("if azienda == () { return; }", "if azienda == () { refer(\"GEN-05\"); return; }"),
-    )
-    .expect("write");
+    let original = common::break_a_case(rules.path());
     wait_for("the refusal", || status(&env)[0]["candidate_errors"].as_array().is_some_and(|e| !e.is_empty()));
     let errors = status(&env)[0]["candidate_errors"].to_string();
     assert!(errors.contains("cases.yaml") && errors.contains("fails"), "{errors}");

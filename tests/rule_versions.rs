@@ -33,10 +33,7 @@ fn a_rules_directory_refused_at_restart_runs_the_last_activated_set(db: Db) {
 
     // A change whose cases fail (it compiles and lints clean): refused by check-config as a reload refuses it.
     let rule = rules.path().join("revoca_delega_intermediario/rule.rhai");
-    let original = std::fs::read_to_string(&rule).expect("rule");
-    let weakened = original.replace("if azienda == () { return; }", "if azienda == () { refer(\"GEN-05\"); return; }");
-    assert_ne!(weakened, original);
-    std::fs::write(&rule, &weakened).expect("write");
+    let original = common::break_a_case(rules.path());
     let out = env.run(&["check-config"]);
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert_eq!(out.status.code(), Some(2), "{text}");
@@ -74,13 +71,7 @@ fn a_rules_directory_refused_at_restart_runs_the_last_activated_set(db: Db) {
 fn without_an_activated_set_a_refused_directory_stops_the_start(db: Db) {
     let rules = tempfile::tempdir().expect("tempdir");
     copy_dir(&common::repo().join("rules"), rules.path());
-    let rule = rules.path().join("revoca_delega_intermediario/rule.rhai");
-    let original = std::fs::read_to_string(&rule).expect("rule");
-    std::fs::write(
-        &rule,
-        original.replace("if azienda == () { return; }", "if azienda == () { refer(\"GEN-05\"); return; }"),
-    )
-    .expect("write");
+    common::break_a_case(rules.path());
     let env = Env::with(db, Settings { rules_dir: rules.path().to_path_buf(), ..Default::default() });
     let out = env.run(&["run", "--exit-when-idle"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -2,14 +2,14 @@
 //! rule version, each check in order with its result and source line, each fact read with its value, the
 //! effects, the time and operations used.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use serde_json::Value;
 
 use crate::domain::decision::Outcome;
 use crate::domain::time::rfc3339;
-use crate::rules::{RuleSet, Sources};
+use crate::rules::Sources;
 use crate::store::StoredDecision;
 
 /// Finds the source line of a check in the files of its version: in the task's rule.rhai if that line calls the
@@ -23,21 +23,30 @@ fn source_line(sources: &Sources, line: u32, code: &str) -> Option<(String, Stri
     })
 }
 
+/// The rule versions a decision's `rule_version` names: `c141d298e4d406ae`, or the one inside an operator's
+/// `operatore (c141d298e4d406ae)`; none for an operator's own reasons.
+pub fn named_versions(rule_version: &str) -> impl Iterator<Item = &str> {
+    rule_version.split(|c: char| !c.is_ascii_hexdigit()).filter(|t| t.len() == 16)
+}
+
 fn compact(v: &Value) -> String {
     let text = v.to_string();
     if text.chars().count() > 160 { format!("{}…", text.chars().take(160).collect::<String>()) } else { text }
 }
 
 /// Renders every decision of a request. Source lines come from the files recorded for the version that decided
-/// (`sources`, by version), whatever the rules directory holds now; `active` says whether it still runs.
-pub fn render(decisions: &[StoredDecision], sources: &HashMap<String, Sources>, active: Option<&RuleSet>) -> String {
+/// (`sources`, by version), whatever the rules directory holds now; `active` (task → version) says whether it
+/// still runs.
+pub fn render(
+    decisions: &[StoredDecision],
+    sources: &HashMap<String, Sources>,
+    active: &BTreeMap<String, String>,
+) -> String {
     let mut s = String::new();
     for (n, sd) in decisions.iter().enumerate() {
         let d = &sd.decision;
-        let is_active = active.and_then(|r| r.get(&sd.task)).is_some_and(|r| d.rule_version.contains(&r.version));
-        let files = sources
-            .get(&d.rule_version)
-            .or_else(|| sources.iter().find(|(v, _)| d.rule_version.contains(v.as_str())).map(|(_, f)| f));
+        let is_active = active.get(&sd.task).is_some_and(|v| d.rule_version.contains(v.as_str()));
+        let files = named_versions(&d.rule_version).find_map(|v| sources.get(v));
         let _ = writeln!(s, "Decisione {} di {} — {} ({})", n + 1, decisions.len(), sd.protocollo, sd.task);
         let _ = writeln!(
             s,
@@ -116,4 +125,16 @@ pub fn render(decisions: &[StoredDecision], sources: &HashMap<String, Sources>, 
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_versions;
+
+    #[test]
+    fn versions_are_read_from_rules_and_operators_decisions() {
+        assert_eq!(named_versions("c141d298e4d406ae").collect::<Vec<_>>(), ["c141d298e4d406ae"]);
+        assert_eq!(named_versions("operatore (c141d298e4d406ae)").collect::<Vec<_>>(), ["c141d298e4d406ae"]);
+        assert_eq!(named_versions("operatore").count(), 0);
+    }
 }

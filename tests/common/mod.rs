@@ -418,3 +418,15 @@ pub fn rules_with_hostile_task(dir: &Path, task: &str, hostile: &str) {
 pub fn hostile_request(task: &str) -> String {
     format!("task: {task}\nrichiedente_cf: RSSMRA80A01H501U\nprofilo_richiedente: AZIENDA\nprova: ostile\n")
 }
+
+/// Changes the REVOCA_DELEGA_INTERMEDIARIO rule of a rules directory so that it still compiles and lints clean
+/// but one of its cases fails (an unknown matricola referred instead of refused): a candidate every vetting
+/// refuses. Returns the rule's original text.
+pub fn break_a_case(rules_dir: &Path) -> String {
+    let rule = rules_dir.join("revoca_delega_intermediario/rule.rhai");
+    let original = std::fs::read_to_string(&rule).expect("rule");
+    let broken = original.replace("if azienda == () { return; }", "if azienda == () { refer(\"GEN-05\"); return; }");
+    assert_ne!(broken, original, "the rule changed: update break_a_case");
+    std::fs::write(&rule, broken).expect("write the rule");
+    original
+}

@@ -50,20 +50,25 @@ impl Store {
     /// instance — when every version of it is recorded: the set a daemon falls back to, and the one intake
     /// validates against.
     pub async fn last_activated_rules(&self, instance: &str) -> Result<Option<(BTreeMap<String, String>, Files)>> {
+        let Some(active) = self.last_activated_versions(instance).await? else { return Ok(None) };
+        let versions: Vec<&str> = active.values().map(String::as_str).collect();
+        let recorded = self.rule_sources(&versions).await?;
+        if versions.iter().any(|v| !recorded.contains_key(*v)) {
+            return Ok(None); // activated before sources were kept
+        }
+        let files = recorded.into_values().flatten().collect();
+        Ok(Some((active, files)))
+    }
+
+    /// Task → version of the rule set last activated, by `instance` if it ever activated one, else by any.
+    pub async fn last_activated_versions(&self, instance: &str) -> Result<Option<BTreeMap<String, String>>> {
         let statuses = self.rule_status().await?;
         let latest = statuses
             .iter()
             .find(|s| s.instance == instance)
             .or_else(|| statuses.iter().max_by_key(|s| s.activated_at))
             .filter(|s| !s.active.is_empty());
-        let Some(status) = latest else { return Ok(None) };
-        let versions: Vec<&str> = status.active.values().map(String::as_str).collect();
-        let recorded = self.rule_sources(&versions).await?;
-        if versions.iter().any(|v| !recorded.contains_key(*v)) {
-            return Ok(None); // activated before sources were kept
-        }
-        let files = recorded.into_values().flatten().collect();
-        Ok(Some((status.active.clone(), files)))
+        Ok(latest.map(|s| s.active.clone()))
     }
 
     /// Records an activation (`candidate_errors` empty) or a refused candidate (the active set stays).
