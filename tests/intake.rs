@@ -36,7 +36,7 @@ fn protocol_numbers_are_per_sede_and_year(db: Db) {
     let a = env.submit(&rdi(ROSSI, "AZIENDA", "1234567890", VERDI, ""));
     let b = env.submit(&rdi("BNCGPP72C15F205Z", "AZIENDA", "2345678901", VERDI, ""));
     let c = env.submit(&rdi("FRRLCU75D05H501G", "AZIENDA", "4567890123", VERDI, ""));
-    let year = chrono::Utc::now().format("%Y").to_string();
+    let year = common::civil_now().format("%Y").to_string();
     assert_eq!(a[0]["protocollo"], format!("7000.{year}.0000001"));
     assert_eq!(b[0]["protocollo"], format!("1300.{year}.0000001"));
     assert_eq!(c[0]["protocollo"], format!("7000.{year}.0000002"));

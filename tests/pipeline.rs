@@ -23,7 +23,7 @@ fn synthetic(env: &Env, n: usize) {
     let world = serde_json::to_string(&bench::world(n)).expect("world json");
     let facts = env.write("world.json", &world);
     env.ok(&["facts", "import", facts.to_str().expect("path")]);
-    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let today = common::civil_now().format("%Y-%m-%d").to_string();
     let requests: Vec<Value> = (0..n).map(|i| bench::request(i, &today)).collect();
     let file = env.write("requests.json", &serde_json::to_string(&requests).expect("json"));
     env.ok(&["submit", file.to_str().expect("path")]);

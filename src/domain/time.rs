@@ -54,6 +54,14 @@ pub fn italian(ms: Millis) -> String {
     to_datetime(ms).format("%d/%m/%Y alle %H:%M (%Z)").to_string()
 }
 
+/// Noon of a `YYYY-MM-DD` date in the process's zone: an instant whose civil date is that date in every zone
+/// (noon UTC is already tomorrow at +14:00), for decisions pinned to a day such as rule cases.
+pub fn noon(date: &str) -> Option<Millis> {
+    use chrono::TimeZone;
+    let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    Some(zone().from_local_datetime(&d.and_hms_opt(12, 0, 0)?).earliest()?.timestamp_millis())
+}
+
 /// True for a real calendar date written `YYYY-MM-DD`.
 pub fn is_iso_date(s: &str) -> bool {
     s.len() == 10 && NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
@@ -73,5 +81,8 @@ mod tests {
         assert_eq!(year(NEW_YEAR_IN_ROME), 2027);
         assert_eq!(rfc3339(NEW_YEAR_IN_ROME), "2027-01-01T00:30:00.000+01:00");
         assert_eq!(italian(NEW_YEAR_IN_ROME), "01/01/2027 alle 00:30 (CET)");
+        assert_eq!(noon("2026-06-01").map(iso_date).as_deref(), Some("2026-06-01"));
+        assert_eq!(noon("2026-06-01").map(rfc3339).as_deref(), Some("2026-06-01T12:00:00.000+02:00"));
+        assert_eq!(noon("2026-13-01"), None);
     }
 }

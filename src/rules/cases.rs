@@ -39,7 +39,7 @@
 //! the error. Facts are what `SqliteStore::load_facts` would return after importing the world (deleghe ordered
 //! by `data_inizio, id`, contatti by `id`, every subject at version 0), with no fallback to a database.
 //!
-//! `ctx.now` is noon UTC of the case's `today`; the request gets the protocol number `CASE.<n>` and, for
+//! `ctx.now` is noon of the case's `today` in the configured `time_zone`; the request gets the protocol number `CASE.<n>` and, for
 //! GEN-04, the `open_requests` are older than it.
 //!
 //! Coverage: a reason code is *reached* when some case's decision has it as a failed check or a referral.
@@ -64,7 +64,7 @@ use crate::domain::facts::{
     Azienda, Contatto, Delega, IMPORT_VERSION, ImportFile, Intermediario, OpenRequest, Persona, Sede, Subject,
     SubjectFacts,
 };
-use crate::domain::time::{Millis, is_iso_date};
+use crate::domain::time::{Millis, is_iso_date, noon};
 use crate::intake;
 
 /// The name of the cases file in a task folder.
@@ -177,7 +177,7 @@ pub struct Case {
 }
 
 impl Case {
-    /// The decision instant of this case: noon UTC of its `today`, else `default`.
+    /// The decision instant of this case: noon of its `today` in the configured zone, else `default`.
     pub fn now(&self, default: Millis) -> Millis {
         self.today.as_deref().and_then(noon).unwrap_or(default)
     }
@@ -409,12 +409,6 @@ fn check_references(w: &ImportFile) -> Result<(), String> {
 
 // ---------------------------------------------------------------------------------------------------------
 // Running a case.
-
-/// Noon UTC of a date: `ctx.today` is that date and `ctx.now` a stable instant in it.
-fn noon(date: &str) -> Option<Millis> {
-    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    Some(d.and_hms_opt(12, 0, 0)?.and_utc().timestamp_millis())
-}
 
 /// The facts the store would return for `world`: an entry for every subject it mentions, plus the request's
 /// open-requests subject.
@@ -904,12 +898,5 @@ mod tests {
         let merged = merge(&shared, overlay);
         let names: Vec<&str> = merged.sedi.iter().map(|s| s.denominazione.as_str()).collect();
         assert_eq!(names, ["Roma Eur", "Milano"]);
-    }
-
-    #[test]
-    fn noon_is_on_the_given_day() {
-        let ms = noon("2026-06-01").expect("a date");
-        assert_eq!(crate::domain::time::iso_date(ms), "2026-06-01");
-        assert_eq!(noon("2026-13-01"), None);
     }
 }

@@ -297,6 +297,12 @@ pub fn output_within(command: &mut Command, limit: std::time::Duration) -> Outpu
     Output { status, stdout, stderr }
 }
 
+/// Now in the daemon's default civil zone (Europe/Rome): the zone its dates and protocol years use when the
+/// configuration sets none, which differs from UTC's date in the late evening.
+pub fn civil_now() -> chrono::DateTime<chrono_tz::Tz> {
+    chrono::Utc::now().with_timezone(&chrono_tz::Europe::Rome)
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
