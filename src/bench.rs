@@ -216,7 +216,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         anyhow::bail!("the benchmark needs an empty database: this one has requests (create a new one)");
     }
     let started = Instant::now();
-    store.import_facts(&world(n)).await?;
+    store.import_facts(&world(n), false).await?;
     println!("world: {n} aziende imported in {:.2} s", started.elapsed().as_secs_f64());
 
     let pipeline = daemon::pipeline(&config, store.clone())?;

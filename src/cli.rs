@@ -8,7 +8,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::domain::facts::ImportFile;
 use crate::domain::request::Stato;
 use crate::store::{ListFilter, RequestView};
 use crate::worker::now_ms;
@@ -181,8 +180,14 @@ enum NotificationsCommand {
 
 #[derive(Debug, Subcommand)]
 enum FactsCommand {
-    /// Import a reference-data file (YAML or JSON, `version: 1`) in one transaction
-    Import { file: PathBuf },
+    /// Import a reference-data file (YAML or JSON, `version: 1`) in one transaction. Deleghe and contacts that
+    /// accepted requests changed after the file's `snapshot` (or ever, without one) are kept and listed
+    Import {
+        file: PathBuf,
+        /// Take the file's rows even where they undo the effects of accepted requests (listed)
+        #[arg(long)]
+        overwrite_effects: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,7 +353,9 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Submit { file, json } => submit(&config, &file, json).await,
         Command::Show { id_or_protocollo, json } => show(&config, &id_or_protocollo, json).await,
         Command::List { stato, task, soggetto, limit, json } => list(&config, stato, task, soggetto, limit, json).await,
-        Command::Facts { command: FactsCommand::Import { file } } => import_facts(&config, &file).await,
+        Command::Facts { command: FactsCommand::Import { file, overwrite_effects } } => {
+            import_facts(&config, &file, overwrite_effects).await
+        }
         Command::Rules { command: RulesCommand::Test { dir, task, json } } => rules_test(&config, dir, task, json),
         Command::Rules { command: RulesCommand::Check { dir, json } } => rules_check(&config, dir, json),
         Command::Rules { command: RulesCommand::Docs } => {
@@ -851,34 +858,21 @@ pub fn render_view(v: &RequestView) -> String {
     s
 }
 
-/// Parses a reference-data file (JSON when it starts with `{`, else YAML) and checks its records.
-pub fn parse_facts(text: &str, path: &Path) -> anyhow::Result<ImportFile> {
-    let mut file: ImportFile = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", path.display()))?
-    } else {
-        serde_saphyr::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-    };
-    file.normalise_and_check().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(file)
-}
-
-async fn import_facts(config: &Config, path: &Path) -> Outcome {
-    let limit = config.intake.limits.max_facts_bytes;
-    let reader = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display())).map_err(input)?;
-    let text =
-        crate::intake::read_document(reader, limit, "intake.limits.max_facts_bytes", &path.display().to_string())
-            .map_err(|e| input(anyhow::Error::from(e)))?;
-    let file = parse_facts(&text, path).map_err(input)?;
+async fn import_facts(config: &Config, path: &Path, overwrite_effects: bool) -> Outcome {
+    let limits = &config.intake.limits;
+    let name = path.display().to_string();
+    let reader = std::fs::File::open(path).with_context(|| format!("cannot read {name}")).map_err(input)?;
+    let text = crate::intake::read_document(reader, limits.max_facts_bytes, "intake.limits.max_facts_bytes", &name)
+        .map_err(|e| input(anyhow::Error::from(e)))?;
+    let file = crate::facts_file::parse(&text, &name, limits.max_field_chars)
+        .map_err(|e| input(anyhow::anyhow!("{e}; nothing was imported")))?;
     let store = daemon::open_store(config).await.map_err(runtime)?;
-    let report = store.import_facts(&file).await.map_err(|e| match e {
-        crate::store::StoreError::Reference { .. } => {
-            input(anyhow::anyhow!("{}: {e}; nothing was imported", path.display()))
-        }
+    let report = store.import_facts(&file, overwrite_effects).await.map_err(|e| match e {
+        crate::store::StoreError::Reference { .. } => input(anyhow::anyhow!("{name}: {e}; nothing was imported")),
         other => runtime(other),
     })?;
     outln!(
-        "imported {}: {} sedi, {} aziende, {} persone, {} intermediari, {} deleghe, {} contatti",
-        path.display(),
+        "imported {name}: {} sedi, {} aziende, {} persone, {} intermediari, {} deleghe, {} contatti",
         report.sedi,
         report.aziende,
         report.persone,
@@ -886,6 +880,33 @@ async fn import_facts(config: &Config, path: &Path) -> Outcome {
         report.deleghe,
         report.contatti
     );
+    let since = file
+        .snapshot
+        .map_or("ever (the file has no `snapshot`)".to_string(), |s| format!("after the snapshot {}", s.to_rfc3339()));
+    for (rows, what) in [
+        (&report.kept, "kept as accepted requests left them: the file would undo their effects"),
+        (
+            &report.overwritten,
+            "overwritten with the file's rows (--overwrite-effects): effects of accepted requests undone",
+        ),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        outln!("{} row(s) changed by accepted requests {since} {what}:", rows.len());
+        for r in rows {
+            outln!(
+                "  {}: changed by {} on {}; the file differs in {}",
+                r.record,
+                r.protocollo.as_deref().unwrap_or("an accepted request"),
+                r.modificata_il,
+                r.campi.join(", ")
+            );
+        }
+    }
+    if !report.kept.is_empty() {
+        outln!("to take the file's rows anyway: smart-taskd facts import --overwrite-effects {name}");
+    }
     Ok(())
 }
 

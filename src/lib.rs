@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod facts_file;
 pub mod health;
 pub mod intake;
 pub mod notify;

@@ -122,7 +122,16 @@ fn facts_import_errors_name_the_record_and_field_and_change_nothing(db: Db) {
         ("matricola: \"2345678901\"", "matricola: \"23456\"", "aziende[1] (matricola 23456): field `matricola`"),
         ("padre: D-1,", "padre: D-99,", "deleghe[2] (id D-3): field `padre`"),
         ("sede: \"5100\"", "sede: \"5200\"", "aziende[2] (matricola 3456789012): field `sede`"),
-        ("stato: REVOCATA,", "stato: SOSPESA,", "SOSPESA"),
+        (
+            "stato: REVOCATA,",
+            "stato: SOSPESA,",
+            "deleghe[3] (id D-4): field `stato`: line 63 column 100: unknown variant `SOSPESA`",
+        ),
+        (
+            "valore: studio.verdi@pec.it",
+            "valore: \"studio\\u0001verdi@pec.it\"",
+            "contatti[0] (id C-1): field `valore`: contains the control character U+0001",
+        ),
         ("version: 1", "version: 2", "unsupported version 2"),
         ("data_inizio: 2023-03-01", "data_inizio: 2023-02-30", "deleghe[1] (id D-2): field `data_inizio`"),
         ("valore: studio.verdi@pec.it", "valore: studio.verdi", "contatti[0] (id C-1): field `valore`"),

@@ -19,7 +19,7 @@ async fn run_case(config: &Config, case: &Case, url: &str) -> Result<(), String>
     let mut config = config.clone();
     config.database.url = url.to_string();
     let store = daemon::open_store(&config).await.map_err(|e| e.to_string())?;
-    store.import_facts(&case.world).await.map_err(|e| e.to_string())?;
+    store.import_facts(&case.world, false).await.map_err(|e| e.to_string())?;
     let pipeline = daemon::pipeline(&config, store.clone()).map_err(|e| e.to_string())?;
     let now = case.now(smart_task::worker::now_ms());
     let new = smart_task::intake::validate(case.request.clone(), &pipeline.rules.load())

@@ -204,7 +204,8 @@ pub struct ClosePlan {
     pub decisions: Vec<(i64, Decision)>,
     pub events: Vec<NewEvent>,
     pub revocations: Vec<Revocation>,
-    pub contacts: Vec<ContactChange>,
+    /// Contact rows the batch changes: (id of the request whose effect changes it, change).
+    pub contacts: Vec<(i64, ContactChange)>,
     /// New versions of the subjects the batch changed.
     pub versions: HashMap<Subject, i64>,
 }
@@ -252,7 +253,7 @@ pub fn plan(
                         data_revoca,
                         request_id: req.id,
                     }));
-                    p.contacts.extend(changes.contacts);
+                    p.contacts.extend(changes.contacts.into_iter().map(|c| (req.id, c)));
                     counterparts = changes.notifications;
                 }
                 Err(message) => {
@@ -386,7 +387,7 @@ struct EffectBuilder<'a> {
 impl EffectBuilder<'_> {
     /// True when an earlier effect of this batch (or of this decision) already archived or disabled `id`.
     fn touched(&self, id: &str) -> bool {
-        self.earlier.contacts.iter().chain(&self.out.contacts).any(|c| match c {
+        self.earlier.contacts.iter().map(|(_, c)| c).chain(&self.out.contacts).any(|c| match c {
             ContactChange::Archive { id: x, .. } | ContactChange::Disable { id: x, .. } => x == id,
             ContactChange::Insert(_) => false,
         })

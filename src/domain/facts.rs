@@ -124,6 +124,10 @@ pub struct Contatto {
 #[serde(deny_unknown_fields)]
 pub struct ImportFile {
     pub version: u32,
+    /// When the archive extracted the file (RFC 3339 with offset). A delega or contact an accepted request
+    /// changed after this instant is kept as the request left it; a file without one never reverts an effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<chrono::DateTime<chrono::FixedOffset>>,
     #[serde(default)]
     pub sedi: Vec<Sede>,
     #[serde(default)]
@@ -152,6 +156,26 @@ pub struct RecordError {
 
 fn rec(section: &str, index: usize, key: &str) -> String {
     format!("{section}[{index}] ({key})")
+}
+
+/// The field that identifies a record of a section of an import file.
+fn key_field(section: &str) -> &'static str {
+    match section {
+        "sedi" => "codice",
+        "aziende" => "matricola",
+        "persone" | "intermediari" => "cf",
+        _ => "id",
+    }
+}
+
+/// A record of an import file as errors name it, from its untyped form: `deleghe[2] (id D-3)`, or
+/// `deleghe[2]` when it has no readable key.
+pub fn record_name(section: &str, index: usize, record: &serde_json::Value) -> String {
+    let field = key_field(section);
+    match record.get(field).and_then(serde_json::Value::as_str) {
+        Some(key) => rec(section, index, &format!("{field} {key}")),
+        None => format!("{section}[{index}]"),
+    }
 }
 
 fn check(ok: bool, record: &str, field: &str, problem: impl Into<String>) -> Result<(), RecordError> {

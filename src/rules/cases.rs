@@ -127,6 +127,7 @@ impl WorldSpec {
     fn into_import(self) -> ImportFile {
         ImportFile {
             version: self.version.unwrap_or(IMPORT_VERSION),
+            snapshot: None,
             sedi: self.sedi,
             aziende: self.aziende,
             persone: self.persone,

@@ -105,6 +105,23 @@ pub struct ImportReport {
     pub intermediari: usize,
     pub deleghe: usize,
     pub contatti: usize,
+    /// Rows an accepted request changed after the file's snapshot, kept as the request left them.
+    pub kept: Vec<EffectRow>,
+    /// The same, overwritten with the file's rows because the import was told to (`--overwrite-effects`).
+    pub overwritten: Vec<EffectRow>,
+}
+
+/// A row of an import file that an accepted request's effect changed after the file's snapshot (or, for a file
+/// without one, ever), and where the two differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EffectRow {
+    /// e.g. `deleghe[2] (id D-3)`.
+    pub record: String,
+    /// The request whose effect changed it (none for a row whose request is unknown).
+    pub protocollo: Option<String>,
+    pub modificata_il: String,
+    /// The fields whose values differ, by name (never their values: contacts are personal data).
+    pub campi: Vec<String>,
 }
 
 /// One entry of a request's history.

@@ -1,0 +1,121 @@
+//! Intake: protocol numbers, idempotency and the `protocollazione` events of submitted requests, in one
+//! transaction per submission (PostgreSQL serialises protocol numbers with an advisory lock).
+
+use super::*;
+
+impl Store {
+    /// Stores accepted requests `aperta`, each with its protocol number, event and notifications, all in
+    /// one transaction. A request whose idempotency key is known returns the first request instead.
+    pub async fn submit(&self, requests: &[NewRequest], default_sede: &str, now: Millis) -> Result<Vec<Submitted>> {
+        let mut tx = self.write_tx().await?;
+        if self.dialect == Dialect::Postgres {
+            // Protocol numbers are read, incremented and written back: one intake at a time, as on SQLite.
+            sqlx::query("SELECT pg_advisory_xact_lock(7400)").execute(&mut *tx).await?;
+        }
+        let keys: Vec<&str> = requests.iter().filter_map(|r| r.envelope.chiave_idempotenza.as_deref()).collect();
+        let mut known: HashMap<String, Submitted> = HashMap::new();
+        if !keys.is_empty() {
+            let rows = sqlx::query(tx.sql(
+                "SELECT chiave_idempotenza, id, protocollo FROM requests
+                 WHERE chiave_idempotenza IN (SELECT value FROM json_each($1))",
+            ))
+            .bind(json_text(&keys))
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in rows {
+                known
+                    .insert(r.try_get(0)?, Submitted { id: r.try_get(1)?, protocollo: r.try_get(2)?, duplicate: true });
+            }
+        }
+        let matricole: Vec<&str> = requests.iter().filter_map(|r| r.envelope.matricola.as_deref()).collect();
+        let sede_of: HashMap<String, String> = sqlx::query_as(
+            tx.sql("SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))"),
+        )
+        .bind(json_text(&matricole))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let anno = year(now);
+        let mut counters: HashMap<String, i64> =
+            sqlx::query_as(tx.sql("SELECT sede, last FROM protocol_counters WHERE anno = $1"))
+                .bind(anno)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let fresh = requests.len()
+            - requests
+                .iter()
+                .filter(|r| r.envelope.chiave_idempotenza.as_ref().is_some_and(|k| known.contains_key(k)))
+                .count();
+        let mut ids = reserve_ids(&mut tx, IdTable::Requests, fresh).await?.into_iter();
+
+        let mut out = Vec::with_capacity(requests.len());
+        let mut rows = Vec::new();
+        let mut events = Vec::new();
+        let mut opened = Vec::new();
+        for r in requests {
+            if let Some(first) = r.envelope.chiave_idempotenza.as_ref().and_then(|k| known.get(k)) {
+                out.push(first.clone());
+                continue;
+            }
+            let sede = r.envelope.matricola.as_ref().and_then(|m| sede_of.get(m)).map_or(default_sede, String::as_str);
+            let Some(id) = ids.next() else {
+                return Err(StoreError::Corrupt("fewer request ids reserved than requests to store".into()));
+            };
+            let progressive = counters.entry(sede.to_string()).or_insert(0);
+            *progressive += 1;
+            let submitted = Submitted { id, protocollo: protocol_number(sede, anno, *progressive), duplicate: false };
+            rows.push(json!([
+                submitted.id,
+                submitted.protocollo,
+                r.envelope.task,
+                r.soggetto,
+                sede,
+                json_text(&r.payload),
+                r.envelope.chiave_idempotenza,
+            ]));
+            events.push(NewEvent {
+                request_id: submitted.id,
+                kind: "protocollazione",
+                actor: "intake".into(),
+                detail: json!({ "protocollo": submitted.protocollo, "sede": sede }),
+                notifications: requester_notifications(&r.envelope.contatti),
+            });
+            opened.push(Subject::Open { task: r.envelope.task.clone(), soggetto: r.soggetto.clone() }.to_string());
+            if let Some(k) = &r.envelope.chiave_idempotenza {
+                known.insert(k.clone(), Submitted { duplicate: true, ..submitted.clone() });
+            }
+            out.push(submitted);
+        }
+        if !rows.is_empty() {
+            sqlx::query(tx.sql(
+                "INSERT INTO requests (id, protocollo, task, soggetto, sede, payload, chiave_idempotenza, stato,
+                                       creata_il, aggiornata_il, available_at)
+                 SELECT CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                        value ->> 6, 'aperta', $2, $2, $2
+                 FROM json_each($1)",
+            ))
+            .bind(json_text(&rows))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let counter_rows: Vec<(&String, &i64)> = counters.iter().collect();
+            sqlx::query(tx.sql(
+                "INSERT INTO protocol_counters (sede, anno, last)
+                 SELECT value ->> 0, $2, CAST(value ->> 1 AS BIGINT) FROM json_each($1) WHERE true
+                 ON CONFLICT (sede, anno) DO UPDATE SET last = excluded.last",
+            ))
+            .bind(json_text(&counter_rows))
+            .bind(anno)
+            .execute(&mut *tx)
+            .await?;
+            bump_versions(&mut tx, &opened).await?;
+            insert_events(&mut tx, &events, now).await?;
+            wake(&mut tx, REQUESTS_CHANNEL).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
