@@ -200,11 +200,14 @@ pub async fn run_with(
     crate::telemetry::metrics::started(now_ms() as f64 / 1000.0);
     let api = match (exit_when_idle, config.api.listen) {
         (false, Some(addr)) => {
-            let listener = crate::api::bind(addr)
+            let listener = crate::http::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for /metrics (api.listen; `null` turns it off)"))?;
-            metrics_handle
-                .map(|h| tokio::spawn(crate::api::serve(listener, h, pipeline.store.clone(), pipeline.health.clone())))
+            metrics_handle.map(|metrics| {
+                let state =
+                    crate::http::AppState { metrics, store: pipeline.store.clone(), health: pipeline.health.clone() };
+                tokio::spawn(crate::http::serve(listener, crate::http::router(state), stop_rx.clone()))
+            })
         }
         _ => None,
     };
@@ -328,7 +331,12 @@ pub async fn run_with(
     pipeline.health.set_ready(false);
     let _ = stop_tx.send(true);
     if let Some(api) = api {
-        api.abort();
+        // Requests in flight finish; a scrape cannot hold the stop longer than its timeout.
+        match tokio::time::timeout(crate::http::REQUEST_TIMEOUT, api).await {
+            Ok(Ok(Err(e))) => warn!(error = %e, "the HTTP server stopped with an error"),
+            Ok(_) => {}
+            Err(_) => warn!("HTTP requests in flight did not finish in time"),
+        }
     }
     if let Some(s) = scheduler {
         let _ = s.await;

@@ -4,7 +4,6 @@
 //! (persistence), [`rules`] (the sandboxed rule engine), [`intake`], [`worker`] (the pipeline),
 //! [`daemon`] (lifecycle and signals), [`bench`], and [`cli`] at the top.
 
-pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -12,6 +11,7 @@ pub mod daemon;
 pub mod domain;
 pub mod facts_file;
 pub mod health;
+pub mod http;
 pub mod intake;
 pub mod notify;
 pub mod operator;

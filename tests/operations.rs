@@ -63,6 +63,11 @@ fn every_metric_of_the_dashboard_and_alerts_is_in_a_real_scrape(db: Db) {
     assert!(!scrape.contains("RSSMRA80A01H501U") && !scrape.contains("@"), "no personal data in labels");
     assert_eq!(get(port, "/healthz").0, 200);
     assert_eq!(get(port, "/nowhere").0, 404);
+    // Every answer carries a request id: the caller's, or a new one.
+    let (_, head, _) = common::daemon::request(port, "/healthz", "X-Request-Id: prova-123\r\n");
+    assert!(head.to_ascii_lowercase().contains("x-request-id: prova-123"), "{head}");
+    let (_, head, _) = common::daemon::request(port, "/healthz", "");
+    assert!(head.to_ascii_lowercase().contains("x-request-id: "), "{head}");
     stop(child);
 }
 

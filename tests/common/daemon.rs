@@ -20,13 +20,21 @@ pub fn with_api(env: &Env, port: u16) {
 
 /// A GET on the endpoint: (status, body); status 0 when nothing answers.
 pub fn get(port: u16, path: &str) -> (u16, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let (status, _, body) = request(port, path, "");
+    (status, body)
+}
+
+/// A GET with extra header lines (each ending in `\r\n`): (status, head, body); status 0 when nothing answers.
+pub fn request(port: u16, path: &str, headers: &str) -> (u16, String, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new(), String::new()) };
     let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-    let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes());
+    let _ =
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n").as_bytes());
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out.as_str(), ""));
+    (status, head.to_string(), body.to_string())
 }
 
 pub fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {

@@ -1,0 +1,76 @@
+//! The daemon's HTTP server (axum over hyper), served by `smart-taskd run` on `api.listen`: today the
+//! operations routes ([`ops`]: `/metrics`, `/healthz`, `/readyz`); the versioned API mounts beside them.
+//!
+//! Layers, outermost first: a handler's panic becomes a 500 instead of a dropped connection; every request gets
+//! an `x-request-id` (kept when the caller sent one) that the answer echoes; the trace records the method, the
+//! matched route, the status and the latency — never the path's values, the query string or a body, which can
+//! carry personal data; a request that takes longer than [`REQUEST_TIMEOUT`] answers 503; bodies are bounded.
+//! Shutdown is graceful: the server stops accepting when the daemon stops, and finishes the requests in flight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::MatchedPath;
+use axum::http::{Request, StatusCode};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower_http::ServiceBuilderExt;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::MakeRequestUuid;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::health::Health;
+use crate::store::Store;
+
+mod ops;
+
+/// How long a request may take before it is answered 503.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request body accepted by the operations routes (they take none).
+const OPS_BODY_LIMIT: usize = 16 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub metrics: PrometheusHandle,
+    pub store: Store,
+    pub health: Arc<Health>,
+}
+
+/// Binds the listener (so a busy port fails the start, before READY=1).
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Every route with its layers.
+pub fn router(state: AppState) -> Router {
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        // The route's template (`/rest/…/{id}`), not the path: values in paths are the caller's.
+        let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
+        let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+        tracing::debug_span!("http", method = %request.method(), route, request_id = id)
+    });
+    let layers = ServiceBuilder::new()
+        .layer(CatchPanicLayer::new())
+        .set_x_request_id(MakeRequestUuid)
+        .propagate_x_request_id()
+        .layer(trace)
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(RequestBodyLimitLayer::new(OPS_BODY_LIMIT));
+    ops::routes().with_state(state).layer(layers)
+}
+
+/// Serves `router` until `stop` turns true, then finishes the requests in flight.
+pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+}
