@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::app::{self, Actor, AppError};
 use crate::config::Config;
 use crate::domain::request::Stato;
-use crate::store::{ListFilter, RequestView};
+use crate::store::{ListFilter, RequestView, Submitted};
 use crate::worker::now_ms;
 use crate::{bench, daemon, intake, telemetry};
 
@@ -646,15 +647,12 @@ async fn existing_store(config: &Config) -> Result<crate::store::Store, Failure>
 
 /// Maps a store error to the exit code it deserves.
 fn store_failure(e: crate::store::StoreError) -> Failure {
-    use crate::store::StoreError;
-    match e {
-        StoreError::NotFound(_) => Failure { code: 3, error: e.into() },
-        StoreError::Refused(_)
-        | StoreError::Reference { .. }
-        | StoreError::SourceNotCurrent(_)
-        | StoreError::TargetNotEmpty(_) => input(e),
-        other => runtime(other),
-    }
+    app_failure(AppError::Store(e))
+}
+
+/// A use case's failure with its exit code.
+fn app_failure(e: AppError) -> Failure {
+    Failure { code: e.exit_code(), error: e.into() }
 }
 
 async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
@@ -768,17 +766,16 @@ async fn submit(config: &Config, file: &str, json: bool) -> Outcome {
     let store = daemon::open_store(config).await.map_err(runtime)?;
     let evaluator = daemon::evaluator(config);
     let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
-    let refuse = |errors: Vec<intake::IntakeError>| {
-        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-        input(anyhow::anyhow!("{}\nnothing was queued", lines.join("\n")))
-    };
-    let items = intake::parse_submission(&text, name, &config.intake.limits).map_err(refuse)?;
-    let requests = intake::validate_all(items, &rules, name).map_err(refuse)?;
-    let stored = store.submit(&requests, &config.intake.sede_predefinita, now_ms()).await.map_err(runtime)?;
+    let stored =
+        app::submit(&store, &rules, &config.intake, &Actor::Cli, &text, name, now_ms()).await.map_err(|e| match e {
+            AppError::Invalid(_) => input(anyhow::anyhow!("{e}\nnothing was queued")),
+            other => app_failure(other),
+        })?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&stored).map_err(runtime)?);
+        let submitted: Vec<&Submitted> = stored.iter().map(|(s, _)| s).collect();
+        outln!("{}", serde_json::to_string_pretty(&submitted).map_err(runtime)?);
     } else {
-        for (s, r) in stored.iter().zip(&requests) {
+        for (s, r) in &stored {
             let note = if s.duplicate { "  (già presentata: stessa chiave_idempotenza)" } else { "" };
             outln!("{}  id {}  {}  aperta{note}", s.protocollo, s.id, r.envelope.task);
         }
@@ -788,9 +785,7 @@ async fn submit(config: &Config, file: &str, json: bool) -> Outcome {
 
 async fn show(config: &Config, key: &str, json: bool) -> Outcome {
     let store = existing_store(config).await?;
-    let Some(view) = store.request(key).await.map_err(runtime)? else {
-        return Err(Failure { code: 3, error: anyhow::anyhow!("no request with id or protocol number `{key}`") });
-    };
+    let view = app::read(&store, &Actor::Cli, key).await.map_err(app_failure)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&view).map_err(runtime)?);
     } else {

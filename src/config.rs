@@ -146,14 +146,43 @@ impl Default for WorkerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
-    /// Address of /metrics, /healthz and /readyz; `null` turns the endpoint off.
+    /// Address of the HTTP server (/metrics, /healthz, /readyz, and the API when `auth` is set); `null` turns
+    /// it off.
     pub listen: Option<std::net::SocketAddr>,
+    /// Bearer tokens of the API (`/rest/smart-task/v1/…`): without this section the API is not served.
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))) }
+        ApiConfig { listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))), auth: None }
     }
+}
+
+/// How the API validates bearer JWTs: signed by a key of the JWKS file, with pinned issuer, audience and
+/// algorithms, inside `exp`/`nbf` (with `leeway_seconds` of clock skew).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A JWKS document (RFC 7517) holding the public keys; relative to this file's directory.
+    pub jwks_file: PathBuf,
+    /// The `iss` every token must carry.
+    pub issuer: String,
+    /// The `aud` every token must carry.
+    pub audience: String,
+    /// The signature algorithms accepted (asymmetric only: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA …).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["ES256".into(), "RS256".into()]
+}
+
+fn default_leeway() -> u64 {
+    30
 }
 
 /// A cron job: a standard 5-field crontab expression in a time zone.
@@ -637,6 +666,11 @@ impl Config {
         }
         if config.rules.dir.is_relative() {
             config.rules.dir = base_dir(path).join(&config.rules.dir);
+        }
+        if let Some(auth) = config.api.auth.as_mut()
+            && auth.jwks_file.is_relative()
+        {
+            auth.jwks_file = base_dir(path).join(&auth.jwks_file);
         }
         check_notify(&mut config.notify, path)?;
         Ok(config)

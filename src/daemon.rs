@@ -203,9 +203,21 @@ pub async fn run_with(
             let listener = crate::http::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} for /metrics (api.listen; `null` turns it off)"))?;
+            let api = match &config.api.auth {
+                Some(auth) => Some(Arc::new(crate::http::api::ApiState {
+                    verifier: crate::http::auth::Verifier::load(auth)?,
+                    rules: pipeline.rules.clone(),
+                    intake: config.intake.clone(),
+                })),
+                None => None,
+            };
             metrics_handle.map(|metrics| {
-                let state =
-                    crate::http::AppState { metrics, store: pipeline.store.clone(), health: pipeline.health.clone() };
+                let state = crate::http::AppState {
+                    metrics,
+                    store: pipeline.store.clone(),
+                    health: pipeline.health.clone(),
+                    api,
+                };
                 tokio::spawn(crate::http::serve(listener, crate::http::router(state), stop_rx.clone()))
             })
         }

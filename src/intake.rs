@@ -16,6 +16,8 @@ pub struct IntakeError {
     pub source_name: String,
     /// e.g. `request 3 of 5`.
     pub position: String,
+    /// The request's index in a list (None for the document as a whole or a lone request).
+    pub index: Option<usize>,
     pub error: FieldError,
 }
 
@@ -265,6 +267,7 @@ pub fn parse_submission(
         vec![IntakeError {
             source_name: source_name.to_string(),
             position: "document".into(),
+            index: None,
             error: FieldError::new("(document)", problem),
         }]
     };
@@ -273,13 +276,14 @@ pub fn parse_submission(
         Err((path, problem)) if path.is_empty() => return Err(whole(problem)),
         Err((path, problem)) => {
             // The path starts with the request's index in a list.
-            let (position, field) = match path.split_first() {
-                Some((Segment::Index(i), rest)) => (format!("request {}", i + 1), dotted(rest)),
-                _ => ("request 1 of 1".to_string(), dotted(&path)),
+            let (position, index, field) = match path.split_first() {
+                Some((Segment::Index(i), rest)) => (format!("request {}", i + 1), Some(*i), dotted(rest)),
+                _ => ("request 1 of 1".to_string(), None, dotted(&path)),
             };
             return Err(vec![IntakeError {
                 source_name: source_name.to_string(),
                 position,
+                index,
                 error: FieldError::new(field, problem),
             }]);
         }
@@ -315,6 +319,7 @@ pub fn parse_submission(
         let at = |error| IntakeError {
             source_name: source_name.to_string(),
             position: format!("request {} of {total}", i + 1),
+            index: Some(i),
             error,
         };
         match item {
@@ -411,6 +416,7 @@ pub fn validate_all(
             Err(found) => errors.extend(found.into_iter().map(|error| IntakeError {
                 source_name: source_name.to_string(),
                 position: format!("request {} of {total}", i + 1),
+                index: Some(i),
                 error,
             })),
         }

@@ -8,3 +8,8 @@ pub mod facts;
 pub mod request;
 pub mod time;
 pub mod validators;
+
+/// The first `n` bytes of a digest in lower-case hex: rule versions, ETags.
+pub fn hex_prefix(digest: &[u8], n: usize) -> String {
+    digest.iter().take(n).map(|b| format!("{b:02x}")).collect()
+}

@@ -27,7 +27,10 @@ use tower_http::trace::TraceLayer;
 use crate::health::Health;
 use crate::store::Store;
 
+pub mod api;
+pub mod auth;
 mod ops;
+pub mod problem;
 
 /// How long a request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +44,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub store: Store,
     pub health: Arc<Health>,
+    /// The API's own state; None when `api.auth` is not configured (the API is then not served).
+    pub api: Option<Arc<api::ApiState>>,
 }
 
 /// Binds the listener (so a busy port fails the start, before READY=1).
@@ -61,9 +66,13 @@ pub fn router(state: AppState) -> Router {
         .set_x_request_id(MakeRequestUuid)
         .propagate_x_request_id()
         .layer(trace)
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
-        .layer(RequestBodyLimitLayer::new(OPS_BODY_LIMIT));
-    ops::routes().with_state(state).layer(layers)
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT));
+    let mut app = ops::routes().layer(RequestBodyLimitLayer::new(OPS_BODY_LIMIT));
+    if state.api.is_some() {
+        // The API bounds its bodies itself (`intake.limits.max_document_bytes`), answering problem+json.
+        app = app.nest(api::BASE, api::routes());
+    }
+    app.with_state(state).layer(layers)
 }
 
 /// Serves `router` until `stop` turns true, then finishes the requests in flight.

@@ -225,7 +225,7 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
     hasher.update([0]);
     hasher.update(lib_hash);
     let digest = hasher.finalize();
-    let version: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let version = crate::domain::hex_prefix(&digest, 8);
     let mut candidate_source = None;
     let candidate = match (&task.mode, &task.candidate) {
         (Mode::Shadow, None) => {
@@ -247,7 +247,7 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
             h.update(text.as_bytes());
             h.update([0]);
             h.update(lib_hash);
-            let version: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+            let version = crate::domain::hex_prefix(&h.finalize(), 8);
             candidate_source = Some((file.clone(), text));
             Some(Candidate { version, ast: lib.merge(&ast) })
         }

@@ -26,10 +26,20 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
 
 /// A GET with extra header lines (each ending in `\r\n`): (status, head, body); status 0 when nothing answers.
 pub fn request(port: u16, path: &str, headers: &str) -> (u16, String, String) {
+    http(port, "GET", path, headers, "")
+}
+
+/// An HTTP/1.1 request with extra header lines (each ending in `\r\n`) and a body: (status, head, body);
+/// status 0 when nothing answers.
+pub fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String, String) {
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new(), String::new()) };
     let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-    let _ =
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n").as_bytes());
+    let length =
+        if body.is_empty() && method == "GET" { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
+    let _ = s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{length}{headers}\r\n{body}")
+            .as_bytes(),
+    );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -1,0 +1,155 @@
+//! The HTTP API v1 over real HTTP on a running daemon, with bearer JWTs signed by the test keys of
+//! `tests/support/jwt`: submit → decided → read back; every refusal is problem+json naming what failed.
+
+mod common;
+
+use std::process::{Child, Stdio};
+
+use common::daemon::{free_port, get, http, stop, wait_for, with_api};
+use common::{Db, Env, rdi};
+use serde_json::{Value, json};
+
+const BASE: &str = "/rest/smart-task/v1";
+const ROSSI: &str = "RSSMRA80A01H501U"; // legal representative of 1234567890
+const VERDI: &str = "VRDGPP80A41H501Y";
+
+/// A daemon serving the API, trusting `tests/support/jwt/jwks.json`.
+fn daemon(env: &Env) -> (Child, u16) {
+    let port = free_port();
+    with_api(env, port);
+    let jwks = common::repo().join("tests/support/jwt/jwks.json");
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let listen = format!("  listen: \"127.0.0.1:{port}\"");
+    let auth = format!(
+        "{listen}\n  auth:\n    jwks_file: {}\n    issuer: https://portale.test\n    audience: smart-task\n    algorithms: [ES256]\n",
+        jwks.display()
+    );
+    let limits = "  sede_predefinita: \"7000\"\n  limits: { max_document_bytes: 200000 }";
+    let text = text.replace(&listen, &auth).replace("  sede_predefinita: \"7000\"", limits);
+    std::fs::write(&env.config, text).expect("config");
+    env.import_examples();
+    let child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    wait_for("the daemon", 60, || get(port, "/readyz").0 == 200);
+    (child, port)
+}
+
+/// A token signed with `key` (a file of tests/support/jwt) carrying `claims` over valid defaults.
+fn token(key: &str, claims: Value) -> String {
+    let pem = std::fs::read(common::repo().join("tests/support/jwt").join(key)).expect("key");
+    let now = chrono::Utc::now().timestamp();
+    let mut all = json!({
+        "iss": "https://portale.test", "aud": "smart-task", "sub": "portale", "iat": now, "nbf": now - 5,
+        "exp": now + 300, "ruolo": "richiedente", "cf": ROSSI, "profilo": "AZIENDA",
+    });
+    for (k, v) in claims.as_object().expect("claims") {
+        all[k] = v.clone();
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("test-portale".into());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("pem");
+    jsonwebtoken::encode(&header, &all, &key).expect("sign")
+}
+
+fn bearer(token: &str) -> String {
+    format!("Authorization: Bearer {token}\r\n")
+}
+
+/// The request of `rdi` as JSON.
+fn body(richiedente: &str, profilo: &str) -> String {
+    let yaml = rdi(richiedente, profilo, "1234567890", VERDI, "");
+    let value: Value = serde_saphyr::from_str(&yaml).expect("yaml");
+    value.to_string()
+}
+
+fn problem(head: &str, body: &str) -> Value {
+    assert!(head.to_ascii_lowercase().contains("content-type: application/problem+json"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn submit_decide_read(db: Db) {
+    let env = Env::new(db);
+    let (child, port) = daemon(&env);
+    let auth = format!("{}Content-Type: application/json\r\n", bearer(&token("portale.key.pem", json!({}))));
+    let (status, head, out) = http(port, "POST", &format!("{BASE}/richieste"), &auth, &body(ROSSI, "AZIENDA"));
+    assert_eq!(status, 201, "{head}\n{out}");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    let id = created["items"][0]["id"].as_str().expect("id").to_string();
+    let href = format!("{BASE}/richieste/{id}");
+    assert!(head.contains(&format!("location: {href}")) || head.contains(&format!("Location: {href}")), "{head}");
+    assert!(created["items"][0]["protocollo"].as_str().is_some_and(|p| p.starts_with("7000.")), "{out}");
+    wait_for("the decision", 30, || {
+        let (_, _, view) = http(port, "GET", &href, &bearer(&token("portale.key.pem", json!({}))), "");
+        view.contains("\"stato\":\"chiusa\"")
+    });
+    let (status, head, view) = http(port, "GET", &href, &bearer(&token("portale.key.pem", json!({}))), "");
+    assert_eq!(status, 200, "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("cache-control: no-store"), "{head}");
+    let etag = lower.lines().find_map(|l| l.strip_prefix("etag: ")).expect("etag").to_string();
+    let view: Value = serde_json::from_str(&view).expect("json");
+    assert_eq!(view["esito"], "accolta", "{view}");
+    assert!(view["creata_il"].as_str().is_some_and(|t| t.ends_with("+01:00") || t.ends_with("+02:00")), "{view}");
+    // The same representation again: 304.
+    let again = format!("{}If-None-Match: {etag}\r\n", bearer(&token("portale.key.pem", json!({}))));
+    assert_eq!(http(port, "GET", &href, &again, "").0, 304);
+    // The same idempotency key twice: the first request again, 200.
+    let keyed = body(ROSSI, "AZIENDA").replacen('{', "{\"chiave_idempotenza\":\"k-1\",", 1);
+    let (first, _, a) = http(port, "POST", &format!("{BASE}/richieste"), &auth, &keyed);
+    let (second, _, b) = http(port, "POST", &format!("{BASE}/richieste"), &auth, &keyed);
+    assert_eq!((first, second), (201, 200), "{a}\n{b}");
+    let id_of = |t: &str| serde_json::from_str::<Value>(t).expect("json")["items"][0]["id"].clone();
+    assert_eq!(id_of(&a), id_of(&b));
+    stop(child);
+}
+
+fn refusals_are_problems_naming_what_failed(db: Db) {
+    let env = Env::new(db);
+    let (child, port) = daemon(&env);
+    let post = |headers: &str, body: &str| http(port, "POST", &format!("{BASE}/richieste"), headers, body);
+    let json_type = "Content-Type: application/json\r\n";
+    let good = bearer(&token("portale.key.pem", json!({})));
+    // 401: no token, a key nobody trusts, expired, another audience — each says which check failed.
+    for (headers, expected) in [
+        (json_type.to_string(), "Authorization: Bearer"),
+        (bearer(&token("estranea.key.pem", json!({}))) + json_type, "signature does not verify"),
+        (bearer(&token("portale.key.pem", json!({"exp": 1_000_000, "nbf": 0}))) + json_type, "expired"),
+        (bearer(&token("portale.key.pem", json!({"aud": "altro"}))) + json_type, "audience"),
+        (bearer(&token("portale.key.pem", json!({"ruolo": "ospite"}))) + json_type, "ruolo"),
+    ] {
+        let (status, head, out) = post(&headers, &body(ROSSI, "AZIENDA"));
+        assert_eq!(status, 401, "{expected}: {out}");
+        assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
+        assert!(problem(&head, &out)["detail"].as_str().is_some_and(|d| d.contains(expected)), "{expected}: {out}");
+    }
+    // 415: not JSON.
+    let (status, head, out) = post(&format!("{good}Content-Type: text/plain\r\n"), &body(ROSSI, "AZIENDA"));
+    assert_eq!(status, 415, "{out}");
+    problem(&head, &out);
+    // 422: every problem with a pointer to its field.
+    let bad = body(ROSSI, "AZIENDA").replace("\"1234567890\"", "\"12345\"");
+    let (status, head, out) = post(&format!("{good}{json_type}"), &format!("[{}, {bad}]", body(ROSSI, "AZIENDA")));
+    assert_eq!(status, 422, "{out}");
+    let p = problem(&head, &out);
+    assert_eq!(p["errors"][0]["pointer"], "/1/matricola", "{p}");
+    // 403: in someone else's name.
+    let (status, head, out) = post(&format!("{good}{json_type}"), &body("BNCGPP72C15F205Z", "AZIENDA"));
+    assert_eq!(status, 403, "{out}");
+    problem(&head, &out);
+    // 413: over intake.limits.max_document_bytes, refused without being read whole.
+    let huge = body(ROSSI, "AZIENDA").replacen('{', &format!("{{\"note\":\"{}\",", "x".repeat(300_000)), 1);
+    let (status, head, out) = post(&format!("{good}{json_type}"), &huge);
+    assert_eq!(status, 413, "{out}");
+    assert!(problem(&head, &out)["detail"].as_str().is_some_and(|d| d.contains("max_document_bytes")), "{out}");
+    // 404: another requester's request, like one that does not exist; a protocol number is not an id.
+    let (_, _, out) = post(&format!("{good}{json_type}"), &body(ROSSI, "AZIENDA"));
+    let id = serde_json::from_str::<Value>(&out).expect("json")["items"][0]["id"].as_str().expect("id").to_string();
+    let other = bearer(&token("portale.key.pem", json!({"cf": "BNCGPP72C15F205Z"})));
+    for path in [format!("{BASE}/richieste/{id}"), format!("{BASE}/richieste/999999"), format!("{BASE}/richieste/x")] {
+        let (status, head, out) = http(port, "GET", &path, &other, "");
+        assert_eq!(status, 404, "{path}: {out}");
+        problem(&head, &out);
+    }
+    stop(child);
+}
+
+backends!(submit_decide_read, refusals_are_problems_naming_what_failed);
