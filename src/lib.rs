@@ -15,6 +15,7 @@ pub mod health;
 pub mod intake;
 pub mod notify;
 pub mod operator;
+pub mod output;
 pub mod reload;
 pub mod rules;
 pub mod ruletools;
