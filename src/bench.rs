@@ -12,6 +12,7 @@ use crate::domain::facts::{
     Azienda, Delega, IMPORT_VERSION, ImportFile, Intermediario, Persona, Sede, StatoDelega, TipoDelega,
 };
 use crate::domain::validators::{complete_codice_fiscale, complete_partita_iva};
+use crate::output::outln;
 use crate::worker::now_ms;
 use crate::{daemon, intake};
 
@@ -203,7 +204,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     config.database.url = database.clone();
     let n = args.requests;
-    println!(
+    outln!(
         "bench: {n} requests, {} instance(s) x {} workers, batch {}, database {}",
         args.instances.max(1),
         config.worker.workers,
@@ -217,7 +218,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     }
     let started = Instant::now();
     store.import_facts(&world(n), false).await?;
-    println!("world: {n} aziende imported in {:.2} s", started.elapsed().as_secs_f64());
+    outln!("world: {n} aziende imported in {:.2} s", started.elapsed().as_secs_f64());
 
     let pipeline = daemon::pipeline(&config, store.clone())?;
     let today = crate::domain::time::iso_date(now_ms());
@@ -229,7 +230,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         store.submit(&valid, &config.intake.sede_predefinita, now_ms()).await?;
     }
     let intake_s = started.elapsed().as_secs_f64();
-    println!("intake: {n} requests in {intake_s:.2} s ({:.0}/s)", n as f64 / intake_s);
+    outln!("intake: {n} requests in {intake_s:.2} s ({:.0}/s)", n as f64 / intake_s);
 
     let started = Instant::now();
     let others = (1..args.instances.max(1)).map(|k| join(&config, &database, k)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -246,22 +247,24 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let decisions = store.decisions_per_request().await?;
     let twice = decisions.values().filter(|&&c| c != 1).count();
     let latencies = store.close_latencies().await?;
-    println!(
+    outln!(
         "decide: {} closed, {} referred/parked, {} decided more than once, in {elapsed:.2} s",
-        counts.chiuse, counts.sospese, twice
+        counts.chiuse,
+        counts.sospese,
+        twice
     );
-    println!("throughput: {:.0} decisions/s", counts.chiuse as f64 / elapsed);
-    println!(
+    outln!("throughput: {:.0} decisions/s", counts.chiuse as f64 / elapsed);
+    outln!(
         "enqueue-to-close latency: p50 {} ms, p99 {} ms (burn-down: all {n} were queued before the first decision)",
         percentile(&latencies, 0.50),
         percentile(&latencies, 0.99)
     );
     if let Some(kib) = peak_rss_kib() {
-        println!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
+        outln!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
     }
     if args.database.is_none() {
         if args.keep {
-            println!("database kept: {}", dir.join("bench.db").display());
+            outln!("database kept: {}", dir.join("bench.db").display());
         } else {
             let _ = std::fs::remove_dir_all(&dir);
         }

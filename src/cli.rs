@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::app::{self, Actor, AppError};
 use crate::config::Config;
 use crate::domain::request::Stato;
+use crate::output::{StdoutError, out, outln};
 use crate::store::{ListFilter, RequestView, Submitted};
 use crate::worker::now_ms;
 use crate::{bench, daemon, intake, telemetry};
@@ -280,24 +281,11 @@ struct Failure {
 }
 
 /// A write to standard output that failed: a closed pipe ends the command quietly with exit 0.
-fn write_failure(e: std::io::Error) -> Failure {
-    let code = if e.kind() == std::io::ErrorKind::BrokenPipe { 0 } else { 1 };
-    Failure { code, error: anyhow::Error::new(e).context("cannot write to standard output") }
-}
-
-/// `print!` that returns a [`Failure`] (see [`write_failure`]) instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {
-        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!($($arg)*)).map_err(write_failure)?
-    };
-}
-
-/// `println!` that returns a [`Failure`] (see [`write_failure`]) instead of panicking.
-macro_rules! outln {
-    ($($arg:tt)*) => {
-        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*)))
-            .map_err(write_failure)?
-    };
+impl From<StdoutError> for Failure {
+    fn from(e: StdoutError) -> Failure {
+        let code = if e.closed() { 0 } else { 1 };
+        Failure { code, error: e.into() }
+    }
 }
 
 fn input(error: impl Into<anyhow::Error>) -> Failure {
@@ -323,7 +311,7 @@ pub fn main() -> ExitCode {
     };
     let done = runtime
         .block_on(dispatch(cli))
-        .and_then(|()| std::io::Write::flush(&mut std::io::stdout()).map_err(write_failure));
+        .and_then(|()| std::io::Write::flush(&mut std::io::stdout()).map_err(|e| StdoutError(e).into()));
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) if f.code == 0 => ExitCode::SUCCESS,
@@ -455,7 +443,10 @@ async fn dispatch(cli: Cli) -> Outcome {
             outln!("database is up to date");
             Ok(())
         }
-        Command::Bench(args) => bench::run(&config, args).await.map_err(runtime),
+        Command::Bench(args) => bench::run(&config, args).await.map_err(|e| match e.downcast::<StdoutError>() {
+            Ok(stdout) => stdout.into(),
+            Err(e) => runtime(e),
+        }),
     }
 }
 

@@ -653,7 +653,11 @@ impl Config {
             return Err(invalid("log.level", &format!("{at}{problem}")));
         }
         if let Err(problem) = crate::schedule::jobs(&config.schedule) {
-            return Err(ConfigError::Invalid { path: path.to_path_buf(), field: "schedule", problem });
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: "schedule",
+                problem: problem.to_string(),
+            });
         }
         if config.schedule.daily_summary.enabled && (config.notify.email.is_none() || !config.notify.enabled) {
             return Err(invalid(

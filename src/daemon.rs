@@ -226,8 +226,8 @@ pub async fn run_with(
     let scheduler = if exit_when_idle {
         None
     } else {
-        let jobs = crate::schedule::jobs(&config.schedule).map_err(anyhow::Error::msg)?;
-        let mail = crate::schedule::Mailer::from_config(config).map_err(anyhow::Error::msg)?;
+        let jobs = crate::schedule::jobs(&config.schedule)?;
+        let mail = crate::schedule::Mailer::from_config(config)?;
         Some(tokio::spawn(crate::schedule::run(
             pipeline.store.clone(),
             jobs,

@@ -16,6 +16,7 @@ pub mod http;
 pub mod intake;
 pub mod notify;
 pub mod operator;
+pub mod output;
 pub mod reload;
 pub mod rules;
 pub mod ruletools;

@@ -39,10 +39,27 @@ pub struct Job {
     tz: Tz,
 }
 
+/// What is wrong with the `schedule` section, or with the daily summary's mailer.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("`{cron}` is not a 5-field crontab expression ({error})")]
+    Cron { cron: String, error: croner::errors::CronError },
+    #[error("`{0}` is not a time zone (e.g. Europe/Rome)")]
+    TimeZone(String),
+    /// A job's schedule, naming its key (`schedule.lease_reaper: ...`).
+    #[error("schedule.{name}: {error}")]
+    Job { name: &'static str, error: Box<ScheduleError> },
+    #[error("schedule.daily_summary: `to` must be the e-mail address of the operations team")]
+    SummaryRecipient,
+    /// The daily summary's e-mail sender (`notify.email`).
+    #[error("{0}")]
+    Mailer(crate::notify::NotifyConfigError),
+}
+
 /// Parses a job's schedule; the error names what is wrong.
-pub fn parse_schedule(cron: &str, tz: &str) -> Result<(Cron, Tz), String> {
-    let c = Cron::from_str(cron).map_err(|e| format!("`{cron}` is not a 5-field crontab expression ({e})"))?;
-    let z = Tz::from_str(tz).map_err(|_| format!("`{tz}` is not a time zone (e.g. Europe/Rome)"))?;
+pub fn parse_schedule(cron: &str, tz: &str) -> Result<(Cron, Tz), ScheduleError> {
+    let c = Cron::from_str(cron).map_err(|error| ScheduleError::Cron { cron: cron.into(), error })?;
+    let z = Tz::from_str(tz).map_err(|_| ScheduleError::TimeZone(tz.into()))?;
     Ok((c, z))
 }
 
@@ -55,12 +72,12 @@ impl Job {
 }
 
 /// The enabled jobs of the configuration.
-pub fn jobs(config: &ScheduleConfig) -> Result<Vec<Job>, String> {
+pub fn jobs(config: &ScheduleConfig) -> Result<Vec<Job>, ScheduleError> {
     let mut out = Vec::new();
-    let mut add = |name: &'static str, job: &JobConfig, work: Work| -> Result<(), String> {
+    let mut add = |name: &'static str, job: &JobConfig, work: Work| -> Result<(), ScheduleError> {
         if job.enabled {
             let (cron, tz) = parse_schedule(&job.cron, job.time_zone.as_deref().unwrap_or(&config.time_zone))
-                .map_err(|e| format!("schedule.{name}: {e}"))?;
+                .map_err(|e| ScheduleError::Job { name, error: Box::new(e) })?;
             out.push(Job { name, work, cron, tz });
         }
         Ok(())
@@ -74,7 +91,7 @@ pub fn jobs(config: &ScheduleConfig) -> Result<Vec<Job>, String> {
     )?;
     let summary = &config.daily_summary;
     if summary.enabled && summary.to.as_deref().and_then(crate::domain::validators::email).is_none() {
-        return Err("schedule.daily_summary: `to` must be the e-mail address of the operations team".into());
+        return Err(ScheduleError::SummaryRecipient);
     }
     let summary_job =
         JobConfig { cron: summary.cron.clone(), time_zone: summary.time_zone.clone(), enabled: summary.enabled };
@@ -142,7 +159,7 @@ pub struct Mailer {
 
 impl Mailer {
     /// The summary's mailer, when the summary is enabled.
-    pub fn from_config(config: &crate::config::Config) -> Result<Option<Mailer>, String> {
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Mailer>, ScheduleError> {
         let (Some(to), Some(email), true) = (
             config.schedule.daily_summary.to.clone(),
             config.notify.email.as_ref(),
@@ -151,7 +168,7 @@ impl Mailer {
             return Ok(None);
         };
         let credentials = crate::notify::credentials::Credentials::new(config.notify.credentials_dir.as_deref());
-        let sender = crate::notify::email::EmailSender::new(email, &credentials)?;
+        let sender = crate::notify::email::EmailSender::new(email, &credentials).map_err(ScheduleError::Mailer)?;
         Ok(Some(Mailer { sender, to, domain: email.message_id_domain.clone() }))
     }
 }
@@ -244,4 +261,23 @@ pub async fn run(
         }
     }
     health.retire("scheduler");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_errors_name_the_job_and_the_value() {
+        assert_eq!(
+            parse_schedule("0 3 * *", "UTC").unwrap_err().to_string().split(" (").next(),
+            Some("`0 3 * *` is not a 5-field crontab expression")
+        );
+        assert_eq!(
+            parse_schedule("0 3 * * *", "Mars/Olympus").unwrap_err().to_string(),
+            "`Mars/Olympus` is not a time zone (e.g. Europe/Rome)"
+        );
+        let e = ScheduleError::Job { name: "lease_reaper", error: Box::new(ScheduleError::TimeZone("X".into())) };
+        assert_eq!(e.to_string(), "schedule.lease_reaper: `X` is not a time zone (e.g. Europe/Rome)");
+    }
 }

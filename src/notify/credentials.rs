@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::NotifyConfigError;
+
 /// Set by systemd for a unit with `LoadCredential=` / `LoadCredentialEncrypted=`.
 pub const CREDENTIALS_DIRECTORY_ENV: &str = "CREDENTIALS_DIRECTORY";
 
@@ -23,34 +25,38 @@ impl Credentials {
     }
 
     /// The file of a credential: an absolute path as it is, a name in the first directory that has it.
-    pub fn path(&self, name: &Path) -> Result<PathBuf, String> {
+    pub fn path(&self, name: &Path) -> Result<PathBuf, NotifyConfigError> {
         if name.is_absolute() {
             return Ok(name.to_path_buf());
         }
         let plain = name.components().count() == 1 && !name.as_os_str().is_empty() && name != Path::new("..");
         if !plain {
-            return Err(format!("credential `{}`: expected a name or an absolute path", name.display()));
+            return Err(NotifyConfigError::CredentialName(name.to_path_buf()));
         }
         self.dirs.iter().map(|d| d.join(name)).find(|p| p.is_file()).ok_or_else(|| {
             if self.dirs.is_empty() {
-                format!(
-                    "credential `{}`: neither ${CREDENTIALS_DIRECTORY_ENV} nor notify.credentials_dir is set",
-                    name.display()
-                )
+                NotifyConfigError::CredentialNoDirectory(name.to_path_buf())
             } else {
-                let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
-                format!("credential `{}` is not in {}", name.display(), dirs.join(" nor "))
+                NotifyConfigError::CredentialMissing { name: name.to_path_buf(), dirs: self.dirs.clone() }
             }
         })
     }
 
     /// A credential's value, without its trailing newline.
-    pub fn read(&self, name: &Path) -> Result<String, String> {
+    pub fn read(&self, name: &Path) -> Result<String, NotifyConfigError> {
         let path = self.path(name)?;
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("cannot read credential `{}`: {e}", path.display()))?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => return Err(NotifyConfigError::CredentialUnreadable { path, error }),
+        };
         Ok(text.trim_end_matches(['\n', '\r']).to_string())
     }
+}
+
+/// The directories a credential was looked for in, as [`NotifyConfigError::CredentialMissing`] names them.
+pub(super) fn display_dirs(dirs: &[PathBuf]) -> String {
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    dirs.join(" nor ")
 }
 
 #[cfg(test)]
@@ -64,6 +70,26 @@ mod tests {
         let c = Credentials { dirs: vec![dir.path().to_path_buf()] };
         assert_eq!(c.read(Path::new("smtp-password")).expect("read"), "s3cret");
         assert!(c.read(Path::new("../etc/passwd")).is_err());
-        assert!(c.read(Path::new("missing")).unwrap_err().contains("missing"));
+        assert!(c.read(Path::new("missing")).unwrap_err().to_string().contains("missing"));
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let none = Credentials { dirs: Vec::new() };
+        let e = none.read(Path::new("smtp-password")).unwrap_err();
+        assert!(e.is_credential());
+        assert_eq!(
+            e.to_string(),
+            "credential `smtp-password`: neither $CREDENTIALS_DIRECTORY nor notify.credentials_dir is set"
+        );
+        assert_eq!(
+            none.path(Path::new("a/b")).unwrap_err().to_string(),
+            "credential `a/b`: expected a name or an absolute path"
+        );
+        let two = Credentials { dirs: vec![PathBuf::from("/nonexistent/a"), PathBuf::from("/nonexistent/b")] };
+        assert_eq!(
+            two.path(Path::new("key")).unwrap_err().to_string(),
+            "credential `key` is not in /nonexistent/a nor /nonexistent/b"
+        );
     }
 }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -70,7 +71,7 @@ impl Dispatcher {
         if names.is_empty() {
             return Ok(None);
         }
-        let channels = Channels::from_config(notify).map_err(|e| anyhow::anyhow!("notify: {e}"))?;
+        let channels = Channels::from_config(notify).context("notify")?;
         let templates = load_templates(notify)?;
         Ok(Some(Arc::new(Dispatcher {
             store,

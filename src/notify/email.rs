@@ -13,11 +13,11 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials as SmtpCredentials;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::Delivery;
 use super::credentials::Credentials;
 use super::files::Maildir;
 use super::privacy::mask_password;
 use super::templates::EmailContent;
+use super::{Delivery, NotifyConfigError};
 use crate::config::{EmailConfig, MAILDIR_SCHEME};
 use crate::store::DueNotification;
 
@@ -55,17 +55,20 @@ pub struct EmailSender {
 }
 
 impl EmailSender {
-    pub fn new(config: &EmailConfig, credentials: &Credentials) -> Result<EmailSender, String> {
+    pub fn new(config: &EmailConfig, credentials: &Credentials) -> Result<EmailSender, NotifyConfigError> {
         let endpoint = mask_password(&config.url);
         let transport = match config.url.strip_prefix(MAILDIR_SCHEME) {
             Some(dir) => Transport::Maildir(Maildir::new(dir.into())),
             None => Transport::Smtp(Self::smtp(config, credentials, &endpoint)?),
         };
-        let from: Mailbox = config.from.parse().map_err(|e| format!("notify.email.from `{}`: {e}", config.from))?;
+        let from: Mailbox =
+            config.from.parse().map_err(|error| NotifyConfigError::EmailFrom { from: config.from.clone(), error })?;
         let reply_to = config
             .reply_to
             .as_deref()
-            .map(|r| r.parse::<Mailbox>().map_err(|e| format!("notify.email.reply_to `{r}`: {e}")))
+            .map(|r| {
+                r.parse::<Mailbox>().map_err(|error| NotifyConfigError::EmailReplyTo { reply_to: r.into(), error })
+            })
             .transpose()?;
         Ok(EmailSender { transport, from, reply_to, html: config.html, endpoint })
     }
@@ -74,16 +77,16 @@ impl EmailSender {
         config: &EmailConfig,
         credentials: &Credentials,
         endpoint: &str,
-    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    ) -> Result<AsyncSmtpTransport<Tokio1Executor>, NotifyConfigError> {
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&config.url)
-            .map_err(|e| format!("notify.email.url `{endpoint}`: {e}"))?;
+            .map_err(|error| NotifyConfigError::EmailUrl { endpoint: endpoint.into(), error })?;
         match (&config.username, &config.password_file) {
             (Some(user), Some(file)) => {
-                let password = credentials.read(file).map_err(|e| format!("notify.email.password_file: {e}"))?;
+                let password = credentials.read(file).map_err(|e| NotifyConfigError::EmailPasswordFile(Box::new(e)))?;
                 builder = builder.credentials(SmtpCredentials::new(user.clone(), password));
             }
-            (Some(_), None) => return Err("notify.email: `username` needs `password_file`".into()),
-            (None, Some(_)) => return Err("notify.email: `password_file` needs `username`".into()),
+            (Some(_), None) => return Err(NotifyConfigError::EmailUsernameWithoutPassword),
+            (None, Some(_)) => return Err(NotifyConfigError::EmailPasswordWithoutUsername),
             (None, None) => {}
         }
         Ok(builder

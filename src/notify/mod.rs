@@ -20,6 +20,7 @@ pub mod segments;
 pub mod sms;
 pub mod templates;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use dispatcher::{BatchStats, Dispatcher};
@@ -48,6 +49,69 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// What is wrong with the notification channels' configuration or their credentials. The messages name the
+/// configuration key (or the credential) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyConfigError {
+    #[error("credential `{}`: expected a name or an absolute path", .0.display())]
+    CredentialName(PathBuf),
+    #[error(
+        "credential `{}`: neither ${} nor notify.credentials_dir is set",
+        .0.display(),
+        credentials::CREDENTIALS_DIRECTORY_ENV
+    )]
+    CredentialNoDirectory(PathBuf),
+    #[error("credential `{}` is not in {}", .name.display(), credentials::display_dirs(.dirs))]
+    CredentialMissing { name: PathBuf, dirs: Vec<PathBuf> },
+    #[error("cannot read credential `{}`: {error}", .path.display())]
+    CredentialUnreadable { path: PathBuf, error: std::io::Error },
+    #[error("notify.email.url `{endpoint}`: {error}")]
+    EmailUrl { endpoint: String, error: lettre::transport::smtp::Error },
+    #[error("notify.email.password_file: {0}")]
+    EmailPasswordFile(Box<NotifyConfigError>),
+    #[error("notify.email: `username` needs `password_file`")]
+    EmailUsernameWithoutPassword,
+    #[error("notify.email: `password_file` needs `username`")]
+    EmailPasswordWithoutUsername,
+    #[error("notify.email.from `{from}`: {error}")]
+    EmailFrom { from: String, error: lettre::address::AddressError },
+    #[error("notify.email.reply_to `{reply_to}`: {error}")]
+    EmailReplyTo { reply_to: String, error: lettre::address::AddressError },
+    #[error("notify.sms.url (or SMART_TASK_SMS_URL) needs a gateway (`provider_file` or `provider`), not `dir`")]
+    SmsUrlWithDir,
+    #[error("notify.sms: give exactly one of `dir`, `provider_file` and `provider`")]
+    SmsTransport,
+    #[error("cannot read {}: {error}", .path.display())]
+    SmsProviderUnreadable { path: PathBuf, error: std::io::Error },
+    #[error("{}: {error}", .path.display())]
+    SmsProviderInvalid { path: PathBuf, error: Box<serde_saphyr::Error> },
+    #[error("SMS provider `{name}`: method `{method}`: expected POST or PUT")]
+    SmsProviderMethod { name: String, method: String },
+    #[error("SMS provider `{name}`: a form body must be a flat map")]
+    SmsProviderFormBody { name: String },
+    #[error("SMS provider `{name}`: `body` must be a map")]
+    SmsProviderBody { name: String },
+    #[error("SMS provider `{name}`: {template}: {error}")]
+    SmsProviderTemplate { name: String, template: String, error: minijinja::Error },
+    #[error("SMS provider `{name}`: cannot build the HTTP client: {error}")]
+    SmsProviderClient { name: String, error: reqwest::Error },
+}
+
+impl NotifyConfigError {
+    /// A credential that is missing or unreadable here (it may exist where the daemon runs), as opposed to a
+    /// configuration that cannot work anywhere.
+    pub fn is_credential(&self) -> bool {
+        match self {
+            NotifyConfigError::CredentialName(_)
+            | NotifyConfigError::CredentialNoDirectory(_)
+            | NotifyConfigError::CredentialMissing { .. }
+            | NotifyConfigError::CredentialUnreadable { .. } => true,
+            NotifyConfigError::EmailPasswordFile(e) => e.is_credential(),
+            _ => false,
+        }
+    }
+}
+
 /// The configured channels, ready to send.
 pub struct Channels {
     pub email: Option<EmailSender>,
@@ -55,7 +119,7 @@ pub struct Channels {
 }
 
 impl Channels {
-    pub fn from_config(config: &NotifyConfig) -> Result<Channels, String> {
+    pub fn from_config(config: &NotifyConfig) -> Result<Channels, NotifyConfigError> {
         install_crypto_provider();
         let credentials = Credentials::new(config.credentials_dir.as_deref());
         let email = match (&config.email, config.enabled) {
@@ -87,15 +151,15 @@ pub fn check(config: &NotifyConfig) -> Result<(Vec<String>, Vec<String>), String
     if let Some(e) = &config.email {
         match EmailSender::new(e, &credentials) {
             Ok(sender) => lines.push(format!("  email: {} from {}", sender.endpoint(), e.from)),
-            Err(problem) if problem.contains("credential") => {
-                warnings.push(problem);
+            Err(problem) if problem.is_credential() => {
+                warnings.push(problem.to_string());
                 lines.push(format!("  email: {}", privacy::mask_password(&e.url)));
             }
-            Err(problem) => return Err(problem),
+            Err(problem) => return Err(problem.to_string()),
         }
     }
     if let Some(s) = &config.sms {
-        let sender = SmsSender::new(s, credentials)?;
+        let sender = SmsSender::new(s, credentials).map_err(|e| e.to_string())?;
         warnings.extend(sender.check()?);
         lines.push(format!(
             "  sms:   {}, sender {}, at most {} segment(s)",

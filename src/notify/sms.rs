@@ -13,10 +13,10 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::Delivery;
 use super::credentials::Credentials;
 use super::files::SmsFile;
 use super::segments::{fit, measure};
+use super::{Delivery, NotifyConfigError};
 use crate::config::{SmsBodyFormat, SmsConfig, SmsProviderConfig};
 use crate::domain::validators::mobile_e164;
 use crate::store::DueNotification;
@@ -61,9 +61,11 @@ struct Gateway {
 }
 
 /// Reads a provider file (`config/sms-providers/*.yaml`).
-pub fn load_provider(path: &Path) -> Result<SmsProviderConfig, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+pub fn load_provider(path: &Path) -> Result<SmsProviderConfig, NotifyConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| NotifyConfigError::SmsProviderUnreadable { path: path.to_path_buf(), error })?;
+    serde_saphyr::from_str(&text)
+        .map_err(|error| NotifyConfigError::SmsProviderInvalid { path: path.to_path_buf(), error: Box::new(error) })
 }
 
 /// Every string leaf of a body, with its JSON pointer.
@@ -85,19 +87,15 @@ fn leaves(value: &Value, pointer: String, out: &mut Vec<(String, String)>) {
 }
 
 impl SmsSender {
-    pub fn new(config: &SmsConfig, credentials: Credentials) -> Result<SmsSender, String> {
+    pub fn new(config: &SmsConfig, credentials: Credentials) -> Result<SmsSender, NotifyConfigError> {
         let transport = match (&config.dir, &config.provider, &config.provider_file) {
-            (Some(_), _, _) if config.url.is_some() => {
-                return Err("notify.sms.url (or SMART_TASK_SMS_URL) needs a gateway (`provider_file` or `provider`), \
-                            not `dir`"
-                    .into());
-            }
+            (Some(_), _, _) if config.url.is_some() => return Err(NotifyConfigError::SmsUrlWithDir),
             (Some(dir), None, None) => Transport::Files(dir.clone()),
             (None, Some(p), None) => Transport::Gateway(Box::new(Gateway::new(p.clone(), config, credentials)?)),
             (None, None, Some(file)) => {
                 Transport::Gateway(Box::new(Gateway::new(load_provider(file)?, config, credentials)?))
             }
-            _ => return Err("notify.sms: give exactly one of `dir`, `provider_file` and `provider`".into()),
+            _ => return Err(NotifyConfigError::SmsTransport),
         };
         Ok(SmsSender { transport, sender: config.sender.clone(), max_segments: config.max_segments as usize })
     }
@@ -176,30 +174,43 @@ impl SmsSender {
 }
 
 impl Gateway {
-    fn new(mut provider: SmsProviderConfig, config: &SmsConfig, credentials: Credentials) -> Result<Gateway, String> {
+    fn new(
+        mut provider: SmsProviderConfig,
+        config: &SmsConfig,
+        credentials: Credentials,
+    ) -> Result<Gateway, NotifyConfigError> {
         super::install_crypto_provider();
         if let Some(url) = &config.url {
             provider.url = url.clone();
         }
         let name = provider.name.clone();
-        let invalid = |what: &str, e: minijinja::Error| format!("SMS provider `{name}`: {what}: {e}");
+        let invalid = |what: &str, error: minijinja::Error| NotifyConfigError::SmsProviderTemplate {
+            name: name.clone(),
+            template: what.into(),
+            error,
+        };
         let method = reqwest::Method::from_bytes(provider.method.to_ascii_uppercase().as_bytes())
             .ok()
             .filter(|m| [reqwest::Method::POST, reqwest::Method::PUT].contains(m))
-            .ok_or_else(|| format!("SMS provider `{name}`: method `{}`: expected POST or PUT", provider.method))?;
+            .ok_or_else(|| NotifyConfigError::SmsProviderMethod {
+                name: name.clone(),
+                method: provider.method.clone(),
+            })?;
         if provider.content_type == SmsBodyFormat::Form
             && provider.body.as_object().is_none_or(|m| m.values().any(|v| v.is_object() || v.is_array()))
         {
-            return Err(format!("SMS provider `{name}`: a form body must be a flat map"));
+            return Err(NotifyConfigError::SmsProviderFormBody { name: name.clone() });
         }
         if !provider.body.is_object() {
-            return Err(format!("SMS provider `{name}`: `body` must be a map"));
+            return Err(NotifyConfigError::SmsProviderBody { name: name.clone() });
         }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         let credentials = Arc::new(credentials);
         env.add_function("credential", move |name: String| {
-            credentials.read(Path::new(&name)).map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e))
+            credentials
+                .read(Path::new(&name))
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))
         });
         env.add_template_owned("url", provider.url.clone()).map_err(|e| invalid("url", e))?;
         let mut headers = Vec::new();
@@ -222,7 +233,7 @@ impl Gateway {
             .timeout(Duration::from_millis(provider.timeout_ms))
             .user_agent(concat!("smart-taskd/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("SMS provider `{name}`: cannot build the HTTP client: {e}"))?;
+            .map_err(|error| NotifyConfigError::SmsProviderClient { name: name.clone(), error })?;
         Ok(Gateway { provider, env, client, method, headers })
     }
 

@@ -34,6 +34,11 @@ thread_local! {
     static OPERATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
+/// A script that does not compile: Rhai's parse error, its message as Rhai words it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CompileError(pub rhai::ParseError);
+
 /// Compiles and runs rules; cheap to share (`Arc`) between workers.
 pub struct Evaluator {
     engine: Engine,
@@ -105,8 +110,8 @@ impl Evaluator {
     }
 
     /// Compiles a script with this engine (sandbox options apply at compile time).
-    pub fn compile(&self, source: &str) -> Result<rhai::AST, String> {
-        self.engine.compile(source).map_err(|e| e.to_string())
+    pub fn compile(&self, source: &str) -> Result<rhai::AST, CompileError> {
+        self.engine.compile(source).map_err(CompileError)
     }
 
     /// Compiles a script; on error, the error and where Rhai places it (1-based line and column).

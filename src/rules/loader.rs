@@ -165,7 +165,7 @@ fn load_lib(dir: &Path, evaluator: &Evaluator) -> Result<Lib, LoadError> {
         let source = read(&file)?;
         hasher.update(file.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
         hasher.update(source.as_bytes());
-        let lib = evaluator.compile(&source).map_err(|e| invalid(&file, e))?;
+        let lib = evaluator.compile(&source).map_err(|e| invalid(&file, e.to_string()))?;
         ast = ast.merge(&lib);
         sources.insert(format!("lib/{}", file.file_name().unwrap_or_default().to_string_lossy()), source);
     }
@@ -210,7 +210,7 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
             .add_template_owned(code.clone(), message.clone())
             .map_err(|e| invalid(&task_path, format!("`reasons.{code}`: the message is not a valid template: {e}")))?;
     }
-    let rule_ast = evaluator.compile(&rule_text).map_err(|e| invalid(&rule_path, e))?;
+    let rule_ast = evaluator.compile(&rule_text).map_err(|e| invalid(&rule_path, e.to_string()))?;
     if !rule_ast.iter_functions().any(|f| f.name == "decide" && f.params.len() == 2) {
         return Err(invalid(
             &rule_path,
@@ -237,7 +237,7 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
         (Mode::Shadow, Some(file)) => {
             let path = folder.join(file);
             let text = read(&path)?;
-            let ast = evaluator.compile(&text).map_err(|e| invalid(&path, e))?;
+            let ast = evaluator.compile(&text).map_err(|e| invalid(&path, e.to_string()))?;
             if !ast.iter_functions().any(|f| f.name == "decide" && f.params.len() == 2) {
                 return Err(invalid(&path, "no `fn decide(req, ctx)` with two parameters"));
             }

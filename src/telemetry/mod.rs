@@ -25,10 +25,22 @@ fn stderr_is_journal() -> bool {
     dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
+/// Why the log level could not be set.
+#[derive(Debug, thiserror::Error)]
+pub enum LevelError {
+    #[error("`{level}`: {error}")]
+    Invalid { level: String, error: tracing_subscriber::filter::ParseError },
+    #[error("logging is not initialised")]
+    NotInitialised,
+    #[error("{0}")]
+    Reload(reload::Error),
+}
+
 /// The filter of a configured level. PostgreSQL's notices (e.g. "relation already exists, skipping" at each
 /// migration check) are the server talking to a developer, not events of the daemon: warnings and up only.
-fn level_filter(level: &str) -> Result<EnvFilter, String> {
-    EnvFilter::try_new(format!("{level},sqlx::postgres::notice=warn")).map_err(|e| format!("`{level}`: {e}"))
+fn level_filter(level: &str) -> Result<EnvFilter, LevelError> {
+    EnvFilter::try_new(format!("{level},sqlx::postgres::notice=warn"))
+        .map_err(|error| LevelError::Invalid { level: level.into(), error })
 }
 
 /// Installs the global subscriber; later calls are ignored (tests may call it repeatedly).
@@ -59,11 +71,11 @@ pub fn init(config: &LogConfig) {
 
 /// Changes the log filter of the running process (`log.level` on SIGHUP). Returns false when `RUST_LOG` is
 /// set: the environment wins, as at start.
-pub fn set_level(level: &str) -> Result<bool, String> {
+pub fn set_level(level: &str) -> Result<bool, LevelError> {
     if std::env::var_os("RUST_LOG").is_some() {
         return Ok(false);
     }
     let filter = level_filter(level)?;
-    FILTER.get().ok_or("logging is not initialised")?.reload(filter).map_err(|e| e.to_string())?;
+    FILTER.get().ok_or(LevelError::NotInitialised)?.reload(filter).map_err(LevelError::Reload)?;
     Ok(true)
 }
