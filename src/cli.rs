@@ -935,6 +935,13 @@ fn rules_test(config: &Config, dir: Option<PathBuf>, task: Option<String>, json:
 fn check_config(config: &Config) -> Outcome {
     outln!("config:  {} — ok", config.source.display());
     outln!("database: {}", crate::notify::privacy::mask_password(&config.database.url));
+    match &config.api.auth {
+        Some(auth) => {
+            crate::http::auth::Verifier::load(auth).map_err(input)?;
+            outln!("api:     /rest/smart-task/v1 — tokens of {} for {}", auth.issuer, auth.audience);
+        }
+        None => outln!("api:     not served (no api.auth)"),
+    }
     let evaluator = daemon::evaluator(config);
     // Vetted as a reload or a start would: a directory that passes here is one the daemon activates.
     match daemon::vet_rules(config, &evaluator) {
