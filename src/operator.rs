@@ -309,3 +309,50 @@ where
         "the facts of `{key}` kept changing while the rule decided it ({REDECIDE_ATTEMPTS} attempts): try again"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::decision::FactRead;
+    use crate::domain::facts::Subject;
+
+    fn read(call: &str, subject: Subject, version: i64) -> FactRead {
+        FactRead { call: call.into(), subject, version, value: serde_json::Value::Null }
+    }
+
+    #[test]
+    fn moved_facts_name_each_moved_subject_once_in_reading_order() {
+        let trace = Trace {
+            facts: vec![
+                read("company(6789012345)", Subject::Azienda("6789012345".into()), 1),
+                read("delegations(6789012345)", Subject::DelegheAzienda("6789012345".into()), 1),
+                read("delegation(6789012345, X)", Subject::DelegheAzienda("6789012345".into()), 1),
+                read("sede(7000)", Subject::Sede("7000".into()), 0),
+                read("person(X)", Subject::Persona("X".into()), 3),
+            ],
+            ..Trace::default()
+        };
+        // The company did not move; a subject without a row is at version 0: the sede as it was read, the
+        // person not (it moved).
+        let current: HashMap<String, i64> =
+            [("az:6789012345".to_string(), 1), ("dm:6789012345".to_string(), 2)].into_iter().collect();
+        let moved = moved_facts(&trace, &current);
+        assert_eq!(moved.len(), 2, "{moved:?}");
+        assert_eq!(
+            moved[0],
+            ChangedFact {
+                chiamata: "delegations(6789012345)".into(),
+                soggetto: "dm:6789012345".into(),
+                versione_al_rinvio: 1,
+                versione_attuale: 2
+            }
+        );
+        assert_eq!(moved[0].to_string(), "ctx.delegations(6789012345) [dm:6789012345]: versione 1 al rinvio, ora 2");
+        assert_eq!(moved[1].soggetto, Subject::Persona("X".into()).to_string());
+        let unchanged: HashMap<String, i64> = [("az:6789012345", 1), ("dm:6789012345", 1), ("p:X", 3)]
+            .into_iter()
+            .map(|(s, v)| (s.to_string(), v))
+            .collect();
+        assert!(moved_facts(&trace, &unchanged).is_empty());
+    }
+}
