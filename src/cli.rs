@@ -228,6 +228,14 @@ enum OperatorCommand {
         #[arg(long, env = "USER", default_value = "operatore")]
         operatore: String,
     },
+    /// Have the rule decide a waiting request again with the current facts and the active rules: closed if
+    /// the rule decides, else referred again with what it reads now (a stale referral becomes current)
+    Redecide {
+        id_or_protocollo: String,
+        /// Who asks for it [default: $USER]
+        #[arg(long, env = "USER", default_value = "operatore")]
+        operatore: String,
+    },
     /// Put a referred or parked request back in the queue, for the rules to decide again
     Requeue {
         id_or_protocollo: String,
@@ -646,25 +654,42 @@ fn app_failure(e: AppError) -> Failure {
     Failure { code: e.exit_code(), error: e.into() }
 }
 
+/// Maps an operator's error to its exit code: a refusal or a wrong input 2, a failing rule or database 1.
+fn operator_failure(e: crate::operator::OperatorError) -> Failure {
+    use crate::operator::OperatorError;
+    match e {
+        OperatorError::Store(s) => store_failure(s),
+        OperatorError::RuleFailed(_) => runtime(e),
+        OperatorError::Invalid(_) => input(e),
+    }
+}
+
 async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
     let store = existing_store(config).await?;
     match command {
         OperatorCommand::List { sede, json } => {
-            let queue = store.operator_queue(sede.as_deref()).await.map_err(runtime)?;
+            let queue = crate::operator::queue(&store, sede.as_deref()).await.map_err(operator_failure)?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&queue).map_err(runtime)?);
             } else if queue.is_empty() {
                 outln!("no request is waiting for an operator");
             } else {
-                for q in queue {
+                for item in queue {
+                    let q = &item.entry;
                     let why = match q.sospesa.as_str() {
                         "rinvio" => {
                             q.motivazioni.iter().filter_map(|m| m["codice"].as_str()).collect::<Vec<_>>().join(", ")
                         }
                         _ => format!("errore: {}", q.errore.as_deref().unwrap_or("-")),
                     };
+                    let stale = if item.fatti_cambiati.is_empty() {
+                        String::new()
+                    } else {
+                        let facts: Vec<String> = item.fatti_cambiati.iter().map(ToString::to_string).collect();
+                        format!("  SUPERATO — fatti cambiati dal rinvio: {}", facts.join("; "))
+                    };
                     outln!(
-                        "{:<18} sede {}  {:<36} {:<7} {}  {why}",
+                        "{:<18} sede {}  {:<36} {:<7} {}  {why}{stale}",
                         q.protocollo,
                         q.sede,
                         q.task,
@@ -686,11 +711,35 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
             };
             let protocollo = crate::operator::close(&store, &rules, &id_or_protocollo, &operatore, decision, now_ms())
                 .await
-                .map_err(|e| match e {
-                    crate::operator::OperatorError::Store(s) => store_failure(s),
-                    invalid => input(invalid),
-                })?;
+                .map_err(operator_failure)?;
             outln!("{protocollo}: chiusa, esito {esito}");
+            Ok(())
+        }
+        OperatorCommand::Redecide { id_or_protocollo, operatore } => {
+            let evaluator = daemon::evaluator(config);
+            let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
+            let pipeline = daemon::pipeline_with(config, store.clone(), evaluator, rules);
+            let done = crate::operator::redecide(
+                &store,
+                &id_or_protocollo,
+                &operatore,
+                |claimed| pipeline.evaluate_one(claimed, now_ms()),
+                now_ms,
+            )
+            .await
+            .map_err(operator_failure)?;
+            let motivi: Vec<String> = done.reasons.iter().map(|r| format!("  {}: {}", r.codice, r.messaggio)).collect();
+            if done.outcome == crate::domain::decision::Outcome::Rinvio {
+                outln!(
+                    "{}: rinviata di nuovo all'operatore, con i fatti attuali (ora `operator close` la chiude)",
+                    done.protocollo
+                );
+            } else {
+                outln!("{}: chiusa dalla regola, esito {}", done.protocollo, done.outcome.as_str());
+            }
+            for m in motivi {
+                outln!("{m}");
+            }
             Ok(())
         }
         OperatorCommand::Comment { id_or_protocollo, text, operatore } => {

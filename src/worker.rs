@@ -169,6 +169,17 @@ impl Pipeline {
         Ok(self.evaluate(claimed, now, None).await?.0)
     }
 
+    /// Decides one claimed request as a batch of one (its facts read, the active rule evaluated off the async
+    /// runtime): `operator redecide`.
+    pub async fn evaluate_one(&self, claimed: ClaimedRequest, now: Millis) -> Result<Evaluation, StoreError> {
+        let id = claimed.id;
+        let (mut evaluated, _) = self.evaluate(vec![claimed], now, None).await?;
+        evaluated
+            .pop()
+            .map(|(_, eval)| eval)
+            .ok_or_else(|| StoreError::Corrupt(format!("the evaluation of request {id} returned nothing")))
+    }
+
     /// Decides the requests of a batch in order until `stop` turns true; the requests not decided by then are
     /// returned apart (still leased: the caller's owner releases them). A request whose facts the database
     /// refuses to read is not evaluated: it fails alone ([`FailureKind::Database`]).

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 
 use super::{REQUESTS_CHANNEL, Sql, Store, Tx, bump_versions, claimed_from_row, insert_events, parse_json, wake};
 use crate::domain::closing::{ClaimedRequest, NewEvent, requester_notifications};
-use crate::domain::decision::Decision;
+use crate::domain::decision::{Decision, Trace};
 use crate::domain::facts::Subject;
 use crate::domain::time::{Millis, rfc3339};
 use crate::domain::validators;
@@ -177,10 +177,17 @@ impl Store {
 
     /// Requests waiting for an operator, oldest first, optionally of one sede.
     pub async fn operator_queue(&self, sede: Option<&str>) -> Result<Vec<QueueEntry>> {
+        Ok(self.operator_queue_traced(sede).await?.into_iter().map(|(entry, _)| entry).collect())
+    }
+
+    /// [`Store::operator_queue`], each referral with the trace of the rule's last decision (the facts it read,
+    /// with their versions), in the same query: what `operator list` compares with the current versions.
+    pub async fn operator_queue_traced(&self, sede: Option<&str>) -> Result<Vec<(QueueEntry, Option<Trace>)>> {
         let rows = sqlx::query(
             self.sql("SELECT r.id, r.protocollo, r.task, COALESCE(r.assegnata_sede, r.sede) AS sede, r.parked, r.last_error,
-                    r.creata_il, (SELECT d.reasons FROM decisions d WHERE d.request_id = r.id ORDER BY d.id DESC LIMIT 1) AS reasons
+                    r.creata_il, d.reasons, d.trace
              FROM requests r
+             LEFT JOIN decisions d ON d.id = (SELECT MAX(l.id) FROM decisions l WHERE l.request_id = r.id)
              WHERE r.stato <> 'chiusa' AND r.parked IS NOT NULL AND ($1 IS NULL OR COALESCE(r.assegnata_sede, r.sede) = $1)
              ORDER BY r.creata_il, r.id"),
         )
@@ -189,11 +196,16 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
+                let referral = r.try_get::<&str, _>("parked")? == "rinvio";
                 let reasons: Vec<Value> = match r.try_get::<Option<&str>, _>("reasons")? {
-                    Some(text) if r.try_get::<&str, _>("parked")? == "rinvio" => parse_json("decisions.reasons", text)?,
+                    Some(text) if referral => parse_json("decisions.reasons", text)?,
                     _ => Vec::new(),
                 };
-                Ok(QueueEntry {
+                let trace: Option<Trace> = match r.try_get::<Option<&str>, _>("trace")? {
+                    Some(text) if referral => Some(parse_json("decisions.trace", text)?),
+                    _ => None,
+                };
+                let entry = QueueEntry {
                     id: r.try_get("id")?,
                     protocollo: r.try_get("protocollo")?,
                     task: r.try_get("task")?,
@@ -202,7 +214,8 @@ impl Store {
                     motivazioni: reasons,
                     errore: r.try_get("last_error")?,
                     creata_il: rfc3339(r.try_get("creata_il")?),
-                })
+                };
+                Ok((entry, trace))
             })
             .collect()
     }
