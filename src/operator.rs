@@ -221,7 +221,7 @@ pub struct QueueItem {
 /// The requests waiting for an operator ([`Store::operator_queue`]), each referral compared with the current
 /// versions of the facts its rule read: one query for the queue, one for the versions of every subject.
 pub async fn queue(store: &Store, sede: Option<&str>) -> Result<Vec<QueueItem>, OperatorError> {
-    let traced = store.operator_queue_traced(sede).await?;
+    let traced = store.operator_queue(sede).await?;
     let subjects: Vec<String> = traced
         .iter()
         .filter_map(|(_, trace)| trace.as_ref())

@@ -175,14 +175,10 @@ impl Store {
         Ok(claimed.protocollo)
     }
 
-    /// Requests waiting for an operator, oldest first, optionally of one sede.
-    pub async fn operator_queue(&self, sede: Option<&str>) -> Result<Vec<QueueEntry>> {
-        Ok(self.operator_queue_traced(sede).await?.into_iter().map(|(entry, _)| entry).collect())
-    }
-
-    /// [`Store::operator_queue`], each referral with the trace of the rule's last decision (the facts it read,
-    /// with their versions), in the same query: what `operator list` compares with the current versions.
-    pub async fn operator_queue_traced(&self, sede: Option<&str>) -> Result<Vec<(QueueEntry, Option<Trace>)>> {
+    /// Requests waiting for an operator, oldest first, optionally of one sede; each referral with the trace of
+    /// the rule's last decision (the facts it read, with their versions), in the same query: what `operator list`
+    /// compares with the current versions.
+    pub async fn operator_queue(&self, sede: Option<&str>) -> Result<Vec<(QueueEntry, Option<Trace>)>> {
         let rows = sqlx::query(
             self.sql("SELECT r.id, r.protocollo, r.task, COALESCE(r.assegnata_sede, r.sede) AS sede, r.parked, r.last_error,
                     r.creata_il, d.reasons, d.trace
