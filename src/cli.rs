@@ -437,8 +437,10 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Replay { rules, since, task, json } => replay(&config, rules, since, task, json).await,
         Command::Annulla { id_or_protocollo, richiedente } => {
             let store = existing_store(&config).await?;
-            let protocollo = store.withdraw(&id_or_protocollo, &richiedente, now_ms()).await.map_err(store_failure)?;
-            outln!("{protocollo}: annullata");
+            let view = app::withdraw(&store, &Actor::Cli, &id_or_protocollo, &richiedente, now_ms())
+                .await
+                .map_err(app_failure)?;
+            outln!("{}: annullata", view.protocollo);
             Ok(())
         }
         Command::Fascicolo { soggetto, json } => fascicolo(&config, &soggetto, json).await,
@@ -597,7 +599,7 @@ async fn list(
     if let Some(t) = &task {
         check_task(config, &store, t).await?;
     }
-    let rows = store.list(&ListFilter { stato, task, soggetto, limit }).await.map_err(runtime)?;
+    let rows = store.list(&ListFilter { stato, task, soggetto, limit, ..Default::default() }).await.map_err(runtime)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&rows).map_err(runtime)?);
         return Ok(());

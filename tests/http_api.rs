@@ -54,9 +54,14 @@ fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}\r\n")
 }
 
-/// The request of `rdi` as JSON.
+/// The request of `rdi` on 1234567890 as JSON.
 fn body(richiedente: &str, profilo: &str) -> String {
-    let yaml = rdi(richiedente, profilo, "1234567890", VERDI, "");
+    body_on(richiedente, profilo, "1234567890")
+}
+
+/// The request of `rdi` on `matricola` as JSON.
+fn body_on(richiedente: &str, profilo: &str, matricola: &str) -> String {
+    let yaml = rdi(richiedente, profilo, matricola, VERDI, "");
     let value: Value = serde_saphyr::from_str(&yaml).expect("yaml");
     value.to_string()
 }
@@ -152,4 +157,76 @@ fn refusals_are_problems_naming_what_failed(db: Db) {
     stop(child);
 }
 
-backends!(submit_decide_read, refusals_are_problems_naming_what_failed);
+const RICCI: &str = "RCCFNC79B12H501Q"; // legal representative of 6789012345, where Verdi holds D-8
+
+/// POSTs a request as `who` and returns its id.
+fn post_as(port: u16, who: &str, body: &str) -> String {
+    let auth = format!("{}Content-Type: application/json\r\n", bearer(&token("portale.key.pem", json!({"cf": who}))));
+    let (status, _, out) = http(port, "POST", &format!("{BASE}/richieste"), &auth, body);
+    assert_eq!(status, 201, "{out}");
+    serde_json::from_str::<Value>(&out).expect("json")["items"][0]["id"].as_str().expect("id").to_string()
+}
+
+/// GETs `path` as `who`: (status, JSON body).
+fn get_as(port: u16, who: &str, path: &str) -> (u16, Value) {
+    let (status, head, out) = http(port, "GET", path, &bearer(&token("portale.key.pem", json!({"cf": who}))), "");
+    assert!(status != 200 || head.to_ascii_lowercase().contains("cache-control: no-store"), "{head}");
+    (status, serde_json::from_str(&out).unwrap_or(Value::Null))
+}
+
+fn the_lista_richieste_pages_filters_and_withdraws(db: Db) {
+    let env = Env::new(db);
+    let (child, port) = daemon(&env);
+    let mine: Vec<String> = (0..3).map(|_| post_as(port, ROSSI, &body(ROSSI, "AZIENDA"))).collect();
+    // Motivazione ALTRO: the rule refers it to an operator, so it stays open to be withdrawn.
+    let ricci = post_as(port, RICCI, &body_on(RICCI, "AZIENDA", "6789012345").replace("\"REVOCA\"", "\"ALTRO\""));
+    wait_for("the decisions", 30, || {
+        env.sql("SELECT COUNT(*) FROM requests WHERE stato = 'chiusa' OR parked IS NOT NULL")[0][0] == 4
+    });
+    // Rossi's list, two at a time: newest first, only his, then the last page without `next`.
+    let (status, page) = get_as(port, ROSSI, &format!("{BASE}/richieste?limite=2"));
+    assert_eq!(status, 200, "{page}");
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"].as_array().expect("items").iter().map(|i| i["id"].as_str().expect("id").to_string()).collect()
+    };
+    assert_eq!(ids(&page), [mine[2].clone(), mine[1].clone()], "{page}");
+    let next = page["_links"]["next"]["href"].as_str().expect("next").to_string();
+    let (_, last) = get_as(port, ROSSI, &next);
+    assert_eq!(ids(&last), [mine[0].clone()], "{last}");
+    assert!(last["_links"]["next"].is_null(), "{last}");
+    // Filters: matricola, stato, esito and days of submission.
+    let today = common::civil_now().format("%Y-%m-%d").to_string();
+    let yesterday = (common::civil_now() - chrono::Duration::days(1)).format("%Y-%m-%d").to_string();
+    for (query, expected) in [
+        (format!("matricola=1234567890&creata_dal={today}&creata_al={today}"), 3),
+        (format!("creata_al={yesterday}"), 0),
+        ("matricola=6789012345".to_string(), 0),
+        ("stato=chiusa".to_string(), 3),
+        ("stato=aperta".to_string(), 0),
+    ] {
+        let (status, page) = get_as(port, ROSSI, &format!("{BASE}/richieste?{query}"));
+        assert_eq!((status, ids(&page).len()), (200, expected), "{query}: {page}");
+    }
+    let (status, problem) = get_as(port, ROSSI, &format!("{BASE}/richieste?stato=sospesa"));
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["errors"][0]["pointer"], "?stato", "{problem}");
+    // Ricci withdraws his referred request; Rossi cannot even see it; a closed request cannot be withdrawn.
+    let auth = |who: &str| bearer(&token("portale.key.pem", json!({"cf": who})));
+    let withdraw = |who: &str, id: &str| http(port, "POST", &format!("{BASE}/richieste/{id}/ritiro"), &auth(who), "");
+    assert_eq!(withdraw(ROSSI, &ricci).0, 404);
+    let (status, _, view) = withdraw(RICCI, &ricci);
+    assert_eq!(status, 200, "{view}");
+    let view: Value = serde_json::from_str(&view).expect("json");
+    assert_eq!((view["stato"].as_str(), view["esito"].as_str()), (Some("chiusa"), Some("annullata")), "{view}");
+    let (status, _, out) = withdraw(RICCI, &ricci);
+    assert_eq!(status, 409, "{out}");
+    let (_, page) = get_as(port, RICCI, &format!("{BASE}/richieste?esito=annullata"));
+    assert_eq!(ids(&page), std::slice::from_ref(&ricci), "{page}");
+    stop(child);
+}
+
+backends!(
+    submit_decide_read,
+    refusals_are_problems_naming_what_failed,
+    the_lista_richieste_pages_filters_and_withdraws
+);

@@ -4,9 +4,10 @@
 
 use crate::config::IntakeConfig;
 use crate::domain::time::Millis;
+use crate::domain::validators;
 use crate::intake::{self, IntakeError};
 use crate::rules::RuleSet;
-use crate::store::{NewRequest, RequestView, Store, StoreError, Submitted};
+use crate::store::{ListFilter, NewRequest, RequestSummary, RequestView, Store, StoreError, Submitted};
 
 /// Who is acting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +24,11 @@ impl Actor {
     fn may_see(&self, view: &RequestView) -> bool {
         match self {
             Actor::Cli => true,
-            Actor::Richiedente { cf, .. } => view.richiesta.get("richiedente_cf").and_then(|v| v.as_str()) == Some(cf),
+            Actor::Richiedente { cf, .. } => view
+                .richiesta
+                .get("richiedente_cf")
+                .and_then(|v| v.as_str())
+                .is_some_and(|owner| owner == cf || validators::same_person(owner, cf)),
         }
     }
 }
@@ -109,4 +114,44 @@ pub async fn read(store: &Store, actor: &Actor, key: &str) -> Result<RequestView
         Some(view) if actor.may_see(&view) => Ok(view),
         _ => Err(AppError::NotFound(format!("no request with id or protocol number `{key}`"))),
     }
+}
+
+/// The most requests one page of a list holds.
+pub const MAX_PAGE: i64 = 200;
+
+/// A page of a list, newest first, and the cursor of the next one (None on the last page).
+pub struct Page {
+    pub items: Vec<RequestSummary>,
+    pub next_before_id: Option<i64>,
+}
+
+/// The requests the actor may list with `filter`: a requester's own (their Lista Richieste, open and closed
+/// together), everything for the CLI. `filter.limit` is bounded by [`MAX_PAGE`].
+pub async fn list(store: &Store, actor: &Actor, mut filter: ListFilter) -> Result<Page, AppError> {
+    if let Actor::Richiedente { cf, .. } = actor {
+        filter.richiedente = Some(cf.clone());
+    }
+    let limit = filter.limit.clamp(1, MAX_PAGE);
+    // One more than asked tells whether another page follows.
+    filter.limit = limit + 1;
+    let mut items = store.list(&filter).await?;
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_before_id = if more { items.last().map(|r| r.id) } else { None };
+    Ok(Page { items, next_before_id })
+}
+
+/// The requester (`richiedente_cf`: the token's, or the one the CLI names) withdraws an open request of theirs:
+/// closed `annullata`. A request the actor may not see is not found; someone else's, or a closed one, is
+/// refused (409 / exit 2).
+pub async fn withdraw(
+    store: &Store,
+    actor: &Actor,
+    key: &str,
+    richiedente_cf: &str,
+    now: Millis,
+) -> Result<RequestView, AppError> {
+    read(store, actor, key).await?;
+    store.withdraw(key, richiedente_cf, now).await?;
+    read(store, actor, key).await
 }

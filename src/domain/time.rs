@@ -57,9 +57,19 @@ pub fn italian(ms: Millis) -> String {
 /// Noon of a `YYYY-MM-DD` date in the process's zone: an instant whose civil date is that date in every zone
 /// (noon UTC is already tomorrow at +14:00), for decisions pinned to a day such as rule cases.
 pub fn noon(date: &str) -> Option<Millis> {
+    local_time_of(date, 12)
+}
+
+/// The first instant of a `YYYY-MM-DD` date in the process's zone (the start of a day in date filters).
+pub fn day_start(date: &str) -> Option<Millis> {
+    local_time_of(date, 0)
+}
+
+/// `hour`:00 of a date in the process's zone (the earlier instant when a clock change repeats it).
+fn local_time_of(date: &str, hour: u32) -> Option<Millis> {
     use chrono::TimeZone;
     let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    Some(zone().from_local_datetime(&d.and_hms_opt(12, 0, 0)?).earliest()?.timestamp_millis())
+    Some(zone().from_local_datetime(&d.and_hms_opt(hour, 0, 0)?).earliest()?.timestamp_millis())
 }
 
 /// True for a real calendar date written `YYYY-MM-DD`.
@@ -84,5 +94,6 @@ mod tests {
         assert_eq!(noon("2026-06-01").map(iso_date).as_deref(), Some("2026-06-01"));
         assert_eq!(noon("2026-06-01").map(rfc3339).as_deref(), Some("2026-06-01T12:00:00.000+02:00"));
         assert_eq!(noon("2026-13-01"), None);
+        assert_eq!(day_start("2027-01-01").map(rfc3339).as_deref(), Some("2027-01-01T00:00:00.000+01:00"));
     }
 }

@@ -8,19 +8,23 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::auth::{Authenticated, Verifier};
-use super::problem::Problem;
+use super::problem::{FieldProblem, Problem};
 use crate::app;
 use crate::config::IntakeConfig;
+use crate::domain::request::Stato;
 use crate::rules::RuleSet;
+use crate::store::ListFilter;
 use crate::worker::now_ms;
 
 /// The base path of version 1.
@@ -35,7 +39,10 @@ pub struct ApiState {
 }
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/richieste", post(submit)).route("/richieste/{id}", get(read))
+    Router::new()
+        .route("/richieste", post(submit).get(list))
+        .route("/richieste/{id}", get(read))
+        .route("/richieste/{id}/ritiro", post(withdraw))
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -103,13 +110,7 @@ async fn read(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.len() > 19 {
-        return Err(Problem::new(StatusCode::NOT_FOUND, "no request with that id"));
-    }
-    let view = app::read(&s.store, &actor, &id).await.map_err(|e| match e {
-        app::AppError::NotFound(_) => app::AppError::NotFound("no request with that id".into()),
-        other => other,
-    })?;
+    let view = app::read(&s.store, &actor, opaque_id(&id)?).await.map_err(not_found_by_id)?;
     let body =
         serde_json::to_vec(&view).map_err(|_| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"))?;
     let etag = format!("\"{}\"", crate::domain::hex_prefix(&Sha256::digest(&body), 16));
@@ -129,4 +130,168 @@ async fn read(
         response.headers_mut().insert(header::ETAG, v);
     }
     Ok(no_store(response))
+}
+
+/// The filters of the Lista Richieste (query string: no personal data — who is asking comes from the token).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    task: Option<String>,
+    stato: Option<String>,
+    esito: Option<String>,
+    matricola: Option<String>,
+    /// Submitted from this day (YYYY-MM-DD, in the service's time zone) …
+    creata_dal: Option<String>,
+    /// … to this day, included.
+    creata_al: Option<String>,
+    aggiornata_dal: Option<String>,
+    aggiornata_al: Option<String>,
+    /// The `next` link's cursor.
+    cursore: Option<String>,
+    /// Requests per page, 1–200 (default 50).
+    limite: Option<i64>,
+}
+
+impl ListQuery {
+    /// The filters given, by name, in a fixed order (the `next` link repeats them).
+    fn given(&self) -> Vec<(&'static str, &String)> {
+        [
+            ("task", &self.task),
+            ("stato", &self.stato),
+            ("esito", &self.esito),
+            ("matricola", &self.matricola),
+            ("creata_dal", &self.creata_dal),
+            ("creata_al", &self.creata_al),
+            ("aggiornata_dal", &self.aggiornata_dal),
+            ("aggiornata_al", &self.aggiornata_al),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// A refused query parameter, as a problem whose pointer names it (`?stato`).
+fn bad_query(detail: String, parameter: &str) -> Problem {
+    let mut p = Problem::new(StatusCode::BAD_REQUEST, detail.clone());
+    p.errors.push(FieldProblem { pointer: format!("?{parameter}"), detail });
+    p
+}
+
+/// A day filter as `[from, to)` instants: `dal` from its first instant, `al` up to the next day's.
+fn day_range(dal: Option<&String>, al: Option<&String>, name: &str) -> Result<(Option<i64>, Option<i64>), Problem> {
+    let not_a_date =
+        |d: &str, end: &str| bad_query(format!("`{d}` is not a date (YYYY-MM-DD)"), &format!("{name}_{end}"));
+    let from = match dal {
+        Some(d) => Some(crate::domain::time::day_start(d).ok_or_else(|| not_a_date(d, "dal"))?),
+        None => None,
+    };
+    let to = match al {
+        Some(d) => {
+            let next = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .ok()
+                .and_then(|day| day.succ_opt())
+                .and_then(|day| crate::domain::time::day_start(&day.format("%Y-%m-%d").to_string()))
+                .ok_or_else(|| not_a_date(d, "al"))?;
+            Some(next)
+        }
+        None => None,
+    };
+    Ok((from, to))
+}
+
+/// `GET /richieste`: the caller's Lista Richieste, open and closed together, newest first, a page at a time
+/// (`_links.next` carries the cursor).
+async fn list(
+    State(s): State<AppState>,
+    Authenticated(actor): Authenticated,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = query.map_err(|e| bad_query(e.body_text(), ""))?;
+    let stato = match q.stato.as_deref() {
+        None => None,
+        Some(text) => Some(Stato::parse(text).ok_or_else(|| {
+            bad_query(format!("`{text}` is not a state (aperta, in_carico, chiusa, annullata)"), "stato")
+        })?),
+    };
+    if let Some(e) = q.esito.as_deref()
+        && !matches!(e, "accolta" | "non_accolta" | "annullata")
+    {
+        return Err(bad_query(format!("`{e}` is not an esito (accolta, non_accolta, annullata)"), "esito"));
+    }
+    let before_id = match q.cursore.as_deref() {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| bad_query("not a cursor of this list".into(), "cursore"))?),
+    };
+    let filter = ListFilter {
+        stato,
+        task: q.task.clone(),
+        esito: q.esito.clone(),
+        matricola: q.matricola.clone(),
+        creata: day_range(q.creata_dal.as_ref(), q.creata_al.as_ref(), "creata")?,
+        aggiornata: day_range(q.aggiornata_dal.as_ref(), q.aggiornata_al.as_ref(), "aggiornata")?,
+        before_id,
+        limit: q.limite.unwrap_or(50),
+        ..Default::default()
+    };
+    let page = app::list(&s.store, &actor, filter).await?;
+    let items: Vec<serde_json::Value> = page
+        .items
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id.to_string(), "protocollo": r.protocollo, "task": r.task, "stato": r.stato,
+                "esito": r.esito, "matricola": r.matricola, "creata_il": r.creata_il,
+                "aggiornata_il": r.aggiornata_il, "chiusa_il": r.chiusa_il,
+                "_links": { "self": { "href": format!("{BASE}/richieste/{}", r.id) } },
+            })
+        })
+        .collect();
+    let links = match page.next_before_id {
+        Some(next) => {
+            let next = next.to_string();
+            let limit = q.limite.map(|l| l.to_string());
+            let mut params = q.given();
+            params.push(("cursore", &next));
+            if let Some(l) = &limit {
+                params.push(("limite", l));
+            }
+            let encoded: Vec<String> =
+                params.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC))).collect();
+            json!({ "next": { "href": format!("{BASE}/richieste?{}", encoded.join("&")) } })
+        }
+        None => json!({}),
+    };
+    Ok(no_store(axum::Json(json!({ "items": items, "_links": links })).into_response()))
+}
+
+/// `POST /richieste/{id}/ritiro`: the requester withdraws an open request of theirs (closed `annullata`); the
+/// answer is the request as it is now.
+async fn withdraw(
+    State(s): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let key = opaque_id(&id)?;
+    let app::Actor::Richiedente { cf, .. } = &actor else {
+        return Err(Problem::new(StatusCode::FORBIDDEN, "only the requester withdraws a request"));
+    };
+    let view = app::withdraw(&s.store, &actor, key, cf, now_ms()).await.map_err(not_found_by_id)?;
+    Ok(no_store(axum::Json(view).into_response()))
+}
+
+/// A request id of a path: digits only (never a protocol number or anything personal).
+fn opaque_id(id: &str) -> Result<&str, Problem> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.len() > 19 {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "no request with that id"));
+    }
+    Ok(id)
+}
+
+/// "Not found" without echoing the key.
+fn not_found_by_id(e: app::AppError) -> Problem {
+    match e {
+        app::AppError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "no request with that id"),
+        other => other.into(),
+    }
 }

@@ -166,8 +166,10 @@ pub struct RequestSummary {
     pub stato: String,
     pub esito: Option<String>,
     pub soggetto: String,
+    pub matricola: Option<String>,
     pub sospesa: Option<String>,
     pub creata_il: String,
+    pub aggiornata_il: String,
     pub chiusa_il: Option<String>,
 }
 
@@ -176,6 +178,17 @@ pub struct ListFilter {
     pub stato: Option<Stato>,
     pub task: Option<String>,
     pub soggetto: Option<String>,
+    /// Only the requests this codice fiscale submitted (the Lista Richieste of a requester).
+    pub richiedente: Option<String>,
+    pub matricola: Option<String>,
+    /// accolta | non_accolta | annullata.
+    pub esito: Option<String>,
+    /// Submitted in `[from, to)` (unix ms).
+    pub creata: (Option<Millis>, Option<Millis>),
+    /// Last changed in `[from, to)` (unix ms).
+    pub aggiornata: (Option<Millis>, Option<Millis>),
+    /// Only ids below this one: the cursor of the next page (lists are newest first).
+    pub before_id: Option<i64>,
     pub limit: i64,
 }
 

@@ -75,6 +75,8 @@ impl Store {
                 sede,
                 json_text(&r.payload),
                 r.envelope.chiave_idempotenza,
+                r.envelope.richiedente_cf,
+                r.envelope.matricola,
             ]));
             events.push(NewEvent {
                 request_id: submitted.id,
@@ -92,9 +94,9 @@ impl Store {
         if !rows.is_empty() {
             sqlx::query(tx.sql(
                 "INSERT INTO requests (id, protocollo, task, soggetto, sede, payload, chiave_idempotenza, stato,
-                                       creata_il, aggiornata_il, available_at)
+                                       creata_il, aggiornata_il, available_at, richiedente_cf, matricola)
                  SELECT CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                        value ->> 6, 'aperta', $2, $2, $2
+                        value ->> 6, 'aperta', $2, $2, $2, value ->> 7, value ->> 8
                  FROM json_each($1)",
             ))
             .bind(json_text(&rows))

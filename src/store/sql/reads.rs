@@ -70,9 +70,13 @@ impl Store {
 
     pub async fn list(&self, f: &ListFilter) -> Result<Vec<RequestSummary>> {
         let rows = sqlx::query(self.sql(
-            "SELECT id, protocollo, task, stato, esito, soggetto, parked, creata_il, chiusa_il FROM requests
+            "SELECT id, protocollo, task, stato, esito, soggetto, matricola, parked, creata_il, aggiornata_il, chiusa_il
+             FROM requests
              WHERE ($1 IS NULL OR stato = $1) AND ($2 IS NULL OR task = $2) AND ($3 IS NULL OR soggetto = $3)
-               AND ($5 IS NULL OR esito = $5)
+               AND ($5 IS NULL OR esito = $5) AND ($6 IS NULL OR richiedente_cf = $6) AND ($7 IS NULL OR matricola = $7)
+               AND ($8 IS NULL OR creata_il >= $8) AND ($9 IS NULL OR creata_il < $9)
+               AND ($10 IS NULL OR aggiornata_il >= $10) AND ($11 IS NULL OR aggiornata_il < $11)
+               AND ($12 IS NULL OR id < $12) AND ($13 IS NULL OR esito = $13)
              ORDER BY id DESC LIMIT $4",
         ))
         .bind(f.stato.map(|s| s.stored().0))
@@ -80,6 +84,14 @@ impl Store {
         .bind(f.soggetto.as_deref())
         .bind(f.limit)
         .bind(f.stato.and_then(|s| s.stored().1))
+        .bind(f.richiedente.as_deref())
+        .bind(f.matricola.as_deref())
+        .bind(f.creata.0)
+        .bind(f.creata.1)
+        .bind(f.aggiornata.0)
+        .bind(f.aggiornata.1)
+        .bind(f.before_id)
+        .bind(f.esito.as_deref())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -91,8 +103,10 @@ impl Store {
                     stato: r.try_get("stato")?,
                     esito: r.try_get("esito")?,
                     soggetto: r.try_get("soggetto")?,
+                    matricola: r.try_get("matricola")?,
                     sospesa: r.try_get("parked")?,
                     creata_il: rfc3339(r.try_get("creata_il")?),
+                    aggiornata_il: rfc3339(r.try_get("aggiornata_il")?),
                     chiusa_il: r.try_get::<Option<i64>, _>("chiusa_il")?.map(rfc3339),
                 })
             })
