@@ -104,6 +104,11 @@ fn submit_decide_read(db: Db) {
     assert_eq!((first, second), (201, 200), "{a}\n{b}");
     let id_of = |t: &str| serde_json::from_str::<Value>(t).expect("json")["items"][0]["id"].clone();
     assert_eq!(id_of(&a), id_of(&b));
+    // The same key with another request: 422 pointing at the key.
+    let reused = keyed.replacen('{', "{\"note\":\"altro\",", 1);
+    let (status, head, out) = http(port, "POST", &format!("{BASE}/richieste"), &auth, &reused);
+    assert_eq!(status, 422, "{out}");
+    assert_eq!(problem(&head, &out)["errors"][0]["pointer"], "/chiave_idempotenza", "{out}");
     stop(child);
 }
 

@@ -28,6 +28,27 @@ fn resubmission_with_the_same_key_returns_the_first_request(db: Db) {
     assert_eq!(both[0]["id"], both[1]["id"]);
     assert_eq!(env.list().len(), 2);
     assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'protocollazione'")[0][0], 2);
+    // The same key with a different request: a reused key, refused whole (stored or earlier in the list).
+    let changed = rdi(ROSSI, "AZIENDA", "1234567890", VERDI, "chiave_idempotenza: other\nnote: altro\n");
+    let fresh = rdi(ROSSI, "AZIENDA", "1234567890", VERDI, "chiave_idempotenza: third\n");
+    for (text, request) in [
+        (changed.clone(), "request 1"),
+        (
+            format!(
+                "- {}\n- {}",
+                fresh.replace('\n', "\n  "),
+                fresh.replace("third", "third\nnote: x").replace('\n', "\n  ")
+            ),
+            "request 2",
+        ),
+    ] {
+        let p = env.write("reused.yaml", &text);
+        let out = env.run(&["submit", p.to_str().expect("path")]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(&format!("{request}: field `chiave_idempotenza`: already used by")), "{err}");
+        assert_eq!(env.list().len(), 2, "nothing queued: {err}");
+    }
 }
 
 fn protocol_numbers_are_per_sede_and_year(db: Db) {

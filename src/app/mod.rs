@@ -59,6 +59,7 @@ impl AppError {
             AppError::Store(
                 StoreError::Refused(_)
                 | StoreError::Reference { .. }
+                | StoreError::IdempotencyMismatch { .. }
                 | StoreError::SourceNotCurrent(_)
                 | StoreError::TargetNotEmpty(_),
             ) => 2,
@@ -74,7 +75,7 @@ impl AppError {
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) | AppError::Store(StoreError::NotFound(_)) => 404,
             AppError::Store(StoreError::Refused(_)) => 409,
-            AppError::Store(StoreError::Reference { .. }) => 422,
+            AppError::Store(StoreError::Reference { .. } | StoreError::IdempotencyMismatch { .. }) => 422,
             AppError::Store(StoreError::Db(_) | StoreError::Missing(_) | StoreError::NotCurrent(_)) => 503,
             AppError::Store(_) => 500,
         }

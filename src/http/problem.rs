@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::app::AppError;
 use crate::intake::IntakeError;
+use crate::store::StoreError;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
@@ -54,6 +55,13 @@ impl Problem {
                 let mut p =
                     Problem::new(status, format!("{} problem(s) in the body: nothing was queued", errors.len()));
                 p.errors = errors.iter().map(|e| field_problem(e, list)).collect();
+                p
+            }
+            AppError::Store(StoreError::IdempotencyMismatch { index, .. }) => {
+                let detail = e.to_string();
+                let pointer = if list { format!("/{index}/chiave_idempotenza") } else { "/chiave_idempotenza".into() };
+                let mut p = Problem::new(status, detail.clone());
+                p.errors.push(FieldProblem { pointer, detail });
                 p
             }
             // The database's own words stay in the log; the caller learns what kind of failure it was.

@@ -27,6 +27,12 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("{record}: field `{field}`: {problem}")]
     Reference { record: String, field: String, problem: String },
+    /// A `chiave_idempotenza` already used for a different request (`index`: 0-based, in the submission).
+    #[error(
+        "request {}: field `chiave_idempotenza`: already used by {protocollo} for a different request; a retry must repeat the request exactly, a new request needs a new key",
+        index + 1
+    )]
+    IdempotencyMismatch { index: usize, protocollo: String },
     #[error("stored data is not as expected: {0}")]
     Corrupt(String),
     /// The request named does not exist.

@@ -5,7 +5,8 @@ use super::*;
 
 impl Store {
     /// Stores accepted requests `aperta`, each with its protocol number, event and notifications, all in
-    /// one transaction. A request whose idempotency key is known returns the first request instead.
+    /// one transaction. A request whose idempotency key is known returns the first request instead, if it is the
+    /// same request; with a different one the whole submission is refused (the key was reused by mistake).
     pub async fn submit(&self, requests: &[NewRequest], default_sede: &str, now: Millis) -> Result<Vec<Submitted>> {
         let mut tx = self.write_tx().await?;
         if self.dialect == Dialect::Postgres {
@@ -13,20 +14,22 @@ impl Store {
             sqlx::query("SELECT pg_advisory_xact_lock(7400)").execute(&mut *tx).await?;
         }
         let keys: Vec<&str> = requests.iter().filter_map(|r| r.envelope.chiave_idempotenza.as_deref()).collect();
-        let mut known: HashMap<String, Submitted> = HashMap::new();
+        // Each known key with the request it first came with: a retry must repeat that request exactly.
+        let mut known: HashMap<String, (Submitted, Map<String, Value>)> = HashMap::new();
         if !keys.is_empty() {
             let rows = sqlx::query(tx.sql(
-                "SELECT chiave_idempotenza, id, protocollo FROM requests
+                "SELECT chiave_idempotenza, id, protocollo, payload FROM requests
                  WHERE chiave_idempotenza IN (SELECT value FROM json_each($1))",
             ))
             .bind(json_text(&keys))
             .fetch_all(&mut *tx)
             .await?;
             for r in rows {
-                known
-                    .insert(r.try_get(0)?, Submitted { id: r.try_get(1)?, protocollo: r.try_get(2)?, duplicate: true });
+                let first = Submitted { id: r.try_get(1)?, protocollo: r.try_get(2)?, duplicate: true };
+                known.insert(r.try_get(0)?, (first, parse_json("requests.payload", r.try_get::<&str, _>(3)?)?));
             }
         }
+
         let matricole: Vec<&str> = requests.iter().filter_map(|r| r.envelope.matricola.as_deref()).collect();
         let sede_of: HashMap<String, String> = sqlx::query_as(
             tx.sql("SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))"),
@@ -56,7 +59,13 @@ impl Store {
         let mut events = Vec::new();
         let mut opened = Vec::new();
         for r in requests {
-            if let Some(first) = r.envelope.chiave_idempotenza.as_ref().and_then(|k| known.get(k)) {
+            if let Some((first, payload)) = r.envelope.chiave_idempotenza.as_ref().and_then(|k| known.get(k)) {
+                if payload != &r.payload {
+                    return Err(StoreError::IdempotencyMismatch {
+                        index: out.len(),
+                        protocollo: first.protocollo.clone(),
+                    });
+                }
                 out.push(first.clone());
                 continue;
             }
@@ -87,7 +96,7 @@ impl Store {
             });
             opened.push(Subject::Open { task: r.envelope.task.clone(), soggetto: r.soggetto.clone() }.to_string());
             if let Some(k) = &r.envelope.chiave_idempotenza {
-                known.insert(k.clone(), Submitted { duplicate: true, ..submitted.clone() });
+                known.insert(k.clone(), (Submitted { duplicate: true, ..submitted.clone() }, r.payload.clone()));
             }
             out.push(submitted);
         }
