@@ -12,6 +12,7 @@ use super::decision::{Ambito, Channel, Decision, Effect, NewContact, Outcome, Ru
 use super::facts::{
     Contatto, Delega, StatoContatto, StatoDelega, Subject, TipoContatto, contatto_subjects, delega_subjects,
 };
+use super::event::EventKind;
 use super::request::ContattiNotifica;
 use super::time::{Millis, is_iso_date, iso_date};
 use super::validators;
@@ -145,7 +146,7 @@ pub fn requester_notifications(c: &ContattiNotifica) -> Vec<Notification> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     pub request_id: i64,
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub actor: String,
     pub detail: serde_json::Value,
     pub notifications: Vec<Notification>,
@@ -269,7 +270,7 @@ pub fn plan(
             p.referred.push((req.id, req.sede.clone()));
             p.events.push(NewEvent {
                 request_id: req.id,
-                kind: "rinvio_operatore",
+                kind: EventKind::RinvioOperatore,
                 actor: actor.to_string(),
                 detail: json!({ "sede": req.sede, "motivazioni": decision.reasons }),
                 notifications: Vec::new(),
@@ -289,7 +290,7 @@ pub fn plan(
             }
             p.events.push(NewEvent {
                 request_id: req.id,
-                kind: "chiusura",
+                kind: EventKind::Chiusura,
                 actor: actor.to_string(),
                 detail: match &decision.nota {
                     Some(nota) => json!({ "esito": esito, "motivazioni": decision.reasons, "nota": nota }),
@@ -319,7 +320,7 @@ fn fail(
         p.parked.push((req.id, error.clone()));
         p.events.push(NewEvent {
             request_id: req.id,
-            kind: "sospesa_errore_regola",
+            kind: EventKind::SospesaErroreRegola,
             actor: actor.to_string(),
             detail: json!({ "tentativi": failures, "errore": error }),
             notifications: Vec::new(),
@@ -330,7 +331,7 @@ fn fail(
         p.retried.push((req.id, at, error.clone()));
         p.events.push(NewEvent {
             request_id: req.id,
-            kind: "errore_regola",
+            kind: EventKind::ErroreRegola,
             actor: actor.to_string(),
             detail: json!({ "tentativo": failures, "errore": error, "nuovo_tentativo_ms": at }),
             notifications: Vec::new(),

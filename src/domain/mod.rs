@@ -4,6 +4,7 @@
 
 pub mod closing;
 pub mod decision;
+pub mod event;
 pub mod facts;
 pub mod request;
 pub mod time;

@@ -9,19 +9,19 @@ use std::path::{Path, PathBuf};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
+use crate::domain::event::EventKind;
 use crate::store::DueNotification;
 
 /// The events that queue notifications.
-pub const EVENTS: [&str; 7] = [
-    "protocollazione",
-    "smistamento",
-    "chiusura",
-    "commento_operatore",
-    "annullamento",
-    // SLA escalation of a referred request, to the competent sede (day 20 warning, day 30 breach).
-    "sla_avviso",
-    "sla_superato",
-];
+pub const EVENTS: [&str; EventKind::NOTIFIED.len()] = {
+    let mut names = [""; EventKind::NOTIFIED.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = EventKind::NOTIFIED[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {

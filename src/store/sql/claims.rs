@@ -33,7 +33,7 @@ impl Store {
             if token == 1 {
                 events.push(NewEvent {
                     request_id: req.id,
-                    kind: "smistamento",
+                    kind: EventKind::Smistamento,
                     actor: owner.to_string(),
                     detail: json!({ "sede": req.sede }),
                     notifications: requester_notifications(&req.contatti),
@@ -41,7 +41,7 @@ impl Store {
             } else if taken_over {
                 events.push(NewEvent {
                     request_id: req.id,
-                    kind: "ripresa_lavorazione",
+                    kind: EventKind::RipresaLavorazione,
                     actor: owner.to_string(),
                     detail: json!({ "motivo": "lease scaduta" }),
                     notifications: Vec::new(),

@@ -89,7 +89,7 @@ impl Store {
             ]));
             events.push(NewEvent {
                 request_id: submitted.id,
-                kind: "protocollazione",
+                kind: EventKind::Protocollazione,
                 actor: "intake".into(),
                 detail: json!({ "protocollo": submitted.protocollo, "sede": sede }),
                 notifications: requester_notifications(&r.envelope.contatti),

@@ -25,6 +25,7 @@ use crate::domain::facts::{
     Azienda, Contatto, Delega, ImportFile, Intermediario, OpenRequest, Persona, Sede, Subject, SubjectFacts,
     contatto_subjects, delega_subjects,
 };
+use crate::domain::event::EventKind;
 use crate::domain::request::{ContattiNotifica, protocol_number};
 use crate::domain::time::{Millis, rfc3339, year};
 

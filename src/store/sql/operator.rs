@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use super::{REQUESTS_CHANNEL, Sql, Store, Tx, bump_versions, claimed_from_row, insert_events, parse_json, wake};
 use crate::domain::closing::{ClaimedRequest, NewEvent, requester_notifications};
 use crate::domain::decision::{Decision, Trace};
+use crate::domain::event::EventKind;
 use crate::domain::facts::Subject;
 use crate::domain::time::{Millis, rfc3339};
 use crate::domain::validators;
@@ -97,7 +98,7 @@ impl Store {
         let claimed = claimed_from_row(&row)?;
         let event = NewEvent {
             request_id: claimed.id,
-            kind: "commento_operatore",
+            kind: EventKind::CommentoOperatore,
             actor: actor.to_string(),
             detail: json!({ "testo": text }),
             notifications: requester_notifications(&claimed.contatti),
@@ -133,7 +134,7 @@ impl Store {
         bump_versions(&mut tx, &[open.to_string()]).await?;
         let event = NewEvent {
             request_id: claimed.id,
-            kind: "annullamento",
+            kind: EventKind::Annullamento,
             actor: "richiedente".into(),
             detail: json!({ "esito": "annullata" }),
             notifications: requester_notifications(&claimed.contatti),
@@ -164,7 +165,7 @@ impl Store {
         .await?;
         let event = NewEvent {
             request_id: claimed.id,
-            kind: "rimessa_in_coda",
+            kind: EventKind::RimessaInCoda,
             actor: actor.to_string(),
             detail: Value::Null,
             notifications: Vec::new(),

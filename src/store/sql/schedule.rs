@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::{Sql, Store, insert_events};
 use crate::domain::closing::{NewEvent, Notification};
+use crate::domain::event::EventKind;
 use crate::domain::time::Millis;
 use crate::store::Result;
 
@@ -85,7 +86,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let mut events = Vec::new();
         let (mut warnings, mut breaches) = (0, 0);
-        for (kind, days) in [("sla_superato", 30), ("sla_avviso", 20)] {
+        for (kind, days) in [(EventKind::SlaSuperato, 30), (EventKind::SlaAvviso, 20)] {
             let rows = sqlx::query(tx.sql(
                 "SELECT r.id, r.protocollo, COALESCE(r.assegnata_sede, r.sede) AS sede, s.email
                  FROM requests r LEFT JOIN sedi s ON s.codice = COALESCE(r.assegnata_sede, r.sede)
@@ -95,7 +96,7 @@ impl Store {
                         (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.kind = 'sla_superato'))",
             ))
             .bind(now - days * DAY_MS)
-            .bind(kind)
+            .bind(kind.as_str())
             .fetch_all(&mut *tx)
             .await?;
             for row in rows {
@@ -110,7 +111,7 @@ impl Store {
                         .map(|recipient| Notification { channel: "email", recipient, role: "sede".into() })
                         .collect(),
                 });
-                if kind == "sla_superato" { breaches += 1 } else { warnings += 1 }
+                if kind == EventKind::SlaSuperato { breaches += 1 } else { warnings += 1 }
             }
         }
         insert_events(&mut tx, &events, now).await?;

@@ -1,0 +1,75 @@
+//! The kinds of event a request's history records (the `events.kind` column, the `outbox.event` of its
+//! notifications, the name of the templates that render them): a closed set, written here once.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Submitted: protocol number given.
+    Protocollazione,
+    /// First claimed by a worker: `in_carico`.
+    Smistamento,
+    /// Claimed again after a lease expired.
+    RipresaLavorazione,
+    /// The rule referred it to an operator of the competent sede.
+    RinvioOperatore,
+    /// Closed with an esito (by the rule or an operator).
+    Chiusura,
+    /// Parked after too many rule failures.
+    SospesaErroreRegola,
+    /// A rule failure that will be retried.
+    ErroreRegola,
+    /// An operator's comment, sent to the requester.
+    CommentoOperatore,
+    /// Withdrawn by the requester.
+    Annullamento,
+    /// Handed back to the workers by an operator.
+    RimessaInCoda,
+    /// Referred for 20 days: the sede is warned.
+    SlaAvviso,
+    /// Referred for 30 days: the sede is told the deadline passed.
+    SlaSuperato,
+}
+
+impl EventKind {
+    /// The events that notify someone: each needs a template per configured channel.
+    pub const NOTIFIED: [EventKind; 7] = [
+        EventKind::Protocollazione,
+        EventKind::Smistamento,
+        EventKind::Chiusura,
+        EventKind::CommentoOperatore,
+        EventKind::Annullamento,
+        EventKind::SlaAvviso,
+        EventKind::SlaSuperato,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Protocollazione => "protocollazione",
+            EventKind::Smistamento => "smistamento",
+            EventKind::RipresaLavorazione => "ripresa_lavorazione",
+            EventKind::RinvioOperatore => "rinvio_operatore",
+            EventKind::Chiusura => "chiusura",
+            EventKind::SospesaErroreRegola => "sospesa_errore_regola",
+            EventKind::ErroreRegola => "errore_regola",
+            EventKind::CommentoOperatore => "commento_operatore",
+            EventKind::Annullamento => "annullamento",
+            EventKind::RimessaInCoda => "rimessa_in_coda",
+            EventKind::SlaAvviso => "sla_avviso",
+            EventKind::SlaSuperato => "sla_superato",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_name_is_the_serialised_one() {
+        for kind in EventKind::NOTIFIED.into_iter().chain([EventKind::RipresaLavorazione, EventKind::RimessaInCoda]) {
+            assert_eq!(serde_json::to_value(kind).ok(), Some(serde_json::Value::from(kind.as_str())));
+        }
+    }
+}
