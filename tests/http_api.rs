@@ -212,12 +212,29 @@ fn the_lista_richieste_pages_filters_and_withdraws(db: Db) {
         let (status, page) = get_as(port, ROSSI, &format!("{BASE}/richieste?{query}"));
         assert_eq!((status, ids(&page).len()), (200, expected), "{query}: {page}");
     }
-    let (status, problem) = get_as(port, ROSSI, &format!("{BASE}/richieste?stato=sospesa"));
-    assert_eq!(status, 400, "{problem}");
-    assert_eq!(problem["errors"][0]["pointer"], "?stato", "{problem}");
+    let (status, refused) = get_as(port, ROSSI, &format!("{BASE}/richieste?stato=sospesa"));
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["errors"][0]["pointer"], "?stato", "{refused}");
     // Ricci withdraws his referred request; Rossi cannot even see it; a closed request cannot be withdrawn.
     let auth = |who: &str| bearer(&token("portale.key.pem", json!({"cf": who})));
     let withdraw = |who: &str, id: &str| http(port, "POST", &format!("{BASE}/richieste/{id}/ritiro"), &auth(who), "");
+    // Before withdrawing, Ricci writes to the sede: in the history, e-mailed to the sede.
+    let write = |who: &str, id: &str, text: &str| {
+        let headers = format!("{}Content-Type: application/json\r\n", auth(who));
+        let body = json!({ "testo": text }).to_string();
+        http(port, "POST", &format!("{BASE}/richieste/{id}/messaggi"), &headers, &body)
+    };
+    let (status, _, out) = write(RICCI, &ricci, "Allego la visura: la delega va revocata.");
+    assert_eq!(status, 201, "{out}");
+    let (_, view) = get_as(port, RICCI, &format!("{BASE}/richieste/{ricci}"));
+    let last = view["eventi"].as_array().and_then(|e| e.last()).cloned().unwrap_or_default();
+    assert_eq!(last["tipo"], "messaggio_richiedente", "{view}");
+    let sent = env.sql("SELECT role, channel FROM outbox WHERE event = 'messaggio_richiedente'");
+    assert_eq!(sent, vec![vec![Value::from("sede"), Value::from("email")]]);
+    assert_eq!(write(ROSSI, &ricci, "ciao").0, 404, "not his request");
+    let (status, head, out) = write(RICCI, &ricci, "  ");
+    assert_eq!(status, 422, "{out}");
+    assert_eq!(problem(&head, &out)["errors"][0]["pointer"], "/testo", "{out}");
     assert_eq!(withdraw(ROSSI, &ricci).0, 404);
     let (status, _, view) = withdraw(RICCI, &ricci);
     assert_eq!(status, 200, "{view}");
@@ -225,6 +242,7 @@ fn the_lista_richieste_pages_filters_and_withdraws(db: Db) {
     assert_eq!((view["stato"].as_str(), view["esito"].as_str()), (Some("chiusa"), Some("annullata")), "{view}");
     let (status, _, out) = withdraw(RICCI, &ricci);
     assert_eq!(status, 409, "{out}");
+    assert_eq!(write(RICCI, &ricci, "ancora una domanda").0, 409, "closed: a new question needs a new request");
     let (_, page) = get_as(port, RICCI, &format!("{BASE}/richieste?esito=annullata"));
     assert_eq!(ids(&page), std::slice::from_ref(&ricci), "{page}");
     stop(child);

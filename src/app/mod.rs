@@ -156,3 +156,37 @@ pub async fn withdraw(
     store.withdraw(key, richiedente_cf, now).await?;
     read(store, actor, key).await
 }
+
+/// The requester writes to the sede about an open request of theirs (the channel is bidirectional): kept in its
+/// history and e-mailed to the competent sede. `text` is free text within `intake.limits.max_note_chars`.
+pub async fn message_to_sede(
+    store: &Store,
+    intake_config: &IntakeConfig,
+    actor: &Actor,
+    key: &str,
+    text: &str,
+    now: Millis,
+) -> Result<String, AppError> {
+    let max = intake_config.limits.max_note_chars;
+    let refuse = |problem: String| {
+        AppError::Invalid(vec![IntakeError {
+            source_name: "body".into(),
+            position: "request 1 of 1".into(),
+            index: None,
+            error: crate::domain::request::FieldError::new("testo", problem),
+        }])
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(refuse("empty: write the message".into()));
+    }
+    if let Some((at, c)) = intake::forbidden_char(text, true) {
+        return Err(refuse(format!("contains the control character U+{:04X} at character {}", c as u32, at + 1)));
+    }
+    let n = text.chars().count();
+    if n > max {
+        return Err(refuse(format!("{n} characters, more than the limit of {max} (`intake.limits.max_note_chars`)")));
+    }
+    read(store, actor, key).await?;
+    Ok(store.message_to_sede(key, text, now).await?)
+}

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::decision::{Ambito, Channel, Decision, Effect, NewContact, Outcome, RuleFailure};
+use super::event::EventKind;
 use super::facts::{
     Contatto, Delega, StatoContatto, StatoDelega, Subject, TipoContatto, contatto_subjects, delega_subjects,
 };
-use super::event::EventKind;
 use super::request::ContattiNotifica;
 use super::time::{Millis, is_iso_date, iso_date};
 use super::validators;

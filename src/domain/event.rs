@@ -22,6 +22,8 @@ pub enum EventKind {
     ErroreRegola,
     /// An operator's comment, sent to the requester.
     CommentoOperatore,
+    /// The requester's message to the sede (the channel is bidirectional), sent to the sede.
+    MessaggioRichiedente,
     /// Withdrawn by the requester.
     Annullamento,
     /// Handed back to the workers by an operator.
@@ -34,11 +36,12 @@ pub enum EventKind {
 
 impl EventKind {
     /// The events that notify someone: each needs a template per configured channel.
-    pub const NOTIFIED: [EventKind; 7] = [
+    pub const NOTIFIED: [EventKind; 8] = [
         EventKind::Protocollazione,
         EventKind::Smistamento,
         EventKind::Chiusura,
         EventKind::CommentoOperatore,
+        EventKind::MessaggioRichiedente,
         EventKind::Annullamento,
         EventKind::SlaAvviso,
         EventKind::SlaSuperato,
@@ -54,6 +57,7 @@ impl EventKind {
             EventKind::SospesaErroreRegola => "sospesa_errore_regola",
             EventKind::ErroreRegola => "errore_regola",
             EventKind::CommentoOperatore => "commento_operatore",
+            EventKind::MessaggioRichiedente => "messaggio_richiedente",
             EventKind::Annullamento => "annullamento",
             EventKind::RimessaInCoda => "rimessa_in_coda",
             EventKind::SlaAvviso => "sla_avviso",

@@ -43,6 +43,7 @@ pub fn routes() -> Router<AppState> {
         .route("/richieste", post(submit).get(list))
         .route("/richieste/{id}", get(read))
         .route("/richieste/{id}/ritiro", post(withdraw))
+        .route("/richieste/{id}/messaggi", post(message))
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -294,4 +295,30 @@ fn not_found_by_id(e: app::AppError) -> Problem {
         app::AppError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "no request with that id"),
         other => other.into(),
     }
+}
+
+/// The body of a message to the sede.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Message {
+    testo: String,
+}
+
+/// `POST /richieste/{id}/messaggi` `{"testo": …}`: the requester writes to the sede about an open request; 201.
+async fn message(
+    State(s): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(id): Path<String>,
+    body: Result<axum::Json<Message>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let Some(api) = &s.api else { return Err(Problem::new(StatusCode::NOT_FOUND, "the API is not configured")) };
+    let key = opaque_id(&id)?;
+    let axum::Json(m) = body.map_err(|e| {
+        let status = StatusCode::from_u16(e.status().as_u16()).unwrap_or(StatusCode::BAD_REQUEST);
+        Problem::new(status, format!("expected {{\"testo\": \"…\"}}: {}", e.body_text()))
+    })?;
+    let protocollo =
+        app::message_to_sede(&s.store, &api.intake, &actor, key, &m.testo, now_ms()).await.map_err(not_found_by_id)?;
+    let answer = json!({ "protocollo": protocollo, "tipo": "messaggio_richiedente" });
+    Ok(no_store((StatusCode::CREATED, axum::Json(answer)).into_response()))
 }

@@ -52,7 +52,8 @@ pub struct Context {
     pub motivazioni: Vec<Motivazione>,
     /// The operator's note of a closing.
     pub nota: Option<String>,
-    /// The operator's comment (commento_operatore).
+    /// The text of an operator's comment (commento_operatore) or of the requester's message
+    /// (messaggio_richiedente).
     pub commento: Option<String>,
     /// Days since protocollazione (sla_avviso, sla_superato).
     pub giorni: Option<i64>,
@@ -172,6 +173,13 @@ impl Context {
                 vec![Context { esito: Some("annullata".into()), esito_testo: Some("Annullata".into()), ..base }]
             }
             "commento_operatore" => vec![Context { commento: Some("Serve un documento.".into()), ..base }],
+            "messaggio_richiedente" => {
+                vec![Context {
+                    commento: Some("Allego la documentazione richiesta.".into()),
+                    ruolo: "sede".into(),
+                    ..base
+                }]
+            }
             "sla_avviso" => vec![Context { giorni: Some(20), ruolo: "sede".into(), ..base }],
             "sla_superato" => vec![Context { giorni: Some(30), ruolo: "sede".into(), ..base }],
             _ => vec![base],

@@ -21,11 +21,11 @@ use super::{
 use crate::domain::closing::{
     self, ClaimedRequest, ClosePlan, ContactChange, Evaluation, NewEvent, RetryPolicy, World, requester_notifications,
 };
+use crate::domain::event::EventKind;
 use crate::domain::facts::{
     Azienda, Contatto, Delega, ImportFile, Intermediario, OpenRequest, Persona, Sede, Subject, SubjectFacts,
     contatto_subjects, delega_subjects,
 };
-use crate::domain::event::EventKind;
 use crate::domain::request::{ContattiNotifica, protocol_number};
 use crate::domain::time::{Millis, rfc3339, year};
 

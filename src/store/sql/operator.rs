@@ -6,7 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{REQUESTS_CHANNEL, Sql, Store, Tx, bump_versions, claimed_from_row, insert_events, parse_json, wake};
-use crate::domain::closing::{ClaimedRequest, NewEvent, requester_notifications};
+use crate::domain::closing::{ClaimedRequest, NewEvent, Notification, requester_notifications};
 use crate::domain::decision::{Decision, Trace};
 use crate::domain::event::EventKind;
 use crate::domain::facts::Subject;
@@ -102,6 +102,39 @@ impl Store {
             actor: actor.to_string(),
             detail: json!({ "testo": text }),
             notifications: requester_notifications(&claimed.contatti),
+        };
+        insert_events(&mut tx, &[event], now).await?;
+        tx.commit().await?;
+        Ok(claimed.protocollo)
+    }
+
+    /// The requester's message to the sede on an open request: in the history, and e-mailed to the competent
+    /// sede (the one it is assigned to, else the one that received it). Returns its protocol number.
+    pub async fn message_to_sede(&self, key: &str, text: &str, now: Millis) -> Result<String> {
+        let mut tx = self.write_tx().await?;
+        let row = find(&mut tx, key).await?;
+        let claimed = claimed_from_row(&row)?;
+        if row.try_get::<&str, _>("stato")? == "chiusa" {
+            return Err(StoreError::Refused(format!(
+                "request {} is closed: a new question needs a new request",
+                claimed.protocollo
+            )));
+        }
+        let sede: String = row.try_get::<Option<String>, _>("assegnata_sede")?.unwrap_or_else(|| claimed.sede.clone());
+        let email: Option<String> = sqlx::query_scalar(tx.sql("SELECT email FROM sedi WHERE codice = $1"))
+            .bind(&sede)
+            .fetch_optional(&mut *tx)
+            .await?
+            .flatten();
+        let event = NewEvent {
+            request_id: claimed.id,
+            kind: EventKind::MessaggioRichiedente,
+            actor: "richiedente".into(),
+            detail: json!({ "testo": text, "sede": sede }),
+            notifications: email
+                .into_iter()
+                .map(|recipient| Notification { channel: "email", recipient, role: "sede".into() })
+                .collect(),
         };
         insert_events(&mut tx, &[event], now).await?;
         tx.commit().await?;
