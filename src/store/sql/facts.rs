@@ -389,36 +389,40 @@ struct EffectMarks {
 
 impl EffectMarks {
     async fn read(tx: &mut Tx, file: &ImportFile) -> Result<EffectMarks> {
-        let ids = |ids: Vec<&str>| json_text(&ids);
-        let mark = |row: &AnyRow| -> Result<EffectMark> {
-            Ok(EffectMark { at: row.try_get("effect_at")?, protocollo: row.try_get("effect_protocollo")? })
-        };
-        let mut deleghe = HashMap::new();
-        for row in sqlx::query(tx.sql(
+        let deleghe = marked(
+            tx,
             "SELECT d.*, r.protocollo AS effect_protocollo FROM deleghe d LEFT JOIN requests r ON r.id = d.revocata_da
              WHERE d.effect_at IS NOT NULL AND d.id IN (SELECT value FROM json_each($1))",
-        ))
-        .bind(ids(file.deleghe.iter().map(|d| d.id.as_str()).collect()))
-        .fetch_all(&mut **tx)
-        .await?
-        {
-            let d = delega(&row)?;
-            deleghe.insert(d.id.clone(), (json!(d), mark(&row)?));
-        }
-        let mut contatti = HashMap::new();
-        for row in sqlx::query(tx.sql(
+            file.deleghe.iter().map(|d| d.id.as_str()).collect(),
+            |row| delega(row).map(|d| (d.id.clone(), json!(d))),
+        )
+        .await?;
+        let contatti = marked(
+            tx,
             "SELECT c.*, r.protocollo AS effect_protocollo FROM contatti c LEFT JOIN requests r ON r.id = c.effect_request
              WHERE c.effect_at IS NOT NULL AND c.id IN (SELECT value FROM json_each($1))",
-        ))
-        .bind(ids(file.contatti.iter().map(|c| c.id.as_str()).collect()))
-        .fetch_all(&mut **tx)
-        .await?
-        {
-            let c = contatto(&row)?;
-            contatti.insert(c.id.clone(), (json!(c), mark(&row)?));
-        }
+            file.contatti.iter().map(|c| c.id.as_str()).collect(),
+            |row| contatto(row).map(|c| (c.id.clone(), json!(c))),
+        )
+        .await?;
         Ok(EffectMarks { deleghe, contatti })
     }
+}
+
+/// The marked rows among `ids`, by id, each as (id, domain JSON) by `parse`, with its mark.
+async fn marked(
+    tx: &mut Tx,
+    sql: &'static str,
+    ids: Vec<&str>,
+    parse: fn(&AnyRow) -> Result<(String, Value)>,
+) -> Result<HashMap<String, (Value, EffectMark)>> {
+    let mut out = HashMap::new();
+    for row in sqlx::query(tx.sql(sql)).bind(json_text(&ids)).fetch_all(&mut **tx).await? {
+        let (id, record) = parse(&row)?;
+        let mark = EffectMark { at: row.try_get("effect_at")?, protocollo: row.try_get("effect_protocollo")? };
+        out.insert(id, (record, mark));
+    }
+    Ok(out)
 }
 
 /// The fields whose values differ between two records of the same kind (their domain JSON), by name only: a
