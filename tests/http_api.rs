@@ -248,7 +248,44 @@ fn the_lista_richieste_pages_filters_and_withdraws(db: Db) {
     stop(child);
 }
 
+fn the_riepilogo_of_a_position_is_for_who_acts_for_it(db: Db) {
+    let env = Env::new(db);
+    let (child, port) = daemon(&env);
+    let id = post_as(port, ROSSI, &body(ROSSI, "AZIENDA").replace("\"REVOCA\"", "\"ALTRO\""));
+    wait_for("the referral", 30, || env.sql("SELECT COUNT(*) FROM requests WHERE parked IS NOT NULL")[0][0] == 1);
+    let path = format!("{BASE}/posizioni/1234567890/riepilogo");
+    // The legal representative and the holder of an active delega see it.
+    for who in [ROSSI, VERDI] {
+        let (status, r) = get_as(port, who, &path);
+        assert_eq!(status, 200, "{who}: {r}");
+        assert_eq!(r["azienda"]["matricola"], "1234567890", "{r}");
+        let ids: Vec<&str> =
+            r["deleghe"].as_array().expect("deleghe").iter().filter_map(|d| d["id"].as_str()).collect();
+        assert!(ids.contains(&"D-1") && ids.contains(&"D-3"), "{r}");
+        assert!(r["contatti"].as_array().is_some_and(|c| c.iter().any(|c| c["id"] == "C-2")), "{r}");
+        assert!(
+            r["richieste_aperte"].as_array().is_some_and(|o| o.iter().any(|o| o["id"]
+                .as_i64()
+                .map(|n| n.to_string())
+                .as_ref()
+                == Some(&id))),
+            "{r}"
+        );
+    }
+    // Anyone else, an unknown position and a malformed one: the same 404.
+    for (who, path) in [
+        (RICCI, path.clone()),
+        (ROSSI, format!("{BASE}/posizioni/9999999999/riepilogo")),
+        (ROSSI, format!("{BASE}/posizioni/12ab/riepilogo")),
+    ] {
+        let (status, r) = get_as(port, who, &path);
+        assert_eq!(status, 404, "{who} {path}: {r}");
+    }
+    stop(child);
+}
+
 backends!(
+    the_riepilogo_of_a_position_is_for_who_acts_for_it,
     submit_decide_read,
     refusals_are_problems_naming_what_failed,
     the_lista_richieste_pages_filters_and_withdraws

@@ -3,6 +3,7 @@
 //! logic: the CLI prints what these return, the HTTP handlers serialise it.
 
 use crate::config::IntakeConfig;
+use crate::domain::facts::{Azienda, Contatto, Delega, StatoDelega, Subject};
 use crate::domain::time::Millis;
 use crate::domain::validators;
 use crate::intake::{self, IntakeError};
@@ -189,4 +190,41 @@ pub async fn message_to_sede(
     }
     read(store, actor, key).await?;
     Ok(store.message_to_sede(key, text, now).await?)
+}
+
+/// The riepilogo of a position: the company, its deleghe, the contacts bound to it and its open requests.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Riepilogo {
+    pub azienda: Azienda,
+    pub deleghe: Vec<Delega>,
+    pub contatti: Vec<Contatto>,
+    pub richieste_aperte: Vec<RequestSummary>,
+}
+
+/// The riepilogo of `matricola`, for an actor who may act for the position: a legal representative of the
+/// company, or the holder of an active delega on it (the CLI: anyone). Anyone else — and a matricola that does
+/// not exist — gets the same "not found", so the answer does not tell which positions exist.
+pub async fn riepilogo(store: &Store, actor: &Actor, matricola: &str) -> Result<Riepilogo, AppError> {
+    let not_found = || AppError::NotFound("no position with that matricola that you may act for".into());
+    let subjects = [
+        Subject::Azienda(matricola.to_string()),
+        Subject::DelegheAzienda(matricola.to_string()),
+        Subject::ContattiAzienda(matricola.to_string()),
+    ];
+    let mut facts = store.load_facts(&subjects).await?;
+    let mut take = |s: &Subject| facts.remove(s).unwrap_or_default();
+    let azienda = take(&subjects[0]).azienda.ok_or_else(not_found)?;
+    let deleghe = take(&subjects[1]).deleghe;
+    let contatti = take(&subjects[2]).contatti;
+    if let Actor::Richiedente { cf, .. } = actor {
+        let same = |other: &str| other == cf || validators::same_person(other, cf);
+        let acts_for = azienda.rappresentanti_legali.iter().any(|r| same(r))
+            || deleghe.iter().any(|d| d.stato == StatoDelega::Attiva && same(&d.delegato_cf));
+        if !acts_for {
+            return Err(not_found());
+        }
+    }
+    let filter = ListFilter { matricola: Some(matricola.to_string()), limit: MAX_PAGE, ..Default::default() };
+    let richieste_aperte = store.list(&filter).await?.into_iter().filter(|r| r.stato != "chiusa").collect();
+    Ok(Riepilogo { azienda, deleghe, contatti, richieste_aperte })
 }

@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         .route("/richieste/{id}", get(read))
         .route("/richieste/{id}/ritiro", post(withdraw))
         .route("/richieste/{id}/messaggi", post(message))
+        .route("/posizioni/{matricola}/riepilogo", get(riepilogo))
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -321,4 +322,18 @@ async fn message(
         app::message_to_sede(&s.store, &api.intake, &actor, key, &m.testo, now_ms()).await.map_err(not_found_by_id)?;
     let answer = json!({ "protocollo": protocollo, "tipo": "messaggio_richiedente" });
     Ok(no_store((StatusCode::CREATED, axum::Json(answer)).into_response()))
+}
+
+/// `GET /posizioni/{matricola}/riepilogo`: the position's company, deleghe, contacts and open requests, for
+/// who may act for it (404 for anyone else, as for a matricola that does not exist).
+async fn riepilogo(
+    State(s): State<AppState>,
+    Authenticated(actor): Authenticated,
+    Path(matricola): Path<String>,
+) -> Result<Response, Problem> {
+    if !crate::domain::validators::matricola(&matricola) {
+        return Err(Problem::new(StatusCode::NOT_FOUND, "no position with that matricola that you may act for"));
+    }
+    let r = app::riepilogo(&s.store, &actor, &matricola).await?;
+    Ok(no_store(axum::Json(r).into_response()))
 }
