@@ -143,9 +143,7 @@ pub async fn close(
             )))
         }
         Some(Fate::Retried) | Some(Fate::Parked) => Err(unapplicable(&plan, &protocollo)),
-        other => {
-            Err(OperatorError::Invalid(format!("request {protocollo} could not be closed ({other:?}): try again")))
-        }
+        other => Err(not_closed(&protocollo, other)),
     }
 }
 
@@ -155,6 +153,11 @@ fn unapplicable(plan: &ClosePlan, protocollo: &str) -> OperatorError {
         "the effects the rule proposed for {protocollo} cannot be applied any more ({}); close it as non_accolta or requeue it",
         plan.retried.first().map(|(_, _, e)| e.as_str()).unwrap_or("see `show`")
     ))
+}
+
+/// A close that ended neither closed nor refused (its lease was lost): the operator tries again.
+fn not_closed(protocollo: &str, fate: Option<Fate>) -> OperatorError {
+    OperatorError::Invalid(format!("request {protocollo} could not be closed ({fate:?}): try again"))
 }
 
 /// A fact a referral read whose subject has moved since: what to look at before deciding again.
@@ -298,11 +301,7 @@ where
             // A fact moved between the evaluation and the close (the close released it): decide again.
             Some(Fate::Conflict) => continue,
             Some(Fate::Retried) | Some(Fate::Parked) => return Err(unapplicable(&plan, &protocollo)),
-            other => {
-                return Err(OperatorError::Invalid(format!(
-                    "request {protocollo} could not be closed ({other:?}): try again"
-                )));
-            }
+            other => return Err(not_closed(&protocollo, other)),
         }
     }
     Err(OperatorError::RuleFailed(format!(

@@ -224,7 +224,9 @@ pub async fn riepilogo(store: &Store, actor: &Actor, matricola: &str) -> Result<
             return Err(not_found());
         }
     }
-    let filter = ListFilter { matricola: Some(matricola.to_string()), limit: MAX_PAGE, ..Default::default() };
-    let richieste_aperte = store.list(&filter).await?.into_iter().filter(|r| r.stato != "chiusa").collect();
+    // Filtered in the query: closed requests must not crowd open ones out of the page.
+    let filter =
+        ListFilter { matricola: Some(matricola.to_string()), open_only: true, limit: MAX_PAGE, ..Default::default() };
+    let richieste_aperte = store.list(&filter).await?;
     Ok(Riepilogo { azienda, deleghe, contatti, richieste_aperte })
 }

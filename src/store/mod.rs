@@ -193,6 +193,8 @@ pub struct ListFilter {
     pub creata: (Option<Millis>, Option<Millis>),
     /// Last changed in `[from, to)` (unix ms).
     pub aggiornata: (Option<Millis>, Option<Millis>),
+    /// Only requests not closed yet (aperta or in_carico, referred and parked ones included).
+    pub open_only: bool,
     /// Only ids below this one: the cursor of the next page (lists are newest first).
     pub before_id: Option<i64>,
     pub limit: i64,

@@ -76,7 +76,7 @@ impl Store {
                AND ($5 IS NULL OR esito = $5) AND ($6 IS NULL OR richiedente_cf = $6) AND ($7 IS NULL OR matricola = $7)
                AND ($8 IS NULL OR creata_il >= $8) AND ($9 IS NULL OR creata_il < $9)
                AND ($10 IS NULL OR aggiornata_il >= $10) AND ($11 IS NULL OR aggiornata_il < $11)
-               AND ($12 IS NULL OR id < $12) AND ($13 IS NULL OR esito = $13)
+               AND ($12 IS NULL OR id < $12) AND ($13 IS NULL OR esito = $13) AND ($14 = 0 OR stato <> 'chiusa')
              ORDER BY id DESC LIMIT $4",
         ))
         .bind(f.stato.map(|s| s.stored().0))
@@ -92,6 +92,7 @@ impl Store {
         .bind(f.aggiornata.1)
         .bind(f.before_id)
         .bind(f.esito.as_deref())
+        .bind(i64::from(f.open_only))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
