@@ -18,9 +18,29 @@ pub enum Actor {
     /// The portal acting for an authenticated requester (codice fiscale and profile from the token): submits
     /// in their own name and sees the requests they submitted.
     Richiedente { cf: String, profilo: String },
+    /// An operator of a sede (the token's `sub` and `sede`): works that sede's queue; `agisce: false` is a
+    /// read-only operator, who sees the queue and the requests but may not claim, comment or close.
+    Operatore { id: String, sede: String, agisce: bool },
+    /// An integrator (the archives, the portal's back end): reads the change feeds and owns webhook
+    /// subscriptions; sees no single request.
+    Integratore { id: String },
+    /// The people who run the service: dead letters, rule versions, counts.
+    Operazioni { id: String },
 }
 
 impl Actor {
+    /// The actor as the history records it (`operatore:ROSSI`): a stable identity, never a codice fiscale
+    /// (a requester is recorded as `richiedente`: who they are is the request's own field).
+    pub fn audit_name(&self) -> String {
+        match self {
+            Actor::Cli => "cli".into(),
+            Actor::Richiedente { .. } => "richiedente".into(),
+            Actor::Operatore { id, .. } => format!("operatore:{id}"),
+            Actor::Integratore { id } => format!("integratore:{id}"),
+            Actor::Operazioni { id } => format!("operazioni:{id}"),
+        }
+    }
+
     /// Whether the actor may see a request: the CLI every one, a requester those they submitted.
     fn may_see(&self, view: &RequestView) -> bool {
         match self {
@@ -30,6 +50,8 @@ impl Actor {
                 .get("richiedente_cf")
                 .and_then(|v| v.as_str())
                 .is_some_and(|owner| owner == cf || validators::same_person(owner, cf)),
+            Actor::Operatore { sede, .. } => &view.sede == sede || view.assegnata_sede.as_ref() == Some(sede),
+            Actor::Integratore { .. } | Actor::Operazioni { .. } => false,
         }
     }
 }
@@ -94,6 +116,9 @@ pub async fn submit(
     source_name: &str,
     now: Millis,
 ) -> Result<Vec<(Submitted, NewRequest)>, AppError> {
+    if !matches!(actor, Actor::Cli | Actor::Richiedente { .. }) {
+        return Err(AppError::Forbidden("only a requester submits requests".into()));
+    }
     let items = intake::parse_submission(text, source_name, &intake_config.limits).map_err(AppError::Invalid)?;
     let requests = intake::validate_all(items, rules, source_name).map_err(AppError::Invalid)?;
     if let Actor::Richiedente { cf, profilo } = actor
@@ -130,8 +155,14 @@ pub struct Page {
 /// The requests the actor may list with `filter`: a requester's own (their Lista Richieste, open and closed
 /// together), everything for the CLI. `filter.limit` is bounded by [`MAX_PAGE`].
 pub async fn list(store: &Store, actor: &Actor, mut filter: ListFilter) -> Result<Page, AppError> {
-    if let Actor::Richiedente { cf, .. } = actor {
-        filter.richiedente = Some(cf.clone());
+    match actor {
+        Actor::Cli => {}
+        Actor::Richiedente { cf, .. } => filter.richiedente = Some(cf.clone()),
+        Actor::Operatore { .. } | Actor::Integratore { .. } | Actor::Operazioni { .. } => {
+            return Err(AppError::Forbidden(
+                "the Lista Richieste is a requester's: operators work their sede's queue".into(),
+            ));
+        }
     }
     let limit = filter.limit.clamp(1, MAX_PAGE);
     // One more than asked tells whether another page follows.
@@ -216,13 +247,18 @@ pub async fn riepilogo(store: &Store, actor: &Actor, matricola: &str) -> Result<
     let azienda = take(&subjects[0]).azienda.ok_or_else(not_found)?;
     let deleghe = take(&subjects[1]).deleghe;
     let contatti = take(&subjects[2]).contatti;
-    if let Actor::Richiedente { cf, .. } = actor {
-        let same = |other: &str| other == cf || validators::same_person(other, cf);
-        let acts_for = azienda.rappresentanti_legali.iter().any(|r| same(r))
-            || deleghe.iter().any(|d| d.stato == StatoDelega::Attiva && same(&d.delegato_cf));
-        if !acts_for {
-            return Err(not_found());
+    let may_see = match actor {
+        Actor::Cli => true,
+        Actor::Richiedente { cf, .. } => {
+            let same = |other: &str| other == cf || validators::same_person(other, cf);
+            azienda.rappresentanti_legali.iter().any(|r| same(r))
+                || deleghe.iter().any(|d| d.stato == StatoDelega::Attiva && same(&d.delegato_cf))
         }
+        Actor::Operatore { sede, .. } => &azienda.sede == sede,
+        Actor::Integratore { .. } | Actor::Operazioni { .. } => false,
+    };
+    if !may_see {
+        return Err(not_found());
     }
     // Filtered in the query: closed requests must not crowd open ones out of the page.
     let filter =

@@ -1,7 +1,8 @@
 //! Bearer JWTs (RFC 7519, `Authorization: Bearer …`): signed by a key of the configured JWKS file (chosen by
 //! `kid`), with one of the pinned asymmetric algorithms, the configured `iss` and `aud`, and inside
-//! `exp`/`nbf`. The claims say who acts: `ruolo: richiedente` with `cf` and `profilo` is the portal acting for
-//! an authenticated requester. A refusal is a 401 problem with `WWW-Authenticate: Bearer`; its detail names the
+//! `exp`/`nbf`. The claims say who acts (`ruolo`, with `sub` always): `richiedente` with `cf` and `profilo` is
+//! the portal acting for an authenticated requester; `operatore` with `sede` (and `sola_lettura: true` for a
+//! read-only one) an operator of that sede; `integratore` reads the feeds; `operazioni` runs the service. A refusal is a 401 problem with `WWW-Authenticate: Bearer`; its detail names the
 //! check that failed, never the token or its claims.
 
 use std::str::FromStr;
@@ -44,6 +45,13 @@ pub struct Verifier {
 #[derive(Deserialize)]
 struct Claims {
     ruolo: String,
+    sub: String,
+    /// An operator's sede.
+    #[serde(default)]
+    sede: Option<String>,
+    /// An operator who may only read.
+    #[serde(default)]
+    sola_lettura: bool,
     #[serde(default)]
     cf: Option<String>,
     #[serde(default)]
@@ -121,6 +129,16 @@ impl Verifier {
                 Ok(Actor::Richiedente { cf: cf.trim().to_uppercase(), profilo: profilo.trim().to_uppercase() })
             }
             ("richiedente", _, _) => Err("a `richiedente` token needs the `cf` and `profilo` claims".into()),
+            ("operatore", _, _) => match data.claims.sede {
+                Some(sede) if !sede.trim().is_empty() => Ok(Actor::Operatore {
+                    id: data.claims.sub,
+                    sede: sede.trim().into(),
+                    agisce: !data.claims.sola_lettura,
+                }),
+                _ => Err("an `operatore` token needs the `sede` claim".into()),
+            },
+            ("integratore", _, _) => Ok(Actor::Integratore { id: data.claims.sub }),
+            ("operazioni", _, _) => Ok(Actor::Operazioni { id: data.claims.sub }),
             _ => Err("the token's `ruolo` is not one this API serves".into()),
         }
     }
