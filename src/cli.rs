@@ -73,6 +73,22 @@ enum Command {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Pilot groups: who may see and submit a task that task.yaml releases to a group only (`pilota: GROUP`)
+    Pilot {
+        #[command(subcommand)]
+        command: PilotCommand,
+    },
+    /// The task types a requester may submit (their profile and pilot groups), as the API's menu shows them
+    Menu {
+        /// The requester's codice fiscale
+        #[arg(long)]
+        richiedente: String,
+        /// The requester's profile (AZIENDA, INTERMEDIARIO, DIPENDENTE)
+        #[arg(long)]
+        profilo: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Withdraw an open request on behalf of its requester (it closes as `annullata`)
     Annulla {
         id_or_protocollo: String,
@@ -242,6 +258,16 @@ enum OperatorCommand {
         #[arg(long, env = "USER", default_value = "operatore")]
         operatore: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PilotCommand {
+    /// Add codici fiscali to a group
+    Add { group: String, cf: Vec<String> },
+    /// Remove codici fiscali from a group
+    Remove { group: String, cf: Vec<String> },
+    /// The members of a group
+    List { group: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -443,6 +469,8 @@ async fn dispatch(cli: Cli) -> Outcome {
             outln!("{}: annullata", view.protocollo);
             Ok(())
         }
+        Command::Pilot { command } => pilot(&config, command).await,
+        Command::Menu { richiedente, profilo, json } => menu(&config, richiedente, profilo, json).await,
         Command::Fascicolo { soggetto, json } => fascicolo(&config, &soggetto, json).await,
         Command::Notifications { command } => notifications(&config, command).await,
         Command::CheckConfig => check_config(&config),
@@ -764,7 +792,7 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
 
 async fn fascicolo(config: &Config, soggetto: &str, json: bool) -> Outcome {
     let store = existing_store(config).await?;
-    let entries = store.fascicolo(soggetto).await.map_err(runtime)?;
+    let entries = app::fascicolo(&store, &Actor::Cli, soggetto).await.map_err(app_failure)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&entries).map_err(runtime)?);
         return Ok(());
@@ -786,6 +814,74 @@ async fn fascicolo(config: &Config, soggetto: &str, json: bool) -> Outcome {
         for m in &e.motivazioni {
             outln!("      {}: {}", m["codice"].as_str().unwrap_or("?"), m["messaggio"].as_str().unwrap_or(""));
         }
+    }
+    Ok(())
+}
+
+/// `pilot add|remove|list`. Codici fiscali are checked for form (a pilot member is a person or a firm).
+async fn pilot(config: &Config, command: PilotCommand) -> Outcome {
+    let check_group = |group: &str| {
+        if crate::rules::is_group_name(group) {
+            Ok(())
+        } else {
+            Err(input(anyhow::anyhow!("`{group}` is not a group name: 1-64 of lower-case letters, digits, `-`, `_`")))
+        }
+    };
+    let codici = |cfs: Vec<String>| -> Result<Vec<String>, Failure> {
+        if cfs.is_empty() {
+            return Err(input(anyhow::anyhow!("name at least one codice fiscale")));
+        }
+        cfs.into_iter()
+            .enumerate()
+            .map(|(i, cf)| {
+                let cf = cf.trim().to_uppercase();
+                if crate::domain::validators::cf_or_partita_iva(&cf) {
+                    Ok(cf)
+                } else {
+                    Err(input(anyhow::anyhow!(
+                        "codice fiscale {} of the list is not formally valid (16 characters, or 11 digits)",
+                        i + 1
+                    )))
+                }
+            })
+            .collect()
+    };
+    let store = existing_store(config).await?;
+    match command {
+        PilotCommand::Add { group, cf } => {
+            check_group(&group)?;
+            let added = store.pilot_add(&group, &codici(cf)?, now_ms()).await.map_err(store_failure)?;
+            outln!("{added} added to pilot group {group}");
+        }
+        PilotCommand::Remove { group, cf } => {
+            check_group(&group)?;
+            let removed = store.pilot_remove(&group, &codici(cf)?).await.map_err(store_failure)?;
+            outln!("{removed} removed from pilot group {group}");
+        }
+        PilotCommand::List { group } => {
+            check_group(&group)?;
+            for cf in store.pilot_members(&group).await.map_err(store_failure)? {
+                outln!("{cf}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `menu`: the tasks a requester may submit.
+async fn menu(config: &Config, richiedente: String, profilo: String, json: bool) -> Outcome {
+    let store = existing_store(config).await?;
+    let evaluator = daemon::evaluator(config);
+    let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
+    let actor = Actor::Richiedente { cf: richiedente.trim().to_uppercase(), profilo: profilo.trim().to_uppercase() };
+    let items = app::menu(&store, &rules, &actor).await.map_err(app_failure)?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&items).map_err(runtime)?);
+        return Ok(());
+    }
+    for item in items {
+        let pilot = if item.sperimentale { "  (sperimentale)" } else { "" };
+        outln!("{:<36} {}{pilot}", item.task, item.label);
     }
     Ok(())
 }

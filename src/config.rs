@@ -151,11 +151,37 @@ pub struct ApiConfig {
     pub listen: Option<std::net::SocketAddr>,
     /// Bearer tokens of the API (`/rest/smart-task/v1/…`): without this section the API is not served.
     pub auth: Option<AuthConfig>,
+    /// How many API calls one caller may make per window (per instance).
+    pub rate_limit: RateLimitConfig,
+    /// The most API calls served at once; beyond it a call answers 503 with `Retry-After` at once instead
+    /// of queueing (the load is shed before it piles up behind the database).
+    pub max_in_flight: usize,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))), auth: None }
+        ApiConfig {
+            listen: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9464))),
+            auth: None,
+            rate_limit: RateLimitConfig::default(),
+            max_in_flight: 1024,
+        }
+    }
+}
+
+/// A fixed window per caller (a caller is a bearer token; without one, the peer address): `requests` calls
+/// per `window_seconds`, announced on every answer in `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
+/// `X-RateLimit-Reset` (AgID RAC_ROBUSTEZZA_001); over it, 429 with `Retry-After`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub requests: u32,
+    pub window_seconds: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig { requests: 6000, window_seconds: 60 }
     }
 }
 
@@ -645,6 +671,7 @@ impl Config {
             ));
         }
         check_worker(&config.worker, &config.rules, path)?;
+        check_api_limits(&config.api, path)?;
         if let Err(problem) = check_log_level(&config.log.level) {
             let at = match config.log.level_line {
                 0 => String::new(),
@@ -739,6 +766,22 @@ fn check_worker(w: &WorkerConfig, rules: &RulesConfig, path: &Path) -> Result<()
                 needed_ms.div_ceil(1000)
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Checks the API's limits: a zero would refuse every call.
+fn check_api_limits(api: &ApiConfig, path: &Path) -> Result<(), ConfigError> {
+    let invalid =
+        |field, problem: &str| ConfigError::Invalid { path: path.to_path_buf(), field, problem: problem.into() };
+    if api.rate_limit.requests == 0 {
+        return Err(invalid("api.rate_limit.requests", "must be at least 1 (0 would refuse every call)"));
+    }
+    if !(1..=3600).contains(&api.rate_limit.window_seconds) {
+        return Err(invalid("api.rate_limit.window_seconds", "must be 1 to 3600 seconds"));
+    }
+    if api.max_in_flight == 0 {
+        return Err(invalid("api.max_in_flight", "must be at least 1 (0 would refuse every call)"));
     }
     Ok(())
 }

@@ -343,6 +343,17 @@ pub fn validate(mut obj: Map<String, Value>, rules: &RuleSet) -> Result<NewReque
         let known: Vec<&str> = rules.tasks.keys().map(String::as_str).collect();
         vec![FieldError::new("task", format!("unknown task `{}` (known: {})", envelope.task, known.join(", ")))]
     })?;
+    if !rule.profili.contains(&envelope.profilo_richiedente) {
+        return Err(vec![FieldError::new(
+            "profilo_richiedente",
+            format!(
+                "task {} may be submitted by the profiles {} only, not {}",
+                rule.id,
+                rule.profili.join(", "),
+                envelope.profilo_richiedente
+            ),
+        )]);
+    }
     if rule.requires_matricola && envelope.matricola.is_none() {
         return Err(vec![FieldError::new(
             "matricola",

@@ -3,56 +3,12 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
-
-use common::daemon::{free_port, get, http, stop, wait_for, with_api};
+use common::api::{BASE, ROSSI, bearer, daemon, problem, token};
+use common::daemon::{http, stop, wait_for};
 use common::{Db, Env, rdi};
 use serde_json::{Value, json};
 
-const BASE: &str = "/rest/smart-task/v1";
-const ROSSI: &str = "RSSMRA80A01H501U"; // legal representative of 1234567890
 const VERDI: &str = "VRDGPP80A41H501Y";
-
-/// A daemon serving the API, trusting `tests/support/jwt/jwks.json`.
-fn daemon(env: &Env) -> (Child, u16) {
-    let port = free_port();
-    with_api(env, port);
-    let jwks = common::repo().join("tests/support/jwt/jwks.json");
-    let text = std::fs::read_to_string(&env.config).expect("config");
-    let listen = format!("  listen: \"127.0.0.1:{port}\"");
-    let auth = format!(
-        "{listen}\n  auth:\n    jwks_file: {}\n    issuer: https://portale.test\n    audience: smart-task\n    algorithms: [ES256]\n",
-        jwks.display()
-    );
-    let limits = "  sede_predefinita: \"7000\"\n  limits: { max_document_bytes: 200000 }";
-    let text = text.replace(&listen, &auth).replace("  sede_predefinita: \"7000\"", limits);
-    std::fs::write(&env.config, text).expect("config");
-    env.import_examples();
-    let child = env.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
-    wait_for("the daemon", 60, || get(port, "/readyz").0 == 200);
-    (child, port)
-}
-
-/// A token signed with `key` (a file of tests/support/jwt) carrying `claims` over valid defaults.
-fn token(key: &str, claims: Value) -> String {
-    let pem = std::fs::read(common::repo().join("tests/support/jwt").join(key)).expect("key");
-    let now = chrono::Utc::now().timestamp();
-    let mut all = json!({
-        "iss": "https://portale.test", "aud": "smart-task", "sub": "portale", "iat": now, "nbf": now - 5,
-        "exp": now + 300, "ruolo": "richiedente", "cf": ROSSI, "profilo": "AZIENDA",
-    });
-    for (k, v) in claims.as_object().expect("claims") {
-        all[k] = v.clone();
-    }
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
-    header.kid = Some("test-portale".into());
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).expect("pem");
-    jsonwebtoken::encode(&header, &all, &key).expect("sign")
-}
-
-fn bearer(token: &str) -> String {
-    format!("Authorization: Bearer {token}\r\n")
-}
 
 /// The request of `rdi` on 1234567890 as JSON.
 fn body(richiedente: &str, profilo: &str) -> String {
@@ -64,11 +20,6 @@ fn body_on(richiedente: &str, profilo: &str, matricola: &str) -> String {
     let yaml = rdi(richiedente, profilo, matricola, VERDI, "");
     let value: Value = serde_saphyr::from_str(&yaml).expect("yaml");
     value.to_string()
-}
-
-fn problem(head: &str, body: &str) -> Value {
-    assert!(head.to_ascii_lowercase().contains("content-type: application/problem+json"), "{head}");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 fn submit_decide_read(db: Db) {

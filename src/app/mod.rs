@@ -2,8 +2,13 @@
 //! type ([`AppError`]) that both edges map — to exit codes and to HTTP statuses. Neither edge holds domain
 //! logic: the CLI prints what these return, the HTTP handlers serialise it.
 
+mod menu;
+mod position;
+
+pub use menu::{MenuItem, menu};
+pub use position::{Riepilogo, fascicolo, riepilogo};
+
 use crate::config::IntakeConfig;
-use crate::domain::facts::{Azienda, Contatto, Delega, StatoDelega, Subject};
 use crate::domain::time::Millis;
 use crate::domain::validators;
 use crate::intake::{self, IntakeError};
@@ -131,6 +136,7 @@ pub async fn submit(
             requests.len()
         )));
     }
+    menu::check_pilot(store, rules, &requests).await?;
     let stored = store.submit(&requests, &intake_config.sede_predefinita, now).await?;
     Ok(stored.into_iter().zip(requests).collect())
 }
@@ -221,48 +227,4 @@ pub async fn message_to_sede(
     }
     read(store, actor, key).await?;
     Ok(store.message_to_sede(key, text, now).await?)
-}
-
-/// The riepilogo of a position: the company, its deleghe, the contacts bound to it and its open requests.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Riepilogo {
-    pub azienda: Azienda,
-    pub deleghe: Vec<Delega>,
-    pub contatti: Vec<Contatto>,
-    pub richieste_aperte: Vec<RequestSummary>,
-}
-
-/// The riepilogo of `matricola`, for an actor who may act for the position: a legal representative of the
-/// company, or the holder of an active delega on it (the CLI: anyone). Anyone else — and a matricola that does
-/// not exist — gets the same "not found", so the answer does not tell which positions exist.
-pub async fn riepilogo(store: &Store, actor: &Actor, matricola: &str) -> Result<Riepilogo, AppError> {
-    let not_found = || AppError::NotFound("no position with that matricola that you may act for".into());
-    let subjects = [
-        Subject::Azienda(matricola.to_string()),
-        Subject::DelegheAzienda(matricola.to_string()),
-        Subject::ContattiAzienda(matricola.to_string()),
-    ];
-    let mut facts = store.load_facts(&subjects).await?;
-    let mut take = |s: &Subject| facts.remove(s).unwrap_or_default();
-    let azienda = take(&subjects[0]).azienda.ok_or_else(not_found)?;
-    let deleghe = take(&subjects[1]).deleghe;
-    let contatti = take(&subjects[2]).contatti;
-    let may_see = match actor {
-        Actor::Cli => true,
-        Actor::Richiedente { cf, .. } => {
-            let same = |other: &str| other == cf || validators::same_person(other, cf);
-            azienda.rappresentanti_legali.iter().any(|r| same(r))
-                || deleghe.iter().any(|d| d.stato == StatoDelega::Attiva && same(&d.delegato_cf))
-        }
-        Actor::Operatore { sede, .. } => &azienda.sede == sede,
-        Actor::Integratore { .. } | Actor::Operazioni { .. } => false,
-    };
-    if !may_see {
-        return Err(not_found());
-    }
-    // Filtered in the query: closed requests must not crowd open ones out of the page.
-    let filter =
-        ListFilter { matricola: Some(matricola.to_string()), open_only: true, limit: MAX_PAGE, ..Default::default() };
-    let richieste_aperte = store.list(&filter).await?;
-    Ok(Riepilogo { azienda, deleghe, contatti, richieste_aperte })
 }

@@ -36,6 +36,7 @@ pub struct ApiState {
     /// The active rule set (the workers' own): intake validates against it.
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub intake: IntakeConfig,
+    pub limits: Arc<super::limits::Limits>,
 }
 
 pub fn routes() -> Router<AppState> {

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::ServiceBuilderExt;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::MakeRequestUuid;
 use tower_http::timeout::TimeoutLayer;
@@ -29,6 +30,9 @@ use crate::store::Store;
 
 pub mod api;
 pub mod auth;
+mod fascicolo;
+pub mod limits;
+mod menu;
 mod ops;
 pub mod problem;
 
@@ -66,18 +70,25 @@ pub fn router(state: AppState) -> Router {
         .set_x_request_id(MakeRequestUuid)
         .propagate_x_request_id()
         .layer(trace)
+        .map_response(limits::problem_for_bare_503)
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT));
     let mut app = ops::routes().layer(RequestBodyLimitLayer::new(OPS_BODY_LIMIT));
-    if state.api.is_some() {
+    if let Some(api) = &state.api {
         // The API bounds its bodies itself (`intake.limits.max_document_bytes`), answering problem+json.
-        app = app.nest(api::BASE, api::routes());
+        let routes = api::routes()
+            .merge(menu::routes())
+            .merge(fascicolo::routes())
+            .layer(axum::middleware::from_fn_with_state(api.limits.clone(), limits::enforce))
+            .layer(CompressionLayer::new());
+        app = app.nest(api::BASE, routes);
     }
     app.with_state(state).layer(layers)
 }
 
 /// Serves `router` until `stop` turns true, then finishes the requests in flight.
 pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    // The peer address keys the rate limit of a caller without a token.
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         })

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::engine::Evaluator;
+use crate::domain::request::PROFILES;
 
 /// A problem with the rules directory.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,14 @@ struct TaskFile {
     /// Task fields of which at least one must be present (a change set that must not be empty).
     #[serde(default)]
     at_least_one_of: Vec<String>,
+    /// The requester profiles (`profilo_richiedente`) that may submit the task: the menu offers it only to
+    /// them and intake refuses the others. Absent: every profile.
+    #[serde(default)]
+    profili: Vec<String>,
+    /// The pilot group the task is open to while it is released "in via sperimentale": only its members
+    /// (`smart-taskd pilot add GROUP CF…`) see it in the menu and may submit it. Absent: open to everyone.
+    #[serde(default)]
+    pilota: Option<String>,
     /// JSON Schema (in YAML) of the task's own fields, envelope excluded.
     schema: serde_json::Value,
     /// Reason code → Italian message template (minijinja, e.g. `{{ prot }}`).
@@ -76,9 +85,15 @@ pub struct TaskRule {
     pub mode: Mode,
     pub requires_matricola: bool,
     pub at_least_one_of: Vec<String>,
+    /// The profiles that may submit it (every profile when task.yaml names none).
+    pub profili: Vec<String>,
+    /// The pilot group it is restricted to, if any.
+    pub pilota: Option<String>,
     /// Content hash of task.yaml, rule.rhai and the shared library: the rule version recorded with decisions.
     pub version: String,
     pub schema: jsonschema::Validator,
+    /// The schema as task.yaml gives it (the menu hands it to the portal, which builds the form from it).
+    pub schema_source: serde_json::Value,
     /// Top-level properties the schema declares: absent optional ones are passed to the rule as `()`.
     pub fields: Vec<String>,
     /// Reason code → message template source.
@@ -193,6 +208,18 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
             format!("`id`: `{}` must be UPPER_SNAKE_CASE, e.g. REVOCA_DELEGA_INTERMEDIARIO", task.id),
         ));
     }
+    if let Some(p) = task.profili.iter().find(|p| !PROFILES.contains(&p.as_str())) {
+        return Err(invalid(&task_path, format!("`profili`: `{p}` is not a profile (one of {})", PROFILES.join(", "))));
+    }
+    let profili = if task.profili.is_empty() { PROFILES.iter().map(|p| p.to_string()).collect() } else { task.profili };
+    if let Some(group) = &task.pilota
+        && !is_group_name(group)
+    {
+        return Err(invalid(
+            &task_path,
+            format!("`pilota`: `{group}` must be a group name in lower-case letters, digits, `-` and `_`"),
+        ));
+    }
     let schema = jsonschema::options()
         .should_validate_formats(true)
         .build(&task.schema)
@@ -268,8 +295,11 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
         mode: task.mode,
         requires_matricola: task.requires_matricola,
         at_least_one_of: task.at_least_one_of,
+        profili,
+        pilota: task.pilota,
         version,
         schema,
+        schema_source: task.schema,
         fields,
         reasons: task.reasons,
         templates,
@@ -278,6 +308,12 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
         candidate,
         sources,
     })
+}
+
+/// A pilot group's name: 1–64 of `a-z 0-9 - _`.
+pub fn is_group_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Rebuilds a rule set from the sources recorded for its versions (the union of [`TaskRule::sources`]): written

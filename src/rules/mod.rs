@@ -12,5 +12,7 @@ pub use cases::{Case, CaseOptions, Report, run_cases, task_cases};
 pub use engine::{Evaluator, Limits};
 pub use host::{FactLoader, FactsView, HostDoc};
 pub use lint::{Finding, check_rules};
-pub use loader::{Candidate, LoadError, Mode, RuleSet, Sources, TaskRule, load_rule_set, load_rule_set_from_sources};
+pub use loader::{
+    Candidate, LoadError, Mode, RuleSet, Sources, TaskRule, is_group_name, load_rule_set, load_rule_set_from_sources,
+};
 pub use reference::reference_markdown;

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod api;
 pub mod daemon;
 pub mod pg;
 pub mod python;

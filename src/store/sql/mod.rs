@@ -41,6 +41,7 @@ mod history;
 mod intake;
 mod operator;
 mod outbox;
+mod pilot;
 mod reads;
 mod rule_status;
 mod schedule;
