@@ -2,6 +2,8 @@
 //! type ([`AppError`]) that both edges map — to exit codes and to HTTP statuses. Neither edge holds domain
 //! logic: the CLI prints what these return, the HTTP handlers serialise it.
 
+pub mod feeds;
+
 use crate::config::IntakeConfig;
 use crate::domain::facts::{Azienda, Contatto, Delega, StatoDelega, Subject};
 use crate::domain::time::Millis;
