@@ -46,9 +46,10 @@ pub fn routes() -> Router<AppState> {
         .route("/richieste/{id}/ritiro", post(withdraw))
         .route("/richieste/{id}/messaggi", post(message))
         .route("/posizioni/{matricola}/riepilogo", get(riepilogo))
+        .route("/eventi", get(super::feeds::events))
 }
 
-fn no_store(mut response: Response) -> Response {
+pub(super) fn no_store(mut response: Response) -> Response {
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -175,7 +176,7 @@ impl ListQuery {
 }
 
 /// A refused query parameter, as a problem whose pointer names it (`?stato`).
-fn bad_query(detail: String, parameter: &str) -> Problem {
+pub(super) fn bad_query(detail: String, parameter: &str) -> Problem {
     let mut p = Problem::new(StatusCode::BAD_REQUEST, detail.clone());
     p.errors.push(FieldProblem { pointer: format!("?{parameter}"), detail });
     p

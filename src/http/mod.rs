@@ -31,6 +31,7 @@ use crate::store::Store;
 pub mod api;
 pub mod auth;
 mod fascicolo;
+mod feeds;
 pub mod limits;
 mod menu;
 mod ops;

@@ -384,3 +384,23 @@ pub struct CopiedTable {
     pub source: i64,
     pub target: i64,
 }
+
+/// A place in the change feed: after every event that sorts at or before `(tx, id)`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedPosition {
+    /// The writing transaction's id on PostgreSQL, 0 on SQLite (see migration 0010).
+    pub tx: i64,
+    pub id: i64,
+}
+
+/// A committed event as the feed reads it, with its request's protocol number and task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedEvent {
+    pub position: FeedPosition,
+    pub request_id: i64,
+    pub protocollo: String,
+    pub task: String,
+    pub kind: String,
+    pub at: Millis,
+    pub detail: Value,
+}

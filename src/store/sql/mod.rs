@@ -37,6 +37,7 @@ mod claims;
 mod copy;
 mod dialect;
 mod facts;
+mod feeds;
 mod history;
 mod intake;
 mod operator;
