@@ -67,6 +67,8 @@ fn the_menu_offers_what_profile_and_pilot_group_allow(db: Db) {
     assert!(problem(&head, &out)["detail"].as_str().is_some_and(|d| d.contains("pilot group")), "{out}");
     let added = env.ok(&["pilot", "add", "primi-studi", VERDI]);
     assert!(added.contains("1 added"), "{added}");
+    assert!(env.ok(&["pilot", "add", "primi-studi", VERDI, ROSSI]).contains("1 added"), "one was in it already");
+    assert!(env.ok(&["pilot", "remove", "primi-studi", ROSSI, ROSSI]).contains("1 removed"));
     let listed = env.ok(&["pilot", "list", "primi-studi"]);
     assert_eq!(listed.trim(), VERDI);
     let inside = menu(VERDI, "INTERMEDIARIO");

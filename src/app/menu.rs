@@ -1,6 +1,8 @@
 //! The task menu: which task types a requester may submit, from the rule pack's `task.yaml` (`profili`,
 //! `pilota`), so a new task type appears without code; and the pilot check intake applies to the same data.
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use super::{Actor, AppError};
@@ -58,13 +60,18 @@ pub(super) async fn check_pilot(store: &Store, rules: &RuleSet, requests: &[NewR
     if rules.tasks.values().all(|t| t.pilota.is_none()) {
         return Ok(());
     }
+    // One query per requester, not per request: a list may hold thousands of one requester's requests.
+    let mut groups_by_cf: HashMap<&str, Vec<String>> = HashMap::new();
     for (i, request) in requests.iter().enumerate() {
         let Some(rule) = rules.get(&request.envelope.task) else { continue };
         if rule.pilota.is_none() {
             continue;
         }
-        let groups = groups_of(store, rules, &request.envelope.richiedente_cf).await?;
-        if !open_to(rule, &groups) {
+        let cf = request.envelope.richiedente_cf.as_str();
+        if !groups_by_cf.contains_key(cf) {
+            groups_by_cf.insert(cf, groups_of(store, rules, cf).await?);
+        }
+        if !open_to(rule, &groups_by_cf[cf]) {
             return Err(AppError::Forbidden(format!(
                 "request {} of {}: task {} is released to a pilot group only, and the requester is not in it",
                 i + 1,

@@ -7,37 +7,29 @@ use crate::store::Result;
 impl Store {
     /// Adds codici fiscali to a group (those already in it stay as they are). Returns how many were added.
     pub async fn pilot_add(&self, group: &str, cfs: &[String], now: Millis) -> Result<u64> {
-        let mut tx = self.write_tx().await?;
-        let mut added = 0;
-        for cf in cfs {
-            added += sqlx::query(
-                tx.sql("INSERT INTO pilot_members (gruppo, cf, added_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"),
-            )
-            .bind(group)
-            .bind(cf)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(added)
+        Ok(sqlx::query(self.sql(
+            // `WHERE true`: SQLite reads `ON CONFLICT` after a bare `SELECT … FROM` as a join's constraint.
+            "INSERT INTO pilot_members (gruppo, cf, added_at) SELECT DISTINCT $1, value, $3 FROM json_each($2)
+             WHERE true ON CONFLICT DO NOTHING",
+        ))
+        .bind(group)
+        .bind(super::json_text(&cfs))
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     /// Removes codici fiscali from a group. Returns how many were in it.
     pub async fn pilot_remove(&self, group: &str, cfs: &[String]) -> Result<u64> {
-        let mut tx = self.write_tx().await?;
-        let mut removed = 0;
-        for cf in cfs {
-            removed += sqlx::query(tx.sql("DELETE FROM pilot_members WHERE gruppo = $1 AND cf = $2"))
-                .bind(group)
-                .bind(cf)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        }
-        tx.commit().await?;
-        Ok(removed)
+        Ok(sqlx::query(
+            self.sql("DELETE FROM pilot_members WHERE gruppo = $1 AND cf IN (SELECT value FROM json_each($2))"),
+        )
+        .bind(group)
+        .bind(super::json_text(&cfs))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 
     /// The members of a group, in order.
