@@ -208,6 +208,7 @@ pub async fn run_with(
                     verifier: crate::http::auth::Verifier::load(auth)?,
                     rules: pipeline.rules.clone(),
                     intake: config.intake.clone(),
+                    pipeline: pipeline.clone(),
                 })),
                 None => None,
             };

@@ -10,7 +10,7 @@ use common::{Db, Env, TestDb, pg, rdi, sql, stderr};
 use serde_json::Value;
 
 /// Every table of the schema, with the columns that order its rows.
-const TABLES: [(&str, &str); 15] = [
+const TABLES: [(&str, &str); 16] = [
     ("sedi", "codice"),
     ("aziende", "matricola"),
     ("persone", "cf"),
@@ -26,6 +26,7 @@ const TABLES: [(&str, &str); 15] = [
     ("rule_status", "instance"),
     ("rule_sources", "version"),
     ("cron_jobs", "name"),
+    ("jti_seen", "jti"),
 ];
 
 /// Runs the binary on the database at `url` (the configuration's other settings stay).

@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::auth::{Authenticated, Verifier};
@@ -36,6 +35,8 @@ pub struct ApiState {
     /// The active rule set (the workers' own): intake validates against it.
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub intake: IntakeConfig,
+    /// The workers' pipeline: an operator's `nuova-decisione` evaluates with it.
+    pub pipeline: Arc<crate::worker::Pipeline>,
 }
 
 pub fn routes() -> Router<AppState> {
@@ -45,9 +46,10 @@ pub fn routes() -> Router<AppState> {
         .route("/richieste/{id}/ritiro", post(withdraw))
         .route("/richieste/{id}/messaggi", post(message))
         .route("/posizioni/{matricola}/riepilogo", get(riepilogo))
+        .merge(super::operator::routes())
 }
 
-fn no_store(mut response: Response) -> Response {
+pub(super) fn no_store(mut response: Response) -> Response {
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -113,9 +115,7 @@ async fn read(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let view = app::read(&s.store, &actor, opaque_id(&id)?).await.map_err(not_found_by_id)?;
-    let body =
-        serde_json::to_vec(&view).map_err(|_| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"))?;
-    let etag = format!("\"{}\"", crate::domain::hex_prefix(&Sha256::digest(&body), 16));
+    let app::Tagged { body, etag } = app::tagged(&view)?;
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -174,7 +174,7 @@ impl ListQuery {
 }
 
 /// A refused query parameter, as a problem whose pointer names it (`?stato`).
-fn bad_query(detail: String, parameter: &str) -> Problem {
+pub(super) fn bad_query(detail: String, parameter: &str) -> Problem {
     let mut p = Problem::new(StatusCode::BAD_REQUEST, detail.clone());
     p.errors.push(FieldProblem { pointer: format!("?{parameter}"), detail });
     p
@@ -283,7 +283,7 @@ async fn withdraw(
 }
 
 /// A request id of a path: digits only (never a protocol number or anything personal).
-fn opaque_id(id: &str) -> Result<&str, Problem> {
+pub(super) fn opaque_id(id: &str) -> Result<&str, Problem> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.len() > 19 {
         return Err(Problem::new(StatusCode::NOT_FOUND, "no request with that id"));
     }
@@ -291,7 +291,7 @@ fn opaque_id(id: &str) -> Result<&str, Problem> {
 }
 
 /// "Not found" without echoing the key.
-fn not_found_by_id(e: app::AppError) -> Problem {
+pub(super) fn not_found_by_id(e: app::AppError) -> Problem {
     match e {
         app::AppError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "no request with that id"),
         other => other.into(),

@@ -29,6 +29,7 @@ use crate::store::Store;
 
 pub mod api;
 pub mod auth;
+mod operator;
 mod ops;
 pub mod problem;
 
