@@ -258,6 +258,18 @@ enum OperatorCommand {
         #[arg(long, env = "USER", default_value = "operatore")]
         operatore: String,
     },
+    /// Take a waiting request in hand (presa in carico): the other operators see who works it
+    Claim {
+        id_or_protocollo: String,
+        #[arg(long, env = "USER", default_value = "operatore")]
+        operatore: String,
+    },
+    /// Let go of a request you hold
+    Release {
+        id_or_protocollo: String,
+        #[arg(long, env = "USER", default_value = "operatore")]
+        operatore: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -684,27 +696,22 @@ fn app_failure(e: AppError) -> Failure {
     Failure { code: e.exit_code(), error: e.into() }
 }
 
-/// Maps an operator's error to its exit code: a refusal or a wrong input 2, a failing rule or database 1.
-fn operator_failure(e: crate::operator::OperatorError) -> Failure {
-    use crate::operator::OperatorError;
-    match e {
-        OperatorError::Store(s) => store_failure(s),
-        OperatorError::RuleFailed(_) => runtime(e),
-        OperatorError::Invalid(_) => input(e),
-    }
-}
-
 async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
+    use crate::app::operator::{self, OperatorDecision, QueueQuery};
     let store = existing_store(config).await?;
+    let named = |id: String| Actor::OperatoreCli { id };
+    let max_chars = config.intake.limits.max_note_chars;
     match command {
         OperatorCommand::List { sede, json } => {
-            let queue = crate::operator::queue(&store, sede.as_deref()).await.map_err(operator_failure)?;
+            let q = QueueQuery { sede, limit: app::MAX_PAGE, ..Default::default() };
+            let page = operator::queue(&store, &Actor::Cli, q, now_ms()).await.map_err(app_failure)?;
             if json {
-                outln!("{}", serde_json::to_string_pretty(&queue).map_err(runtime)?);
-            } else if queue.is_empty() {
+                outln!("{}", serde_json::to_string_pretty(&page.items).map_err(runtime)?);
+            } else if page.items.is_empty() {
                 outln!("no request is waiting for an operator");
-            } else {
-                for item in queue {
+            }
+            if !json {
+                for item in &page.items {
                     let q = &item.entry;
                     let why = match q.sospesa.as_str() {
                         "rinvio" => {
@@ -718,14 +725,19 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
                         let facts: Vec<String> = item.fatti_cambiati.iter().map(ToString::to_string).collect();
                         format!("  SUPERATO — fatti cambiati dal rinvio: {}", facts.join("; "))
                     };
+                    let held = q.assegnata_a.as_deref().map(|a| format!("  in carico a {a}")).unwrap_or_default();
                     outln!(
-                        "{:<18} sede {}  {:<36} {:<7} {}  {why}{stale}",
+                        "{:<18} sede {}  {:<36} {:<7} {} ({} gg){held}  {why}{stale}",
                         q.protocollo,
                         q.sede,
                         q.task,
                         q.sospesa,
-                        q.creata_il
+                        q.creata_il,
+                        item.giorni_aperta
                     );
+                }
+                if page.next_after.is_some() {
+                    outln!("… more requests are waiting than the {} shown: narrow with --sede", app::MAX_PAGE);
                 }
             }
             Ok(())
@@ -733,15 +745,17 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
         OperatorCommand::Close { id_or_protocollo, esito, motivi, motivi_liberi, nota, operatore } => {
             let evaluator = daemon::evaluator(config);
             let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
-            let decision = crate::operator::OperatorDecision {
+            let decision = OperatorDecision {
                 accolta: esito == "accolta",
                 codes: motivi,
                 free_text: motivi_liberi,
                 nota,
+                if_match: None,
             };
-            let protocollo = crate::operator::close(&store, &rules, &id_or_protocollo, &operatore, decision, now_ms())
-                .await
-                .map_err(operator_failure)?;
+            let protocollo =
+                operator::close(&store, &rules, &named(operatore), &id_or_protocollo, decision, max_chars, now_ms())
+                    .await
+                    .map_err(app_failure)?;
             outln!("{protocollo}: chiusa, esito {esito}");
             Ok(())
         }
@@ -749,42 +763,53 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
             let evaluator = daemon::evaluator(config);
             let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
             let pipeline = daemon::pipeline_with(config, store.clone(), evaluator, rules);
-            let done = crate::operator::redecide(
+            let done = operator::redecide(
                 &store,
+                &named(operatore),
                 &id_or_protocollo,
-                &operatore,
                 |claimed| pipeline.evaluate_one(claimed, now_ms()),
                 now_ms,
             )
             .await
-            .map_err(operator_failure)?;
-            let motivi: Vec<String> = done.reasons.iter().map(|r| format!("  {}: {}", r.codice, r.messaggio)).collect();
-            if done.outcome == crate::domain::decision::Outcome::Rinvio {
+            .map_err(app_failure)?;
+            if done.esito == crate::domain::decision::Outcome::Rinvio {
                 outln!(
                     "{}: rinviata di nuovo all'operatore, con i fatti attuali (ora `operator close` la chiude)",
                     done.protocollo
                 );
             } else {
-                outln!("{}: chiusa dalla regola, esito {}", done.protocollo, done.outcome.as_str());
+                outln!("{}: chiusa dalla regola, esito {}", done.protocollo, done.esito.as_str());
             }
-            for m in motivi {
-                outln!("{m}");
+            for r in &done.motivazioni {
+                outln!("  {}: {}", r.codice, r.messaggio);
             }
             Ok(())
         }
         OperatorCommand::Comment { id_or_protocollo, text, operatore } => {
-            if text.trim().is_empty() {
-                return Err(input(anyhow::anyhow!("the comment is empty")));
-            }
-            let actor = format!("operatore:{operatore}");
-            let protocollo = store.comment(&id_or_protocollo, &actor, &text, now_ms()).await.map_err(store_failure)?;
+            let protocollo =
+                operator::comment(&store, &named(operatore), &id_or_protocollo, &text, max_chars, now_ms())
+                    .await
+                    .map_err(app_failure)?;
             outln!("{protocollo}: commento registrato");
             Ok(())
         }
         OperatorCommand::Requeue { id_or_protocollo, operatore } => {
-            let actor = format!("operatore:{operatore}");
-            let protocollo = store.requeue(&id_or_protocollo, &actor, now_ms()).await.map_err(store_failure)?;
+            let protocollo =
+                operator::requeue(&store, &named(operatore), &id_or_protocollo, now_ms()).await.map_err(app_failure)?;
             outln!("{protocollo}: rimessa in coda");
+            Ok(())
+        }
+        OperatorCommand::Claim { id_or_protocollo, operatore } => {
+            let held = operator::claim(&store, &named(operatore.clone()), &id_or_protocollo, now_ms())
+                .await
+                .map_err(app_failure)?;
+            outln!("{}: in carico a {operatore}", held.protocollo);
+            Ok(())
+        }
+        OperatorCommand::Release { id_or_protocollo, operatore } => {
+            let held =
+                operator::release(&store, &named(operatore), &id_or_protocollo, now_ms()).await.map_err(app_failure)?;
+            outln!("{}: rilasciata", held.protocollo);
             Ok(())
         }
     }

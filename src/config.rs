@@ -201,6 +201,10 @@ pub struct AuthConfig {
     pub algorithms: Vec<String>,
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
+    /// AgID ID_AUTH_REST_02: every token must carry a `jti`, and a second use before its `exp` is refused.
+    /// The ids are kept in the database, so every instance on it refuses a replay.
+    #[serde(default)]
+    pub jti_replay: bool,
 }
 
 fn default_algorithms() -> Vec<String> {

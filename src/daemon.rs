@@ -209,6 +209,7 @@ pub async fn run_with(
                     rules: pipeline.rules.clone(),
                     intake: config.intake.clone(),
                     limits: crate::http::limits::Limits::new(&config.api),
+                    pipeline: pipeline.clone(),
                 })),
                 None => None,
             };

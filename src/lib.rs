@@ -15,7 +15,6 @@ pub mod health;
 pub mod http;
 pub mod intake;
 pub mod notify;
-pub mod operator;
 pub mod output;
 pub mod reload;
 pub mod rules;

@@ -4,10 +4,12 @@
 
 pub mod feeds;
 mod menu;
+pub mod operator;
 mod position;
 
 pub use menu::{MenuItem, menu};
 pub use position::{Riepilogo, fascicolo, riepilogo};
+use sha2::{Digest, Sha256};
 
 use crate::config::IntakeConfig;
 use crate::domain::time::Millis;
@@ -27,6 +29,9 @@ pub enum Actor {
     /// An operator of a sede (the token's `sub` and `sede`): works that sede's queue; `agisce: false` is a
     /// read-only operator, who sees the queue and the requests but may not claim, comment or close.
     Operatore { id: String, sede: String, agisce: bool },
+    /// The administrator on the command line acting as a named operator (`operator … --operatore NAME`): may
+    /// act on every sede's requests, as the CLI may, and the history records `operatore:NAME`.
+    OperatoreCli { id: String },
     /// An integrator (the archives, the portal's back end): reads the change feeds and owns webhook
     /// subscriptions; sees no single request.
     Integratore { id: String },
@@ -41,7 +46,7 @@ impl Actor {
         match self {
             Actor::Cli => "cli".into(),
             Actor::Richiedente { .. } => "richiedente".into(),
-            Actor::Operatore { id, .. } => format!("operatore:{id}"),
+            Actor::Operatore { id, .. } | Actor::OperatoreCli { id } => format!("operatore:{id}"),
             Actor::Integratore { id } => format!("integratore:{id}"),
             Actor::Operazioni { id } => format!("operazioni:{id}"),
         }
@@ -50,7 +55,7 @@ impl Actor {
     /// Whether the actor may see a request: the CLI every one, a requester those they submitted.
     fn may_see(&self, view: &RequestView) -> bool {
         match self {
-            Actor::Cli => true,
+            Actor::Cli | Actor::OperatoreCli { .. } => true,
             Actor::Richiedente { cf, .. } => view
                 .richiesta
                 .get("richiedente_cf")
@@ -74,6 +79,19 @@ pub enum AppError {
     /// Nothing the actor may see has that id (another tenant's request is not found, not forbidden).
     #[error("{0}")]
     NotFound(String),
+    /// The request's state refuses the operation now (e.g. the facts under a referral moved); the message says
+    /// what to do.
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller's precondition (`If-Match`) names a representation that is no longer the current one.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// The rule failed while deciding a request again (the request stays with the operator).
+    #[error("{0}")]
+    RuleFailed(String),
+    /// A representation could not be encoded.
+    #[error("cannot encode the answer: {0}")]
+    Encode(#[from] serde_json::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -82,7 +100,10 @@ impl AppError {
     /// The CLI's exit code: 2 refused input, 3 not found, 1 a failure of the machinery.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Invalid(_) | AppError::Forbidden(_) => 2,
+            AppError::Invalid(_) | AppError::Forbidden(_) | AppError::Conflict(_) | AppError::PreconditionFailed(_) => {
+                2
+            }
+            AppError::RuleFailed(_) | AppError::Encode(_) => 1,
             AppError::NotFound(_) => 3,
             AppError::Store(StoreError::NotFound(_)) => 3,
             AppError::Store(
@@ -96,14 +117,16 @@ impl AppError {
         }
     }
 
-    /// The HTTP status: 422 refused input, 403, 404, 409 for a state that refuses the operation, 503 when the
-    /// database cannot be reached, 500 otherwise.
+    /// The HTTP status: 422 refused input, 403, 404, 409 for a state that refuses the operation, 412 for a
+    /// stale precondition, 503 when the database cannot be reached, 500 otherwise.
     pub fn http_status(&self) -> u16 {
         match self {
             AppError::Invalid(_) => 422,
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) | AppError::Store(StoreError::NotFound(_)) => 404,
-            AppError::Store(StoreError::Refused(_)) => 409,
+            AppError::Store(StoreError::Refused(_)) | AppError::Conflict(_) => 409,
+            AppError::PreconditionFailed(_) => 412,
+            AppError::RuleFailed(_) | AppError::Encode(_) => 500,
             AppError::Store(StoreError::Reference { .. } | StoreError::IdempotencyMismatch { .. }) => 422,
             AppError::Store(StoreError::Db(_) | StoreError::Missing(_) | StoreError::NotCurrent(_)) => 503,
             AppError::Store(_) => 500,
@@ -142,6 +165,53 @@ pub async fn submit(
     Ok(stored.into_iter().zip(requests).collect())
 }
 
+/// A refused input naming its field (`motivi[1]`: the pointer `/motivi/1` of the API's problem).
+pub(crate) fn field_refused(field: &str, problem: String) -> AppError {
+    AppError::Invalid(vec![IntakeError {
+        source_name: "body".into(),
+        position: "request 1 of 1".into(),
+        index: None,
+        error: crate::domain::request::FieldError::new(field, problem),
+    }])
+}
+
+/// Free text of the caller (a message, a comment) trimmed, refused when empty, holding a control character or
+/// longer than `max` characters (`intake.limits.max_note_chars`).
+pub(crate) fn free_text<'t>(field: &str, text: &'t str, max: usize) -> Result<&'t str, AppError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(field_refused(field, "empty: write the message".into()));
+    }
+    if let Some((at, c)) = intake::forbidden_char(text, true) {
+        return Err(field_refused(
+            field,
+            format!("contains the control character U+{:04X} at character {}", c as u32, at + 1),
+        ));
+    }
+    let n = text.chars().count();
+    if n > max {
+        return Err(field_refused(
+            field,
+            format!("{n} characters, more than the limit of {max} (`intake.limits.max_note_chars`)"),
+        ));
+    }
+    Ok(text)
+}
+
+/// A request's representation as the API sends it, with its strong ETag: what `GET /richieste/{id}` answers
+/// and what an operator's `If-Match` must name.
+pub struct Tagged {
+    pub body: Vec<u8>,
+    pub etag: String,
+}
+
+/// Encodes a request and tags it (a digest of the encoding: any change of what the caller sees changes it).
+pub fn tagged(view: &RequestView) -> Result<Tagged, AppError> {
+    let body = serde_json::to_vec(view)?;
+    let etag = format!("\"{}\"", crate::domain::hex_prefix(&Sha256::digest(&body), 16));
+    Ok(Tagged { body, etag })
+}
+
 /// A request by id or protocol number, if the actor may see it.
 pub async fn read(store: &Store, actor: &Actor, key: &str) -> Result<RequestView, AppError> {
     match store.request(key).await? {
@@ -165,7 +235,7 @@ pub async fn list(store: &Store, actor: &Actor, mut filter: ListFilter) -> Resul
     match actor {
         Actor::Cli => {}
         Actor::Richiedente { cf, .. } => filter.richiedente = Some(cf.clone()),
-        Actor::Operatore { .. } | Actor::Integratore { .. } | Actor::Operazioni { .. } => {
+        Actor::Operatore { .. } | Actor::OperatoreCli { .. } | Actor::Integratore { .. } | Actor::Operazioni { .. } => {
             return Err(AppError::Forbidden(
                 "the Lista Richieste is a requester's: operators work their sede's queue".into(),
             ));
@@ -206,26 +276,7 @@ pub async fn message_to_sede(
     text: &str,
     now: Millis,
 ) -> Result<String, AppError> {
-    let max = intake_config.limits.max_note_chars;
-    let refuse = |problem: String| {
-        AppError::Invalid(vec![IntakeError {
-            source_name: "body".into(),
-            position: "request 1 of 1".into(),
-            index: None,
-            error: crate::domain::request::FieldError::new("testo", problem),
-        }])
-    };
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(refuse("empty: write the message".into()));
-    }
-    if let Some((at, c)) = intake::forbidden_char(text, true) {
-        return Err(refuse(format!("contains the control character U+{:04X} at character {}", c as u32, at + 1)));
-    }
-    let n = text.chars().count();
-    if n > max {
-        return Err(refuse(format!("{n} characters, more than the limit of {max} (`intake.limits.max_note_chars`)")));
-    }
+    let text = free_text("testo", text, intake_config.limits.max_note_chars)?;
     read(store, actor, key).await?;
     Ok(store.message_to_sede(key, text, now).await?)
 }

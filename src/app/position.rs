@@ -10,7 +10,7 @@ use crate::store::{FascicoloEntry, ListFilter, RequestSummary, Store};
 /// representative of the company, or the holder of an active delega on it); an operator one of their sede.
 fn may_see_position(actor: &Actor, azienda: &Azienda, deleghe: &[Delega]) -> bool {
     match actor {
-        Actor::Cli => true,
+        Actor::Cli | Actor::OperatoreCli { .. } => true,
         Actor::Richiedente { cf, .. } => {
             let same = |other: &str| other == cf || validators::same_person(other, cf);
             azienda.rappresentanti_legali.iter().any(|r| same(r))
@@ -63,7 +63,7 @@ pub async fn fascicolo(store: &Store, actor: &Actor, soggetto: &str) -> Result<V
     let key = soggetto.trim().to_uppercase();
     let not_found = || AppError::NotFound("no Fascicolo of that subject that you may see".into());
     let own = matches!(actor, Actor::Richiedente { cf, .. } if *cf == key || validators::same_person(cf, &key));
-    if !matches!(actor, Actor::Cli) && !own {
+    if !matches!(actor, Actor::Cli | Actor::OperatoreCli { .. }) && !own {
         if !validators::matricola(&key) {
             return Err(not_found());
         }

@@ -28,6 +28,10 @@ pub enum EventKind {
     Annullamento,
     /// Handed back to the workers by an operator.
     RimessaInCoda,
+    /// Taken in hand by an operator of its sede (presa in carico): the others see who works it.
+    PresaInCarico,
+    /// Let go by the operator who held it.
+    Rilascio,
     /// Referred for 20 days: the sede is warned.
     SlaAvviso,
     /// Referred for 30 days: the sede is told the deadline passed.
@@ -60,6 +64,8 @@ impl EventKind {
             EventKind::MessaggioRichiedente => "messaggio_richiedente",
             EventKind::Annullamento => "annullamento",
             EventKind::RimessaInCoda => "rimessa_in_coda",
+            EventKind::PresaInCarico => "presa_in_carico",
+            EventKind::Rilascio => "rilascio",
             EventKind::SlaAvviso => "sla_avviso",
             EventKind::SlaSuperato => "sla_superato",
         }
@@ -72,7 +78,12 @@ mod tests {
 
     #[test]
     fn the_stored_name_is_the_serialised_one() {
-        for kind in EventKind::NOTIFIED.into_iter().chain([EventKind::RipresaLavorazione, EventKind::RimessaInCoda]) {
+        for kind in EventKind::NOTIFIED.into_iter().chain([
+            EventKind::RipresaLavorazione,
+            EventKind::RimessaInCoda,
+            EventKind::PresaInCarico,
+            EventKind::Rilascio,
+        ]) {
             assert_eq!(serde_json::to_value(kind).ok(), Some(serde_json::Value::from(kind.as_str())));
         }
     }

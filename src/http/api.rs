@@ -15,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::auth::{Authenticated, Verifier};
@@ -37,6 +36,8 @@ pub struct ApiState {
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub intake: IntakeConfig,
     pub limits: Arc<super::limits::Limits>,
+    /// The workers' pipeline: an operator's `nuova-decisione` evaluates with it.
+    pub pipeline: Arc<crate::worker::Pipeline>,
 }
 
 pub fn routes() -> Router<AppState> {
@@ -47,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/richieste/{id}/messaggi", post(message))
         .route("/posizioni/{matricola}/riepilogo", get(riepilogo))
         .route("/eventi", get(super::feeds::events))
+        .merge(super::operator::routes())
 }
 
 pub(super) fn no_store(mut response: Response) -> Response {
@@ -115,9 +117,7 @@ async fn read(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let view = app::read(&s.store, &actor, opaque_id(&id)?).await.map_err(not_found_by_id)?;
-    let body =
-        serde_json::to_vec(&view).map_err(|_| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode"))?;
-    let etag = format!("\"{}\"", crate::domain::hex_prefix(&Sha256::digest(&body), 16));
+    let app::Tagged { body, etag } = app::tagged(&view)?;
     if headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -285,7 +285,7 @@ async fn withdraw(
 }
 
 /// A request id of a path: digits only (never a protocol number or anything personal).
-fn opaque_id(id: &str) -> Result<&str, Problem> {
+pub(super) fn opaque_id(id: &str) -> Result<&str, Problem> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.len() > 19 {
         return Err(Problem::new(StatusCode::NOT_FOUND, "no request with that id"));
     }
@@ -293,7 +293,7 @@ fn opaque_id(id: &str) -> Result<&str, Problem> {
 }
 
 /// "Not found" without echoing the key.
-fn not_found_by_id(e: app::AppError) -> Problem {
+pub(super) fn not_found_by_id(e: app::AppError) -> Problem {
     match e {
         app::AppError::NotFound(_) => Problem::new(StatusCode::NOT_FOUND, "no request with that id"),
         other => other.into(),

@@ -3,9 +3,12 @@
 //! `exp`/`nbf`. The claims say who acts (`ruolo`, with `sub` always): `richiedente` with `cf` and `profilo` is
 //! the portal acting for an authenticated requester; `operatore` with `sede` (and `sola_lettura: true` for a
 //! read-only one) an operator of that sede; `integratore` reads the feeds; `operazioni` runs the service. A refusal is a 401 problem with `WWW-Authenticate: Bearer`; its detail names the
-//! check that failed, never the token or its claims.
+//! check that failed, never the token or its claims. With `api.auth.jti_replay` (AgID ID_AUTH_REST_02) a token
+//! needs a `jti`, and its second use before `exp` is refused: the ids are kept in the database (one insert per
+//! request), so every instance sharing it refuses the replay.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
@@ -40,12 +43,32 @@ pub struct TokenRefused(String);
 pub struct Verifier {
     keys: Vec<(Option<String>, DecodingKey)>,
     validation: Validation,
+    jti_replay: bool,
+    /// Tokens whose `jti` was recorded: every [`PURGE_EVERY`]th one purges the expired ids.
+    recorded: AtomicU64,
+}
+
+/// How many recorded token ids between two purges of the expired ones.
+const PURGE_EVERY: u64 = 1024;
+
+/// The longest `jti` accepted.
+const MAX_JTI: usize = 255;
+
+/// A valid token: who acts, and the token's id and expiry for the replay cache.
+pub struct Verified {
+    pub actor: Actor,
+    pub jti: Option<String>,
+    /// `exp`, unix seconds.
+    pub exp: i64,
 }
 
 #[derive(Deserialize)]
 struct Claims {
     ruolo: String,
     sub: String,
+    exp: i64,
+    #[serde(default)]
+    jti: Option<String>,
     /// An operator's sede.
     #[serde(default)]
     sede: Option<String>,
@@ -94,15 +117,15 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = config.leeway_seconds;
-        Ok(Verifier { keys, validation })
+        Ok(Verifier { keys, validation, jti_replay: config.jti_replay, recorded: AtomicU64::new(0) })
     }
 
     /// Who a token says is acting, or why it is refused (in words for the caller, naming no claim value).
-    pub fn verify(&self, token: &str) -> Result<Actor, TokenRefused> {
+    pub fn verify(&self, token: &str) -> Result<Verified, TokenRefused> {
         self.check(token).map_err(TokenRefused)
     }
 
-    fn check(&self, token: &str) -> Result<Actor, String> {
+    fn check(&self, token: &str) -> Result<Verified, String> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| "the token is not a JWT".to_string())?;
         let key = match &header.kid {
             Some(kid) => self.keys.iter().find(|(k, _)| k.as_deref() == Some(kid)),
@@ -124,7 +147,11 @@ impl Verifier {
                 _ => "the token cannot be validated".to_string(),
             }
         })?;
-        match (data.claims.ruolo.as_str(), data.claims.cf, data.claims.profilo) {
+        let (jti, exp) = (data.claims.jti, data.claims.exp);
+        if self.jti_replay && !jti.as_deref().is_some_and(|j| !j.is_empty() && j.len() <= MAX_JTI) {
+            return Err(format!("the token needs a `jti` claim of 1 to {MAX_JTI} characters"));
+        }
+        let actor: Result<Actor, String> = match (data.claims.ruolo.as_str(), data.claims.cf, data.claims.profilo) {
             ("richiedente", Some(cf), Some(profilo)) => {
                 Ok(Actor::Richiedente { cf: cf.trim().to_uppercase(), profilo: profilo.trim().to_uppercase() })
             }
@@ -140,7 +167,26 @@ impl Verifier {
             ("integratore", _, _) => Ok(Actor::Integratore { id: data.claims.sub }),
             ("operazioni", _, _) => Ok(Actor::Operazioni { id: data.claims.sub }),
             _ => Err("the token's `ruolo` is not one this API serves".into()),
+        };
+        Ok(Verified { actor: actor?, jti, exp })
+    }
+
+    /// With `jti_replay` on, records the token's id: false when it was used before (a replay). Now and then
+    /// the ids of expired tokens are purged, so the table holds only the live ones.
+    async fn first_use(&self, store: &crate::store::Store, verified: &Verified) -> Result<bool, Problem> {
+        let (true, Some(jti)) = (self.jti_replay, verified.jti.as_deref()) else { return Ok(true) };
+        let now = chrono::Utc::now().timestamp();
+        let unavailable = |e: crate::store::StoreError| {
+            tracing::error!(error = %e, "the token replay cache failed");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the service cannot answer right now: try again later")
+        };
+        // Kept past `exp` by the leeway: a token is accepted that long after it expires.
+        let until = verified.exp.saturating_add(i64::try_from(self.validation.leeway).unwrap_or(i64::MAX));
+        let first = store.first_use_of_jti(jti, until, now).await.map_err(unavailable)?;
+        if self.recorded.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            store.purge_jti(now).await.map_err(unavailable)?;
         }
+        Ok(first)
     }
 }
 
@@ -161,6 +207,10 @@ impl FromRequestParts<AppState> for Authenticated {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| refuse("send `Authorization: Bearer <token>`".into()))?;
-        api.verifier.verify(token.trim()).map(Authenticated).map_err(|e| refuse(e.to_string()))
+        let verified = api.verifier.verify(token.trim()).map_err(|e| refuse(e.to_string()))?;
+        if !api.verifier.first_use(&state.store, &verified).await? {
+            return Err(refuse("the token was already used (its `jti` was seen): get a new one".into()));
+        }
+        Ok(Authenticated(verified.actor))
     }
 }

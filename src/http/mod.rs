@@ -34,6 +34,7 @@ mod fascicolo;
 mod feeds;
 pub mod limits;
 mod menu;
+mod operator;
 mod ops;
 pub mod problem;
 

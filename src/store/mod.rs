@@ -159,6 +159,8 @@ pub struct RequestView {
     /// `rinvio` (referred to an operator) or `errore` (rule failures), when waiting for an operator.
     pub sospesa: Option<String>,
     pub assegnata_sede: Option<String>,
+    /// The operator holding it (presa in carico), if anyone.
+    pub assegnata_a: Option<String>,
     pub errore: Option<String>,
     pub richiesta: Value,
 }
@@ -235,6 +237,41 @@ pub struct QueueEntry {
     pub motivazioni: Vec<Value>,
     pub errore: Option<String>,
     pub creata_il: String,
+    /// The same instant, for the days open and the cursor.
+    #[serde(skip)]
+    pub creata_ms: Millis,
+    /// The operator holding it (presa in carico), if anyone.
+    pub assegnata_a: Option<String>,
+    pub assegnata_il: Option<String>,
+}
+
+/// Who holds a request waiting for an operator (presa in carico), if anyone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Assignment {
+    pub protocollo: String,
+    /// The operator's id (the `sub` of their token, or the CLI's `--operatore`).
+    pub assegnata_a: Option<String>,
+    pub assegnata_il: Option<String>,
+}
+
+/// Which requests of the operator queue to list, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct QueueFilter {
+    /// Only this sede's (the competent one: the sede it was assigned to, else the one that received it).
+    pub sede: Option<String>,
+    pub assegnata: Option<AssignedTo>,
+    /// Only requests after this one in the queue's order (`creata_il`, `id`): the cursor of the next page.
+    pub after: Option<(Millis, i64)>,
+    pub limit: i64,
+}
+
+/// The queue filter on who holds a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignedTo {
+    /// Held by this operator.
+    Operator(String),
+    /// Held by nobody.
+    Nobody,
 }
 
 /// A document of the Fascicolo Elettronico (domain.md §7).

@@ -33,6 +33,7 @@ use claims::claimed_from_row;
 pub use dialect::Dialect;
 use facts::{contact_row, contatto, delega, insert_contacts};
 
+mod assignments;
 mod claims;
 mod copy;
 mod dialect;

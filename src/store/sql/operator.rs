@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::assignments::not_held_by_another;
 use super::{REQUESTS_CHANNEL, Sql, Store, Tx, bump_versions, claimed_from_row, insert_events, parse_json, wake};
 use crate::domain::closing::{ClaimedRequest, NewEvent, Notification, requester_notifications};
 use crate::domain::decision::{Decision, Trace};
@@ -12,10 +13,10 @@ use crate::domain::event::EventKind;
 use crate::domain::facts::Subject;
 use crate::domain::time::{Millis, rfc3339};
 use crate::domain::validators;
-use crate::store::{FascicoloEntry, QueueEntry, Result, StoreError};
+use crate::store::{AssignedTo, FascicoloEntry, QueueEntry, QueueFilter, Result, StoreError};
 
 /// The request a key names (id or protocol number), locked for writing by the surrounding transaction.
-async fn find(tx: &mut Tx, key: &str) -> Result<AnyRow> {
+pub(super) async fn find(tx: &mut Tx, key: &str) -> Result<AnyRow> {
     let by_id: i64 = key.parse().unwrap_or(-1);
     sqlx::query(tx.sql("SELECT * FROM requests WHERE protocollo = $1 OR id = $2 /*pg:FOR UPDATE*/"))
         .bind(key)
@@ -26,7 +27,7 @@ async fn find(tx: &mut Tx, key: &str) -> Result<AnyRow> {
 }
 
 /// Refuses to change a closed request, or one a worker holds right now.
-fn must_be_open(row: &AnyRow, now: Millis) -> Result<()> {
+pub(super) fn must_be_open(row: &AnyRow, now: Millis) -> Result<()> {
     let protocollo: String = row.try_get("protocollo")?;
     if row.try_get::<&str, _>("stato")? == "chiusa" {
         let esito: Option<String> = row.try_get("esito")?;
@@ -48,17 +49,20 @@ fn must_be_open(row: &AnyRow, now: Millis) -> Result<()> {
 impl Store {
     /// Takes a request waiting for an operator (referred or parked) with a lease, so that it can be closed
     /// through the same fenced batch close as the workers use. Returns it with the rule's last decision
-    /// (for a referral: the outcome the rule proposes, with its effects and the facts it read).
+    /// (for a referral: the outcome the rule proposes, with its effects and the facts it read). `holder` is the
+    /// operator acting: a request another operator holds is refused (None: the administrator).
     pub async fn claim_for_operator(
         &self,
         key: &str,
         owner: &str,
+        holder: Option<&str>,
         lease_ms: i64,
         now: Millis,
     ) -> Result<(ClaimedRequest, Option<Decision>)> {
         let mut tx = self.write_tx().await?;
         let row = find(&mut tx, key).await?;
         must_be_open(&row, now)?;
+        not_held_by_another(&row, holder)?;
         let id: i64 = row.try_get("id")?;
         if row.try_get::<Option<&str>, _>("parked")?.is_none() {
             return Err(StoreError::Refused(format!(
@@ -178,17 +182,20 @@ impl Store {
     }
 
     /// Puts a request parked for an operator back in the queue, to be decided by the rules again (e.g. after
-    /// a fixed rule, or when the facts changed under a referral).
-    pub async fn requeue(&self, key: &str, actor: &str, now: Millis) -> Result<String> {
+    /// a fixed rule, or when the facts changed under a referral); whoever held it lets it go. `holder` as in
+    /// [`Store::claim_for_operator`].
+    pub async fn requeue(&self, key: &str, actor: &str, holder: Option<&str>, now: Millis) -> Result<String> {
         let mut tx = self.write_tx().await?;
         let row = find(&mut tx, key).await?;
         must_be_open(&row, now)?;
+        not_held_by_another(&row, holder)?;
         let claimed = claimed_from_row(&row)?;
         if row.try_get::<Option<&str>, _>("parked")?.is_none() {
             return Err(StoreError::Refused(format!("request {} is already in the queue", claimed.protocollo)));
         }
         sqlx::query(tx.sql(
-            "UPDATE requests SET parked = NULL, assegnata_sede = NULL, failures = 0, last_error = NULL,
+            "UPDATE requests SET parked = NULL, assegnata_sede = NULL, assegnata_a = NULL, assegnata_il = NULL,
+                    failures = 0, last_error = NULL,
                     available_at = $2, aggiornata_il = $2, lease_token = NULL, lease_owner = NULL
              WHERE id = $1",
         ))
@@ -209,19 +216,31 @@ impl Store {
         Ok(claimed.protocollo)
     }
 
-    /// Requests waiting for an operator, oldest first, optionally of one sede; each referral with the trace of
-    /// the rule's last decision (the facts it read, with their versions), in the same query: what `operator list`
+    /// Requests waiting for an operator, oldest first, as `f` filters them, each referral with the trace of the
+    /// rule's last decision (the facts it read, with their versions), in the same query: what the queue
     /// compares with the current versions.
-    pub async fn operator_queue(&self, sede: Option<&str>) -> Result<Vec<(QueueEntry, Option<Trace>)>> {
+    pub async fn operator_queue(&self, f: &QueueFilter) -> Result<Vec<(QueueEntry, Option<Trace>)>> {
+        let (held_by, nobody) = match &f.assegnata {
+            Some(AssignedTo::Operator(id)) => (Some(id.as_str()), 0_i64),
+            Some(AssignedTo::Nobody) => (None, 1),
+            None => (None, 0),
+        };
         let rows = sqlx::query(
             self.sql("SELECT r.id, r.protocollo, r.task, COALESCE(r.assegnata_sede, r.sede) AS sede, r.parked, r.last_error,
-                    r.creata_il, d.reasons, d.trace
+                    r.creata_il, r.assegnata_a, r.assegnata_il, d.reasons, d.trace
              FROM requests r
              LEFT JOIN decisions d ON d.id = (SELECT MAX(l.id) FROM decisions l WHERE l.request_id = r.id)
              WHERE r.stato <> 'chiusa' AND r.parked IS NOT NULL AND ($1 IS NULL OR COALESCE(r.assegnata_sede, r.sede) = $1)
-             ORDER BY r.creata_il, r.id"),
+               AND ($2 IS NULL OR r.assegnata_a = $2) AND ($3 = 0 OR r.assegnata_a IS NULL)
+               AND ($4 IS NULL OR r.creata_il > $4 OR (r.creata_il = $4 AND r.id > $5))
+             ORDER BY r.creata_il, r.id LIMIT $6"),
         )
-        .bind(sede)
+        .bind(f.sede.as_deref())
+        .bind(held_by)
+        .bind(nobody)
+        .bind(f.after.map(|(at, _)| at))
+        .bind(f.after.map(|(_, id)| id))
+        .bind(f.limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -244,6 +263,9 @@ impl Store {
                     motivazioni: reasons,
                     errore: r.try_get("last_error")?,
                     creata_il: rfc3339(r.try_get("creata_il")?),
+                    creata_ms: r.try_get("creata_il")?,
+                    assegnata_a: r.try_get("assegnata_a")?,
+                    assegnata_il: r.try_get::<Option<i64>, _>("assegnata_il")?.map(rfc3339),
                 };
                 Ok((entry, trace))
             })

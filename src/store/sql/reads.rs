@@ -63,6 +63,7 @@ impl Store {
             soggetto: row.try_get("soggetto")?,
             sospesa: row.try_get("parked")?,
             assegnata_sede: row.try_get("assegnata_sede")?,
+            assegnata_a: row.try_get("assegnata_a")?,
             errore: row.try_get("last_error")?,
             richiesta: parse_json("requests.payload", row.try_get("payload")?)?,
         }))
