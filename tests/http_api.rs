@@ -235,7 +235,74 @@ fn the_riepilogo_of_a_position_is_for_who_acts_for_it(db: Db) {
     stop(child);
 }
 
+/// Runs `hold` on a connection of its own, outside the daemon, and keeps the connection (with the lock
+/// `hold` took) until `release` is sent to or dropped.
+fn hold_lock(env: &Env, hold: &'static str) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    use sqlx::Connection;
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = std::sync::mpsc::channel::<()>();
+    let url = env.url().to_string();
+    let holder = std::thread::spawn(move || {
+        common::block_on(async move {
+            sqlx::any::install_default_drivers();
+            let mut conn = sqlx::AnyConnection::connect(&url).await.expect("connect");
+            sqlx::query(hold).execute(&mut conn).await.expect("hold intake");
+            held.send(()).expect("held");
+            let _ = released.recv();
+            // Closing the connection ends the transaction or the session's lock.
+            let _ = conn.close().await;
+        })
+    });
+    is_held.recv().expect("the intake lock is held");
+    (release, holder)
+}
+
+fn a_retry_while_the_first_is_still_being_stored_is_409(db: Db) {
+    let env = Env::new(db);
+    let (child, port) = daemon(&env);
+    let auth = format!("{}Content-Type: application/json\r\n", bearer(&token("portale.key.pem", json!({}))));
+    let keyed = body(ROSSI, "AZIENDA").replacen('{', "{\"chiave_idempotenza\":\"k-lenta\",", 1);
+    let post = {
+        let (auth, keyed) = (auth.clone(), keyed.clone());
+        move || http(port, "POST", &format!("{BASE}/richieste"), &auth, &keyed)
+    };
+    // Intake held back: SQLite's write lock, PostgreSQL's intake lock (advisory lock 7400).
+    let hold = match db {
+        Db::Sqlite => "BEGIN IMMEDIATE",
+        Db::Postgres => "SELECT pg_advisory_lock(7400)",
+    };
+    let (release, holder) = hold_lock(&env, hold);
+    let first = std::thread::spawn(post.clone());
+    // The first submission is waiting for intake, holding its key: the retry is told so, at once.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (status, head, out) = post();
+    assert_eq!(status, 409, "{out}");
+    assert_eq!(problem(&head, &out)["errors"][0]["pointer"], "/chiave_idempotenza", "{out}");
+    release.send(()).expect("release");
+    holder.join().expect("holder");
+    let (status, _, a) = first.join().expect("first");
+    assert_eq!(status, 201, "{a}");
+    // Once it is stored, the retry gets its answer.
+    let (status, _, b) = post();
+    assert_eq!(status, 200, "{b}");
+    let id_of = |t: &str| serde_json::from_str::<Value>(t).expect("json")["items"][0]["id"].clone();
+    assert_eq!(id_of(&a), id_of(&b));
+    if db == Db::Postgres {
+        // Another instance storing a key holds its advisory lock (7401, per key) until it commits.
+        let (release, holder) = hold_lock(&env, "SELECT pg_advisory_lock(7401, hashtext('k-altrove'))");
+        let elsewhere = keyed.replace("k-lenta", "k-altrove");
+        let (status, head, out) = http(port, "POST", &format!("{BASE}/richieste"), &auth, &elsewhere);
+        assert_eq!(status, 409, "{out}");
+        problem(&head, &out);
+        release.send(()).expect("release");
+        holder.join().expect("holder");
+        assert_eq!(http(port, "POST", &format!("{BASE}/richieste"), &auth, &elsewhere).0, 201);
+    }
+    stop(child);
+}
+
 backends!(
+    a_retry_while_the_first_is_still_being_stored_is_409,
     the_riepilogo_of_a_position_is_for_who_acts_for_it,
     submit_decide_read,
     refusals_are_problems_naming_what_failed,

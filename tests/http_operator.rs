@@ -115,8 +115,7 @@ fn an_operator_works_a_referral_of_their_sede(db: Db) {
     let (status, head, out) = http(port, "POST", &path("/chiusura"), &format!("{anna}If-Match: {etag}\r\n"), &bad);
     assert_eq!(status, 422, "{out}");
     assert_eq!(problem(&head, &out)["errors"][0]["pointer"], "/motivi", "{out}");
-    let (status, head, out) =
-        http(port, "POST", &path("/chiusura"), &format!("{anna}If-Match: {etag}\r\n"), &accolta);
+    let (status, head, out) = http(port, "POST", &path("/chiusura"), &format!("{anna}If-Match: {etag}\r\n"), &accolta);
     assert_eq!(status, 200, "{out}");
     assert_ne!(etag_of(&head), etag);
     let closed = json_of(&out);

@@ -110,6 +110,7 @@ impl AppError {
                 StoreError::Refused(_)
                 | StoreError::Reference { .. }
                 | StoreError::IdempotencyMismatch { .. }
+                | StoreError::IdempotencyInFlight { .. }
                 | StoreError::SourceNotCurrent(_)
                 | StoreError::TargetNotEmpty(_),
             ) => 2,
@@ -124,7 +125,8 @@ impl AppError {
             AppError::Invalid(_) => 422,
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) | AppError::Store(StoreError::NotFound(_)) => 404,
-            AppError::Store(StoreError::Refused(_)) | AppError::Conflict(_) => 409,
+            AppError::Store(StoreError::Refused(_) | StoreError::IdempotencyInFlight { .. })
+            | AppError::Conflict(_) => 409,
             AppError::PreconditionFailed(_) => 412,
             AppError::RuleFailed(_) | AppError::Encode(_) => 500,
             AppError::Store(StoreError::Reference { .. } | StoreError::IdempotencyMismatch { .. }) => 422,

@@ -57,7 +57,9 @@ impl Problem {
                 p.errors = errors.iter().map(|e| field_problem(e, list)).collect();
                 p
             }
-            AppError::Store(StoreError::IdempotencyMismatch { index, .. }) => {
+            AppError::Store(
+                StoreError::IdempotencyMismatch { index, .. } | StoreError::IdempotencyInFlight { index },
+            ) => {
                 let detail = e.to_string();
                 let pointer = if list { format!("/{index}/chiave_idempotenza") } else { "/chiave_idempotenza".into() };
                 let mut p = Problem::new(status, detail.clone());

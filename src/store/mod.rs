@@ -33,6 +33,13 @@ pub enum StoreError {
         index + 1
     )]
     IdempotencyMismatch { index: usize, protocollo: String },
+    /// A `chiave_idempotenza` whose first submission is still being stored (`index`: 0-based): the caller
+    /// retries later and then gets the first answer.
+    #[error(
+        "request {}: field `chiave_idempotenza`: a submission with this key is still being processed; retry in a moment to get its answer",
+        index + 1
+    )]
+    IdempotencyInFlight { index: usize },
     #[error("stored data is not as expected: {0}")]
     Corrupt(String),
     /// The request named does not exist.

@@ -112,7 +112,7 @@ impl Store {
             })
             .connect(&read_only_url(url))
             .await?;
-        Ok(Store { pool, dialect: Dialect::Sqlite })
+        Ok(Store { pool, dialect: Dialect::Sqlite, keys_in_flight: Default::default() })
     }
 
     /// Copies every table of this SQLite store into `target`, an empty PostgreSQL database (migrated here),

@@ -1,19 +1,78 @@
 //! Intake: protocol numbers, idempotency and the `protocollazione` events of submitted requests, in one
 //! transaction per submission (PostgreSQL serialises protocol numbers with an advisory lock).
+//!
+//! A retry that arrives while the first submission with its idempotency key is still being stored is refused
+//! (the IETF Idempotency-Key draft's 409) rather than queued behind it: within a process by the keys in flight,
+//! across PostgreSQL instances by a transaction-scoped advisory lock per key, tried without waiting.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use super::*;
+
+/// The advisory-lock class of idempotency keys on PostgreSQL (7400 serialises protocol numbers).
+const KEY_LOCK_CLASS: i32 = 7401;
+
+/// The idempotency keys whose submission this process is storing, shared by the clones of a store.
+#[derive(Debug, Clone, Default)]
+pub(super) struct KeysInFlight(Arc<Mutex<HashSet<String>>>);
+
+/// The keys one submission holds, given back when it ends however it ends.
+struct HeldKeys<'a> {
+    set: &'a KeysInFlight,
+    keys: Vec<String>,
+}
+
+impl KeysInFlight {
+    /// Takes every key of `keys`, or none: the index of the first one another submission holds.
+    fn take<'a>(&'a self, keys: &[&str]) -> std::result::Result<HeldKeys<'a>, usize> {
+        let mut held = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(busy) = keys.iter().position(|k| held.contains(*k)) {
+            return Err(busy);
+        }
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        held.extend(keys.iter().cloned());
+        Ok(HeldKeys { set: self, keys })
+    }
+}
+
+impl Drop for HeldKeys<'_> {
+    fn drop(&mut self) {
+        let mut held = self.set.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for k in &self.keys {
+            held.remove(k);
+        }
+    }
+}
 
 impl Store {
     /// Stores accepted requests `aperta`, each with its protocol number, event and notifications, all in
     /// one transaction. A request whose idempotency key is known returns the first request instead, if it is the
     /// same request; with a different one the whole submission is refused (the key was reused by mistake).
     pub async fn submit(&self, requests: &[NewRequest], default_sede: &str, now: Millis) -> Result<Vec<Submitted>> {
+        let keys: Vec<&str> = requests.iter().filter_map(|r| r.envelope.chiave_idempotenza.as_deref()).collect();
+        let in_flight = |busy: usize| {
+            let key = keys[busy];
+            let index = requests.iter().position(|r| r.envelope.chiave_idempotenza.as_deref() == Some(key));
+            StoreError::IdempotencyInFlight { index: index.unwrap_or(busy) }
+        };
+        let _held = self.keys_in_flight.take(&keys).map_err(in_flight)?;
         let mut tx = self.write_tx().await?;
         if self.dialect == Dialect::Postgres {
+            // Another instance storing one of these keys holds its lock until it commits.
+            for (i, key) in keys.iter().enumerate() {
+                let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+                    .bind(KEY_LOCK_CLASS)
+                    .bind(*key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if !taken {
+                    return Err(in_flight(i));
+                }
+            }
             // Protocol numbers are read, incremented and written back: one intake at a time, as on SQLite.
             sqlx::query("SELECT pg_advisory_xact_lock(7400)").execute(&mut *tx).await?;
         }
-        let keys: Vec<&str> = requests.iter().filter_map(|r| r.envelope.chiave_idempotenza.as_deref()).collect();
         // Each known key with the request it first came with: a retry must repeat that request exactly.
         let mut known: HashMap<String, (Submitted, Map<String, Value>)> = HashMap::new();
         if !keys.is_empty() {

@@ -61,6 +61,8 @@ pub const OUTBOX_CHANNEL: &str = "smart_task_outbox";
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// The idempotency keys this process is storing right now (see `intake::KeysInFlight`).
+    keys_in_flight: intake::KeysInFlight,
 }
 
 type Tx = Transaction<'static, Any>;
@@ -258,7 +260,7 @@ impl Store {
             }
             Dialect::Postgres => options.acquire_timeout(std::time::Duration::from_secs(10)).connect(url).await?,
         };
-        Ok(Store { pool, dialect })
+        Ok(Store { pool, dialect, keys_in_flight: Default::default() })
     }
 
     /// Which backend this store runs on.
