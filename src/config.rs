@@ -156,6 +156,9 @@ pub struct ApiConfig {
     /// The most API calls served at once; beyond it a call answers 503 with `Retry-After` at once instead
     /// of queueing (the load is shed before it piles up behind the database).
     pub max_in_flight: usize,
+    /// The most Server-Sent-Events streams of the change feeds open at once; beyond it, 503 with
+    /// `Retry-After` (a stream holds a connection for minutes, not a call's milliseconds).
+    pub max_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -165,6 +168,7 @@ impl Default for ApiConfig {
             auth: None,
             rate_limit: RateLimitConfig::default(),
             max_in_flight: 1024,
+            max_streams: 64,
         }
     }
 }
@@ -786,6 +790,9 @@ fn check_api_limits(api: &ApiConfig, path: &Path) -> Result<(), ConfigError> {
     }
     if api.max_in_flight == 0 {
         return Err(invalid("api.max_in_flight", "must be at least 1 (0 would refuse every call)"));
+    }
+    if api.max_streams == 0 {
+        return Err(invalid("api.max_streams", "must be at least 1 (0 would refuse every event stream)"));
     }
     Ok(())
 }

@@ -210,6 +210,7 @@ pub async fn run_with(
                     intake: config.intake.clone(),
                     limits: crate::http::limits::Limits::new(&config.api),
                     pipeline: pipeline.clone(),
+                    stop: stop_rx.clone(),
                 })),
                 None => None,
             };

@@ -10,7 +10,7 @@ use common::{Db, Env, TestDb, pg, rdi, sql, stderr};
 use serde_json::Value;
 
 /// Every table of the schema, with the columns that order its rows.
-const TABLES: [(&str, &str); 17] = [
+const TABLES: [(&str, &str); 18] = [
     ("sedi", "codice"),
     ("aziende", "matricola"),
     ("persone", "cf"),
@@ -20,6 +20,7 @@ const TABLES: [(&str, &str); 17] = [
     ("contatti", "id"),
     ("events", "id"),
     ("decisions", "id"),
+    ("applied_effects", "id"),
     ("outbox", "id"),
     ("protocol_counters", "sede, anno"),
     ("subject_versions", "subject"),

@@ -1,10 +1,11 @@
-//! The change feed of request events (`GET /eventi`) over real HTTP on a running daemon, with bearer JWTs
+//! The change feeds (`GET /eventi`, `GET /effetti`) over real HTTP on a running daemon, with bearer JWTs
 //! signed by the test keys: requests submitted by a requester, decided by the workers, then read by an
-//! integrator page by page, oldest first, with cursors; every other role is refused.
+//! integrator page by page, oldest first, with cursors, or as Server-Sent Events resumed with
+//! `Last-Event-ID`; every other role is refused.
 
 mod common;
 
-use common::api::{self, BASE, bearer, daemon};
+use common::api::{self, BASE, bearer, daemon, daemon_with};
 use common::daemon::{http, stop, wait_for};
 use common::{Db, Env, rdi};
 use serde_json::{Value, json};
@@ -116,4 +117,160 @@ fn the_feed_is_for_integrators_and_checks_its_parameters(db: Db) {
     stop(child);
 }
 
-backends!(the_event_feed_pages_forward_with_cursors, the_feed_is_for_integrators_and_checks_its_parameters);
+/// An event of a Server-Sent-Events stream.
+#[derive(Debug)]
+struct Sse {
+    id: String,
+    event: String,
+    data: Value,
+}
+
+/// An open event stream of `path`, read a chunk at a time.
+struct Stream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Stream {
+    async fn open(port: u16, path: &str, last_event_id: Option<&str>) -> reqwest::Response {
+        // The project's one crypto provider (reqwest is built without one of its own).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut request = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .header("Accept", "text/event-stream")
+            .header("Authorization", integrator().trim_start_matches("Authorization: ").trim_end());
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        request.send().await.expect("the stream opens")
+    }
+
+    fn of(response: reqwest::Response) -> Stream {
+        assert_eq!(response.status(), 200);
+        let kind = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        Stream { response, buffer: String::new() }
+    }
+
+    /// The next event (keep-alive comments skipped), or None when the stream ends.
+    async fn next(&mut self) -> Option<Sse> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field =
+                    |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim_start().to_string());
+                let Some(data) = field("data:") else { continue };
+                return Some(Sse {
+                    id: field("id:").unwrap_or_default(),
+                    event: field("event:").unwrap_or_default(),
+                    data: serde_json::from_str(&data).expect("json data"),
+                });
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), self.response.chunk())
+                .await
+                .expect("an event within 30 s")
+                .expect("the stream reads")?;
+            self.buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        }
+    }
+
+    /// Events until one `until` accepts (included).
+    async fn until(&mut self, until: impl Fn(&Sse) -> bool) -> Vec<Sse> {
+        let mut got = Vec::new();
+        while let Some(e) = self.next().await {
+            let done = until(&e);
+            got.push(e);
+            if done {
+                return got;
+            }
+        }
+        panic!("the stream ended before the event awaited: {got:?}");
+    }
+}
+
+fn the_feeds_stream_as_server_sent_events_and_resume_after_the_last_id(db: Db) {
+    let env = Env::new(db);
+    let (child, port) = daemon_with(&env, "  max_streams: 2\n");
+    let first = submit_and_decide(port);
+    common::block_on(async move {
+        let closing = |id: &str| {
+            let id = id.to_string();
+            move |e: &Sse| e.event == "chiusura" && e.data["id_richiesta"] == id.as_str()
+        };
+        let mut live = Stream::of(Stream::open(port, &format!("{BASE}/eventi"), None).await);
+        let before = live.until(closing(&first)).await;
+        for e in &before {
+            assert_eq!(e.id, e.data["cursore"].as_str().expect("cursore"), "{e:?}");
+            assert_eq!(e.event, e.data["tipo"].as_str().expect("tipo"), "{e:?}");
+        }
+        // A request submitted now arrives on the open stream.
+        let second = submit_and_decide(port);
+        let after = live.until(closing(&second)).await;
+        let kinds: Vec<&str> = after.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(kinds, ["protocollazione", "smistamento", "chiusura"], "{after:?}");
+        // A client that reconnects with Last-Event-ID gets what followed it, nothing before.
+        let mut resumed = Stream::of(Stream::open(port, &format!("{BASE}/eventi"), Some(&before[1].id)).await);
+        let again = resumed.until(closing(&second)).await;
+        let ids: Vec<&str> = again.iter().map(|e| e.id.as_str()).collect();
+        let expected: Vec<&str> = before[2..].iter().chain(&after).map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, expected);
+        // Two streams are open: a third is refused with 503 and Retry-After.
+        let busy = Stream::open(port, &format!("{BASE}/effetti"), None).await;
+        assert_eq!(busy.status(), 503);
+        assert!(busy.headers().contains_key("retry-after"));
+        drop(resumed);
+        // The archives' feed: the delega the accepted requests revoked, with the request that did it.
+        let mut effects = None;
+        for _ in 0..50 {
+            let opened = Stream::open(port, &format!("{BASE}/effetti"), None).await;
+            if opened.status() == 200 {
+                effects = Some(Stream::of(opened));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let mut effects = effects.expect("a place for a stream once one closed");
+        let revoked = effects.until(|e| e.event == "revoca_delega").await;
+        let revoked = &revoked[revoked.len() - 1].data;
+        assert_eq!(revoked["id_richiesta"], first.as_str(), "{revoked}");
+        assert_eq!(revoked["dettaglio"]["delega"], "D-1", "{revoked}");
+        // The daemon's stop ends the open streams instead of waiting for them.
+        let started = std::time::Instant::now();
+        stop(child);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "stop waited for the streams");
+        while live.next().await.is_some() {}
+    });
+}
+
+fn the_effects_feed_pages_what_accepted_requests_changed(db: Db) {
+    let env = Env::new(db);
+    let (child, port) = daemon(&env);
+    let first = submit_and_decide(port);
+    let (status, head, out) = http(port, "GET", &format!("{BASE}/effetti?limite=10"), &integrator(), "");
+    assert_eq!(status, 200, "{out}");
+    assert!(head.to_ascii_lowercase().contains("cache-control: no-store"), "{head}");
+    let page: Value = serde_json::from_str(&out).expect("json");
+    let items = page["items"].as_array().expect("items");
+    let revoca = items.iter().find(|e| e["tipo"] == "revoca_delega").expect("a revocation");
+    assert_eq!(
+        (revoca["id_richiesta"].as_str(), revoca["dettaglio"]["delega"].as_str()),
+        (Some(first.as_str()), Some("D-1"))
+    );
+    assert!(revoca["dettaglio"]["data_revoca"].as_str().is_some_and(|d| d.len() == 10), "{revoca}");
+    // Nothing after the last one; a requester may not read it.
+    let next = page["_links"]["next"]["href"].as_str().expect("next");
+    let (_, _, out) = http(port, "GET", next, &integrator(), "");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["items"], json!([]));
+    assert_eq!(http(port, "GET", &format!("{BASE}/effetti"), &token(json!({})), "").0, 403);
+    // The delega is revoked in the reference data the way the feed says.
+    let stato = env.sql("SELECT stato FROM deleghe WHERE id = 'D-1'");
+    assert_eq!(stato[0][0], "REVOCATA");
+    stop(child);
+}
+
+backends!(
+    the_event_feed_pages_forward_with_cursors,
+    the_feed_is_for_integrators_and_checks_its_parameters,
+    the_feeds_stream_as_server_sent_events_and_resume_after_the_last_id,
+    the_effects_feed_pages_what_accepted_requests_changed,
+);

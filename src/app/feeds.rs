@@ -1,13 +1,15 @@
-//! The change feed of request events, for integrators (the portal's back end, the archives): every committed
-//! event in a gap-free order, a page after an opaque cursor. Items refer to the request (id, protocol number,
-//! task) and carry only the detail fields that hold no message body or error text.
+//! The change feeds, for integrators (the portal's back end, the archives): every committed request event, or
+//! every master-data change an accepted request made, in a gap-free order, a page after an opaque cursor.
+//! Items refer to the request (id, protocol number, task). Event items carry only the detail fields that hold
+//! no message body or error text; effect items carry what changed (a new contact's value included: the archives
+//! keep the master copy of it).
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{Actor, AppError, MAX_PAGE};
 use crate::domain::time::rfc3339;
-use crate::store::{FeedEvent, FeedPosition, Store};
+use crate::store::{FeedEvent, FeedPosition, FeedSource, Store};
 
 /// The detail fields a feed item keeps: states, sedi, outcomes, reason codes and counters. Everything else —
 /// an operator's or requester's `testo`, an operator's `nota`, a rule's `errore` (which can quote values) —
@@ -49,10 +51,39 @@ impl From<FeedEvent> for FeedItem {
     }
 }
 
-/// A page of the feed and the cursor to ask for the next one (the last item's, or the same when the page is
+/// One master-data change of the archives' feed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EffectItem {
+    pub cursore: String,
+    pub id_effetto: String,
+    pub id_richiesta: String,
+    pub protocollo: String,
+    pub task: String,
+    /// `revoca_delega`, `archiviazione_contatto`, `disabilitazione_contatto`, `nuovo_contatto`.
+    pub tipo: String,
+    pub istante: String,
+    pub dettaglio: Value,
+}
+
+impl From<FeedEvent> for EffectItem {
+    fn from(e: FeedEvent) -> Self {
+        EffectItem {
+            cursore: encode_cursor(e.position),
+            id_effetto: e.position.id.to_string(),
+            id_richiesta: e.request_id.to_string(),
+            protocollo: e.protocollo,
+            task: e.task,
+            tipo: e.kind,
+            istante: rfc3339(e.at),
+            dettaglio: e.detail,
+        }
+    }
+}
+
+/// A page of a feed and the cursor to ask for the next one (the last item's, or the same when the page is
 /// empty: a feed has no last page, the consumer polls with it).
-pub struct FeedPage {
-    pub items: Vec<FeedItem>,
+pub struct FeedPage<T> {
+    pub items: Vec<T>,
     pub next: String,
 }
 
@@ -71,21 +102,22 @@ pub fn decode_cursor(text: &str) -> Option<FeedPosition> {
     Some(FeedPosition { tx: tx.parse().ok()?, id: id.parse().ok()? })
 }
 
-/// The events after `after` (the feed's start when None), oldest first, at most `limit` (bounded by
-/// [`MAX_PAGE`]); integrators only.
-pub async fn events(
+/// The rows of `source` after `after` (the feed's start when None), oldest first, at most `limit` (bounded by
+/// [`MAX_PAGE`]), as items of type `T`; integrators only.
+pub async fn page<T: From<FeedEvent>>(
     store: &Store,
     actor: &Actor,
+    source: FeedSource,
     after: Option<FeedPosition>,
     limit: i64,
-) -> Result<FeedPage, AppError> {
+) -> Result<FeedPage<T>, AppError> {
     if !matches!(actor, Actor::Integratore { .. }) {
         return Err(AppError::Forbidden("the change feeds are for integrators".into()));
     }
     let after = after.unwrap_or_default();
-    let rows = store.feed_events(after, limit.clamp(1, MAX_PAGE)).await?;
+    let rows = store.feed(source, after, limit.clamp(1, MAX_PAGE)).await?;
     let last = rows.last().map_or(after, |e| e.position);
-    Ok(FeedPage { items: rows.into_iter().map(FeedItem::from).collect(), next: encode_cursor(last) })
+    Ok(FeedPage { items: rows.into_iter().map(T::from).collect(), next: encode_cursor(last) })
 }
 
 #[cfg(test)]

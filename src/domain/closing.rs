@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use serde::Serialize;
 use serde_json::json;
 
 use super::decision::{Ambito, Channel, Decision, Effect, NewContact, Outcome, RuleFailure};
@@ -209,6 +210,63 @@ pub struct ClosePlan {
     pub contacts: Vec<(i64, ContactChange)>,
     /// New versions of the subjects the batch changed.
     pub versions: HashMap<Subject, i64>,
+}
+
+/// What kind of master-data change an applied effect made: the archives' feed names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppliedEffectKind {
+    RevocaDelega,
+    ArchiviazioneContatto,
+    DisabilitazioneContatto,
+    NuovoContatto,
+}
+
+impl AppliedEffectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppliedEffectKind::RevocaDelega => "revoca_delega",
+            AppliedEffectKind::ArchiviazioneContatto => "archiviazione_contatto",
+            AppliedEffectKind::DisabilitazioneContatto => "disabilitazione_contatto",
+            AppliedEffectKind::NuovoContatto => "nuovo_contatto",
+        }
+    }
+}
+
+/// One master-data change of a closing, as the archives' feed records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedEffect {
+    pub request_id: i64,
+    pub kind: AppliedEffectKind,
+    /// The delega's or the contact's id.
+    pub entity: String,
+    /// What changed: the date of a revocation or archiving, or the whole new contact.
+    pub detail: serde_json::Value,
+}
+
+impl ClosePlan {
+    /// Every change to deleghe and contacts the plan writes, one entry per row changed, in plan order.
+    pub fn applied_effects(&self) -> Vec<AppliedEffect> {
+        let revocations = self.revocations.iter().map(|r| AppliedEffect {
+            request_id: r.request_id,
+            kind: AppliedEffectKind::RevocaDelega,
+            entity: r.delega_id.clone(),
+            detail: json!({ "delega": r.delega_id, "data_revoca": r.data_revoca }),
+        });
+        let contacts = self.contacts.iter().map(|(request_id, change)| {
+            let (kind, entity, detail) = match change {
+                ContactChange::Archive { id, valid_to } => {
+                    (AppliedEffectKind::ArchiviazioneContatto, id, json!({ "contatto": id, "valid_to": valid_to }))
+                }
+                ContactChange::Disable { id, valid_to } => {
+                    (AppliedEffectKind::DisabilitazioneContatto, id, json!({ "contatto": id, "valid_to": valid_to }))
+                }
+                ContactChange::Insert(c) => (AppliedEffectKind::NuovoContatto, &c.id, json!(c)),
+            };
+            AppliedEffect { request_id: *request_id, kind, entity: entity.clone(), detail }
+        });
+        revocations.chain(contacts).collect()
+    }
 }
 
 /// Decides what a batch writes. `jitter` yields numbers in [0, 1) for retry backoff.

@@ -38,6 +38,8 @@ pub struct ApiState {
     pub limits: Arc<super::limits::Limits>,
     /// The workers' pipeline: an operator's `nuova-decisione` evaluates with it.
     pub pipeline: Arc<crate::worker::Pipeline>,
+    /// Turns true when the daemon stops: open event streams end.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 pub fn routes() -> Router<AppState> {
@@ -47,7 +49,7 @@ pub fn routes() -> Router<AppState> {
         .route("/richieste/{id}/ritiro", post(withdraw))
         .route("/richieste/{id}/messaggi", post(message))
         .route("/posizioni/{matricola}/riepilogo", get(riepilogo))
-        .route("/eventi", get(super::feeds::events))
+        .merge(super::feeds::routes())
         .merge(super::operator::routes())
 }
 

@@ -1,25 +1,50 @@
-//! `GET /eventi`: the change feed of request events for integrators, as JSON pages after a cursor. The
-//! `next` link is always present (a feed has no last page): on an empty page it repeats the cursor, so a
-//! consumer polls it until new events arrive.
+//! The change feeds for integrators: `GET /eventi` (request events) and `GET /effetti` (the master-data changes
+//! accepted requests made, for the archives), as JSON pages after a cursor or, with
+//! `Accept: text/event-stream`, as Server-Sent Events. The `next` link is always present (a feed has no last
+//! page): on an empty page it repeats the cursor, so a consumer polls it until new rows arrive. A stream sends
+//! each item as an event whose `id` is its cursor, so a client reconnecting with `Last-Event-ID` resumes after
+//! the last item it got; it ends when the daemon stops, and after [`STREAM_LIFETIME`] so that a token checked
+//! once does not hold a stream open forever.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::http::header::ACCEPT;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::AppState;
-use super::api::{BASE, bad_query, no_store};
+use super::api::{ApiState, BASE, bad_query, no_store};
 use super::auth::Authenticated;
 use super::problem::Problem;
-use crate::app::feeds::{self, FeedItem};
-use crate::app::{self, MAX_PAGE};
+use crate::app::feeds::{self, EffectItem, FeedItem};
+use crate::app::{Actor, MAX_PAGE};
+use crate::store::{FeedEvent, FeedPosition, FeedSource, Store};
+
+/// How often an open stream looks for new rows when it has sent everything.
+const STREAM_POLL: Duration = Duration::from_millis(250);
+/// How long a stream stays open; the client reconnects with `Last-Event-ID` (and a fresh token).
+const STREAM_LIFETIME: Duration = Duration::from_secs(600);
+/// Rows a stream reads at a time.
+const STREAM_BATCH: i64 = 100;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/eventi", get(events)).route("/effetti", get(effects))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FeedQuery {
+struct FeedQuery {
     /// The `next` link's cursor, or an item's `cursore`: the page starts after it.
     cursore: Option<String>,
-    /// Events per page, 1–200 (default 50).
+    /// Items per page, 1–200 (default 50).
     limite: Option<i64>,
 }
 
@@ -34,29 +59,152 @@ struct Links {
 }
 
 #[derive(Debug, Serialize)]
-struct FeedPageBody {
-    items: Vec<FeedItem>,
+struct FeedPageBody<T> {
+    items: Vec<T>,
     _links: Links,
 }
 
 /// `GET /eventi?cursore=…&limite=…`: committed request events after the cursor, oldest first.
-pub(super) async fn events(
+async fn events(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
+    headers: HeaderMap,
     query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<Response, Problem> {
+    serve::<FeedItem>(s, actor, headers, query, FeedSource::Events, "eventi").await
+}
+
+/// `GET /effetti?cursore=…&limite=…`: committed master-data changes after the cursor, oldest first.
+async fn effects(
+    State(s): State<AppState>,
+    Authenticated(actor): Authenticated,
+    headers: HeaderMap,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+) -> Result<Response, Problem> {
+    serve::<EffectItem>(s, actor, headers, query, FeedSource::Effects, "effetti").await
+}
+
+/// An item of a feed: what its stream event is called and its cursor.
+trait StreamItem: From<FeedEvent> + Serialize + Send + 'static {
+    fn cursor(&self) -> &str;
+    fn kind(&self) -> &str;
+}
+
+impl StreamItem for FeedItem {
+    fn cursor(&self) -> &str {
+        &self.cursore
+    }
+    fn kind(&self) -> &str {
+        &self.tipo
+    }
+}
+
+impl StreamItem for EffectItem {
+    fn cursor(&self) -> &str {
+        &self.cursore
+    }
+    fn kind(&self) -> &str {
+        &self.tipo
+    }
+}
+
+async fn serve<T: StreamItem>(
+    s: AppState,
+    actor: Actor,
+    headers: HeaderMap,
+    query: Result<Query<FeedQuery>, QueryRejection>,
+    source: FeedSource,
+    path: &str,
+) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| bad_query(e.body_text(), ""))?;
-    let after = match q.cursore.as_deref() {
-        None => None,
-        Some(c) => {
-            Some(feeds::decode_cursor(c).ok_or_else(|| bad_query("not a cursor of this feed".into(), "cursore"))?)
-        }
+    let cursor = |text: &str, name: &str| {
+        feeds::decode_cursor(text).ok_or_else(|| bad_query("not a cursor of this feed".into(), name))
     };
+    let mut after = q.cursore.as_deref().map(|c| cursor(c, "cursore")).transpose()?;
     let limit = q.limite.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(bad_query(format!("{limit} is not between 1 and {MAX_PAGE}"), "limite"));
     }
-    let page = app::feeds::events(&s.store, &actor, after, limit).await?;
-    let next = Link { href: format!("{BASE}/eventi?cursore={}&limite={limit}", page.next) };
-    Ok(no_store(axum::Json(FeedPageBody { items: page.items, _links: Links { next } }).into_response()))
+    let wants_stream = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|m| m.trim().starts_with("text/event-stream")));
+    if !wants_stream {
+        let page = feeds::page::<T>(&s.store, &actor, source, after, limit).await?;
+        let next = Link { href: format!("{BASE}/{path}?cursore={}&limite={limit}", page.next) };
+        return Ok(no_store(axum::Json(FeedPageBody { items: page.items, _links: Links { next } }).into_response()));
+    }
+    if let Some(last) = headers.get("last-event-id") {
+        let text = last.to_str().map_err(|_| bad_query("`Last-Event-ID` is not a cursor".into(), "cursore"))?;
+        after = Some(cursor(text, "cursore")?);
+    }
+    let api = api_state(&s)?;
+    // Refused before the stream starts: a caller who may not read the feed gets a problem, not an empty stream.
+    feeds::page::<T>(&s.store, &actor, source, after, 1).await?;
+    let Some(permit) = api.limits.stream_permit() else {
+        return Ok(super::limits::overloaded());
+    };
+    let stream = Stream {
+        store: s.store.clone(),
+        actor,
+        source,
+        after: after.unwrap_or_default(),
+        stop: api.stop.clone(),
+        until: tokio::time::Instant::now() + STREAM_LIFETIME,
+        _permit: permit,
+    };
+    let events = futures_util::stream::unfold(stream, |st| async move { st.next::<T>().await });
+    let events = futures_util::StreamExt::flat_map(events, futures_util::stream::iter);
+    Ok(no_store(Sse::new(events).keep_alive(KeepAlive::default()).into_response()))
+}
+
+fn api_state(s: &AppState) -> Result<&ApiState, Problem> {
+    s.api.as_deref().ok_or_else(|| Problem::new(axum::http::StatusCode::NOT_FOUND, "the API is not configured"))
+}
+
+/// An open stream: where it is, and what ends it.
+struct Stream {
+    store: Store,
+    actor: Actor,
+    source: FeedSource,
+    after: FeedPosition,
+    stop: watch::Receiver<bool>,
+    until: tokio::time::Instant,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Stream {
+    /// The next events to send (waiting until there are some), or None when the stream ends.
+    async fn next<T: StreamItem>(mut self) -> Option<(Vec<Result<Event, Infallible>>, Stream)> {
+        loop {
+            if *self.stop.borrow() || tokio::time::Instant::now() >= self.until {
+                return None;
+            }
+            let page =
+                match feeds::page::<T>(&self.store, &self.actor, self.source, Some(self.after), STREAM_BATCH).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        // The client reconnects with its Last-Event-ID; the database's words stay in the log.
+                        tracing::warn!(error = %e, "a change-feed stream ended on a failure");
+                        return None;
+                    }
+                };
+            if !page.items.is_empty() {
+                self.after = feeds::decode_cursor(&page.next)?;
+                let events = page
+                    .items
+                    .iter()
+                    .filter_map(|item| {
+                        Event::default().id(item.cursor()).event(item.kind()).json_data(item).ok().map(Ok)
+                    })
+                    .collect();
+                return Some((events, self));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(STREAM_POLL) => {}
+                _ = self.stop.changed() => {}
+            }
+        }
+    }
 }

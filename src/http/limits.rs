@@ -37,6 +37,8 @@ pub struct Limits {
     window_seconds: u64,
     windows: Mutex<Window>,
     in_flight: Semaphore,
+    /// The open event streams (`api.max_streams`).
+    streams: Arc<Semaphore>,
 }
 
 struct Window {
@@ -59,7 +61,14 @@ impl Limits {
             window_seconds: u64::from(config.rate_limit.window_seconds.max(1)),
             windows: Mutex::new(Window { number: 0, calls: HashMap::new() }),
             in_flight: Semaphore::new(config.max_in_flight.max(1)),
+            streams: Arc::new(Semaphore::new(config.max_streams.max(1))),
         })
+    }
+
+    /// A place for one more event stream, held while it is open; None when all are taken (answer
+    /// [`overloaded`]).
+    pub fn stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
     }
 
     fn count(&self, caller: CallerKey, now_seconds: u64) -> Quota {
@@ -131,7 +140,8 @@ pub async fn enforce(State(limits): State<Arc<Limits>>, request: Request, next: 
     response
 }
 
-fn overloaded() -> Response {
+/// 503 with `Retry-After`: the service sheds load.
+pub fn overloaded() -> Response {
     let mut response =
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the service is busy: retry in a moment").into_response();
     set(&mut response, RETRY_AFTER, 1);

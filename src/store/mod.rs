@@ -437,7 +437,17 @@ pub struct FeedPosition {
     pub id: i64,
 }
 
-/// A committed event as the feed reads it, with its request's protocol number and task.
+/// What a change feed follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedSource {
+    /// The requests' events (`events`).
+    Events,
+    /// The master-data changes accepted requests made (`applied_effects`).
+    Effects,
+}
+
+/// A committed row of a feed (an event, or an applied effect with its kind and what changed), with its
+/// request's protocol number and task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedEvent {
     pub position: FeedPosition,

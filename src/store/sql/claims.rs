@@ -331,6 +331,19 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
         .await?;
     }
     apply_contact_changes(tx, &p.contacts, now).await?;
+    let applied = p.applied_effects();
+    if !applied.is_empty() {
+        let rows: Vec<Value> =
+            applied.iter().map(|e| json!([e.request_id, e.kind.as_str(), e.entity, json_text(&e.detail)])).collect();
+        sqlx::query(tx.sql(
+            "INSERT INTO applied_effects (request_id, kind, entity, detail, at)
+             SELECT CAST(value ->> 0 AS BIGINT), value ->> 1, value ->> 2, value ->> 3, $2 FROM json_each($1)",
+        ))
+        .bind(json_text(&rows))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
     if !p.versions.is_empty() {
         let rows: Vec<Value> = p.versions.iter().map(|(s, v)| json!([s.to_string(), v])).collect();
         sqlx::query(

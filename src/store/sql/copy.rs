@@ -25,7 +25,7 @@ use crate::store::{CopiedTable, CopyReport, Result, StoreError};
 /// Every table of the schema but `_sqlx_migrations`, in an order that satisfies the foreign keys: sedi
 /// before aziende, requests before deleghe (`revocata_da`), events and decisions; events before outbox.
 /// (`deleghe.padre` refers to deleghe itself: see [`copy_deleghe`].)
-const TABLES: [&str; 17] = [
+const TABLES: [&str; 18] = [
     "sedi",
     "aziende",
     "persone",
@@ -35,6 +35,7 @@ const TABLES: [&str; 17] = [
     "contatti",
     "events",
     "decisions",
+    "applied_effects",
     "outbox",
     "protocol_counters",
     "subject_versions",
@@ -46,7 +47,7 @@ const TABLES: [&str; 17] = [
 ];
 
 /// The tables whose ids come from an identity sequence on PostgreSQL.
-const IDENTITIES: [&str; 4] = ["requests", "events", "decisions", "outbox"];
+const IDENTITIES: [&str; 5] = ["requests", "events", "decisions", "applied_effects", "outbox"];
 
 /// Rows read from the source at a time, and written per `INSERT` (fewer when a table is wide: PostgreSQL
 /// takes at most 65,535 parameters per statement).

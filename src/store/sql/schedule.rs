@@ -126,6 +126,7 @@ impl Store {
         for statement in [
             "UPDATE deleghe SET revocata_da = NULL WHERE revocata_da IN (SELECT id FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1)",
             "DELETE FROM outbox WHERE request_id IN (SELECT id FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1)",
+            "DELETE FROM applied_effects WHERE request_id IN (SELECT id FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1)",
             "DELETE FROM events WHERE request_id IN (SELECT id FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1)",
             "DELETE FROM decisions WHERE request_id IN (SELECT id FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1)",
         ] {
