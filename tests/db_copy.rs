@@ -10,7 +10,7 @@ use common::{Db, Env, TestDb, pg, rdi, sql, stderr};
 use serde_json::Value;
 
 /// Every table of the schema, with the columns that order its rows.
-const TABLES: [(&str, &str); 16] = [
+const TABLES: [(&str, &str); 18] = [
     ("sedi", "codice"),
     ("aziende", "matricola"),
     ("persone", "cf"),
@@ -27,6 +27,8 @@ const TABLES: [(&str, &str); 16] = [
     ("rule_sources", "version"),
     ("cron_jobs", "name"),
     ("pilot_members", "gruppo, cf"),
+    ("webhook_subscriptions", "id"),
+    ("webhook_dead_letters", "subscription_id, event_id"),
 ];
 
 /// Runs the binary on the database at `url` (the configuration's other settings stay).

@@ -5,6 +5,7 @@
 pub mod feeds;
 mod menu;
 mod position;
+pub mod webhooks;
 
 pub use menu::{MenuItem, menu};
 pub use position::{Riepilogo, fascicolo, riepilogo};

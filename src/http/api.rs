@@ -37,6 +37,8 @@ pub struct ApiState {
     pub rules: Arc<ArcSwap<RuleSet>>,
     pub intake: IntakeConfig,
     pub limits: Arc<super::limits::Limits>,
+    /// Webhook settings (the URLs subscriptions accept).
+    pub webhooks: crate::config::WebhooksConfig,
 }
 
 pub fn routes() -> Router<AppState> {
