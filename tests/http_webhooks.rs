@@ -43,25 +43,39 @@ struct Delivery {
 struct Receiver {
     port: u16,
     status: Arc<AtomicU16>,
-    secret: Arc<Mutex<Option<Vec<u8>>>>,
+    /// Each subscription's signing key, by subscription id (the `webhook-id` before its `_`).
+    secrets: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
     got: Arc<Mutex<Vec<Delivery>>>,
     bad_signatures: Arc<Mutex<Vec<String>>>,
+    /// Deliveries in progress, by subscription, and those that overlapped another of the same subscription.
+    in_flight: Arc<Mutex<BTreeMap<String, usize>>>,
+    overlaps: Arc<Mutex<Vec<String>>>,
+    /// How long each answer takes (widens the window in which two deliverers would overlap).
+    delay: Duration,
 }
 
 impl Receiver {
     fn start(status: u16) -> Receiver {
+        Receiver::start_with(status, Duration::ZERO)
+    }
+
+    fn start_with(status: u16, delay: Duration) -> Receiver {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let r = Receiver {
             port: listener.local_addr().expect("addr").port(),
             status: Arc::new(AtomicU16::new(status)),
-            secret: Arc::new(Mutex::new(None)),
+            secrets: Arc::new(Mutex::new(BTreeMap::new())),
             got: Arc::new(Mutex::new(Vec::new())),
             bad_signatures: Arc::new(Mutex::new(Vec::new())),
+            in_flight: Arc::new(Mutex::new(BTreeMap::new())),
+            overlaps: Arc::new(Mutex::new(Vec::new())),
+            delay,
         };
         let me = r.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                me.serve(stream);
+                let me = me.clone();
+                std::thread::spawn(move || me.serve(stream));
             }
         });
         r
@@ -71,10 +85,10 @@ impl Receiver {
         format!("http://127.0.0.1:{}/ricevi?token=x", self.port)
     }
 
-    fn set_secret(&self, secret: &str) {
+    fn add_secret(&self, subscription: &str, secret: &str) {
         let key = STANDARD.decode(secret.strip_prefix("whsec_").expect("whsec_ prefix")).expect("base64");
         assert_eq!(key.len(), 32, "32 random bytes");
-        *self.secret.lock().expect("lock") = Some(key);
+        self.secrets.lock().expect("lock").insert(subscription.to_string(), key);
     }
 
     fn serve(&self, stream: std::net::TcpStream) {
@@ -102,7 +116,8 @@ impl Receiver {
         let header = |name: &str| headers.get(name).cloned().unwrap_or_default();
         let (id, timestamp, signature) =
             (header("webhook-id"), header("webhook-timestamp"), header("webhook-signature"));
-        let key = self.secret.lock().expect("lock").clone();
+        let subscription = id.split('_').next().unwrap_or_default().to_string();
+        let key = self.secrets.lock().expect("lock").get(&subscription).cloned();
         let signed = key.is_some_and(|key| {
             let mut content = format!("{id}.{timestamp}.").into_bytes();
             content.extend_from_slice(&body);
@@ -120,6 +135,16 @@ impl Receiver {
             self.status.load(Ordering::SeqCst)
         };
         let event_id = item["id_evento"].as_str().unwrap_or_default().to_string();
+        {
+            let mut in_flight = self.in_flight.lock().expect("lock");
+            let n = in_flight.entry(subscription.clone()).or_default();
+            *n += 1;
+            if *n > 1 {
+                self.overlaps.lock().expect("lock").push(id.clone());
+            }
+        }
+        std::thread::sleep(self.delay);
+        *self.in_flight.lock().expect("lock").entry(subscription).or_default() -= 1;
         self.got.lock().expect("lock").push(Delivery { webhook_id: id, event_id, answered });
         let mut stream = reader.into_inner();
         let _ = stream.write_all(
@@ -193,7 +218,7 @@ fn webhooks_deliver_every_event_in_order_through_an_outage(db: Db) {
     let id = created["id"].as_str().expect("id").to_string();
     let secret = created["secret"].as_str().expect("the secret, shown once").to_string();
     assert!(secret.starts_with("whsec_"), "{created}");
-    receiver.set_secret(&secret);
+    receiver.add_secret(&id, &secret);
     let start = created["cursore"].as_str().expect("the feed cursor it starts after").to_string();
 
     // Listed for its owner without the secret; another integrator neither sees nor deletes it.
@@ -253,7 +278,7 @@ fn a_receiver_that_always_fails_ends_in_dead_letters(db: Db) {
     let (child, port) = webhook_daemon(&env, "  max_attempts: 3\n");
     let created = subscribe(port, "archivi", &receiver.url());
     let id = created["id"].as_str().expect("id").to_string();
-    receiver.set_secret(created["secret"].as_str().expect("secret"));
+    receiver.add_secret(&id, created["secret"].as_str().expect("secret"));
     let start = created["cursore"].as_str().expect("cursore").to_string();
     submit_and_decide(port, "1234567890");
     let feed = feed_after(port, &start);
@@ -292,7 +317,62 @@ fn subscriptions_check_their_url_and_role(db: Db) {
     stop(child);
 }
 
+fn two_daemons_never_deliver_one_subscription_at_once(db: Db) {
+    let env = Env::new(db);
+    let receiver = Receiver::start_with(200, Duration::from_millis(30));
+    let (first, port) = webhook_daemon(&env, "");
+    // A second daemon on the same database, on a port of its own; ready before any event happens.
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let other = common::daemon::free_port();
+    let listen = |p: u16| format!("listen: \"127.0.0.1:{p}\"");
+    let second_config = env.write("second.yaml", &text.replace(&listen(port), &listen(other)));
+    let second = std::process::Command::new(common::BIN)
+        .arg("--config")
+        .arg(&second_config)
+        .arg("run")
+        .env_remove("SMART_TASK_DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for("the second daemon", 60, || common::daemon::get(other, "/readyz").0 == 200);
+    let mut subscriptions = Vec::new();
+    let mut start = String::new();
+    for _ in 0..3 {
+        let created = subscribe(port, "archivi", &receiver.url());
+        let id = created["id"].as_str().expect("id").to_string();
+        receiver.add_secret(&id, created["secret"].as_str().expect("secret"));
+        start = created["cursore"].as_str().expect("cursore").to_string();
+        subscriptions.push(id);
+    }
+    submit_and_decide(port, "1234567890");
+    submit_and_decide(port, "1234567890");
+    let feed = feed_after(port, &start);
+    let expected = feed.len() * subscriptions.len();
+    wait_for("every event to every subscription", 60, || {
+        receiver.deliveries().iter().filter(|d| d.answered == 200).count() >= expected
+    });
+    std::thread::sleep(Duration::from_millis(300)); // a duplicate, if any, would arrive now
+    let got = receiver.deliveries();
+    assert!(receiver.bad_signatures.lock().expect("lock").is_empty());
+    assert!(receiver.overlaps.lock().expect("lock").is_empty(), "one deliverer at a time per subscription");
+    let mut ids: Vec<&str> = got.iter().map(|d| d.webhook_id.as_str()).collect();
+    ids.sort_unstable();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "each event delivered once to each subscription: {got:?}");
+    assert_eq!(ids.len(), expected, "{got:?}");
+    for s in &subscriptions {
+        let order: Vec<String> =
+            got.iter().filter(|d| d.webhook_id.starts_with(s.as_str())).map(|d| d.event_id.clone()).collect();
+        assert_eq!(order, feed, "in the feed's order for {s}");
+    }
+    stop(second);
+    stop(first);
+}
+
 backends!(
+    two_daemons_never_deliver_one_subscription_at_once,
     webhooks_deliver_every_event_in_order_through_an_outage,
     a_receiver_that_always_fails_ends_in_dead_letters,
     subscriptions_check_their_url_and_role

@@ -226,6 +226,7 @@ impl Webhooks {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>, health: Arc<crate::health::Health>) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let mut failures = 0u32;
+        debug!(owner = %self.owner, "webhook deliveries started");
         while !*shutdown.borrow() {
             health.beat("webhooks");
             match self.run_round().await {
