@@ -229,7 +229,17 @@ impl Webhooks {
         debug!(owner = %self.owner, "webhook deliveries started");
         while !*shutdown.borrow() {
             health.beat("webhooks");
-            match self.run_round().await {
+            // A round lasts up to `timeout_ms` (a slow receiver): the loop stays alive for the watchdog meanwhile.
+            let round = self.run_round();
+            tokio::pin!(round);
+            let mut alive = tokio::time::interval(Duration::from_secs(1));
+            let result = loop {
+                tokio::select! {
+                    done = &mut round => break done,
+                    _ = alive.tick() => health.beat("webhooks"),
+                }
+            };
+            match result {
                 Ok(leased) if leased > 0 => {
                     failures = 0;
                     continue;
