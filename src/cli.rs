@@ -1114,6 +1114,19 @@ fn check_config(config: &Config) -> Outcome {
         }
         None => outln!("api:     not served (no api.auth)"),
     }
+    let w = &config.webhooks;
+    match w.enabled {
+        true => outln!(
+            "webhooks: delivered every {} ms, timeout {} ms, {} attempts, backoff {} ms to {} ms{}",
+            w.poll_interval_ms,
+            w.timeout_ms,
+            w.max_attempts,
+            w.retry_base_ms,
+            w.retry_max_ms,
+            if w.allow_http_loopback { "; http allowed for loopback hosts" } else { "" }
+        ),
+        false => outln!("webhooks: not delivered by this instance (webhooks.enabled: false)"),
+    }
     let evaluator = daemon::evaluator(config);
     // Vetted as a reload or a start would: a directory that passes here is one the daemon activates.
     match daemon::vet_rules(config, &evaluator) {

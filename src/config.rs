@@ -54,6 +54,9 @@ pub struct Config {
     /// Cron-scheduled maintenance jobs.
     #[serde(default)]
     pub schedule: ScheduleConfig,
+    /// Webhooks: the event feed pushed to integrators' subscriptions.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Stable identity of this instance in logs, metrics and `rules status` (default: the host name). Give each
     /// instance sharing one PostgreSQL database its own.
     #[serde(default)]
@@ -220,6 +223,68 @@ fn default_leeway() -> u64 {
 }
 
 /// A cron job: a standard 5-field crontab expression in a time zone.
+/// Webhooks (`POST /webhook` subscriptions): one loop per instance pushes each subscription's next feed item,
+/// signed (Standard Webhooks), and retries a failure with exponential backoff and jitter (at least what
+/// `Retry-After` asks) until `max_attempts`, then records a dead letter and moves on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Whether this instance delivers (subscriptions are managed through the API either way).
+    pub enabled: bool,
+    /// How often an idle delivery loop looks for subscriptions with events to deliver.
+    pub poll_interval_ms: u64,
+    /// How long one delivery may take (connect, send, answer) before it counts as failed.
+    pub timeout_ms: u64,
+    /// Attempts per event before it goes to the dead letters (`webhook_dead_letters`).
+    pub max_attempts: i64,
+    pub retry_base_ms: i64,
+    pub retry_max_ms: i64,
+    /// Accept `http://` URLs whose host is a loopback address (tests, a local relay); otherwise only https.
+    pub allow_http_loopback: bool,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            enabled: true,
+            poll_interval_ms: 1_000,
+            timeout_ms: 10_000,
+            max_attempts: 10,
+            retry_base_ms: 5_000,
+            retry_max_ms: 3_600_000,
+            allow_http_loopback: false,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// How long a delivery's lease lasts: the request's timeout and a margin to record its outcome.
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.timeout_ms).unwrap_or(i64::MAX / 2).saturating_add(30_000)
+    }
+}
+
+fn check_webhooks(w: &WebhooksConfig, path: &Path) -> Result<(), ConfigError> {
+    let invalid =
+        |field, problem: &str| ConfigError::Invalid { path: path.to_path_buf(), field, problem: problem.into() };
+    if w.poll_interval_ms == 0 {
+        return Err(invalid("webhooks.poll_interval_ms", "must be at least 1 (0 would poll without pause)"));
+    }
+    if !(1..=300_000).contains(&w.timeout_ms) {
+        return Err(invalid("webhooks.timeout_ms", "must be 1 to 300000 ms"));
+    }
+    if w.max_attempts < 1 {
+        return Err(invalid("webhooks.max_attempts", "must be at least 1"));
+    }
+    if w.retry_base_ms < 1 {
+        return Err(invalid("webhooks.retry_base_ms", "must be at least 1"));
+    }
+    if w.retry_max_ms < w.retry_base_ms {
+        return Err(invalid("webhooks.retry_max_ms", "must be at least `retry_base_ms`"));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobConfig {
@@ -680,6 +745,7 @@ impl Config {
         }
         check_worker(&config.worker, &config.rules, path)?;
         check_api_limits(&config.api, path)?;
+        check_webhooks(&config.webhooks, path)?;
         if let Err(problem) = check_log_level(&config.log.level) {
             let at = match config.log.level_line {
                 0 => String::new(),
@@ -1008,6 +1074,24 @@ mod tests {
         for good in ["debug", "WARN", "smart_task=debug,warn", "smart_task::worker=trace", "info,sqlx=warn"] {
             let text = format!("{MINIMAL}log:\n  level: \"{good}\"\n");
             assert!(Config::parse(&text, Path::new("c.yaml")).is_ok(), "{good} is a valid filter");
+        }
+    }
+
+    #[test]
+    fn webhook_settings_have_defaults_and_name_the_bad_field() {
+        let c = Config::parse(MINIMAL, Path::new("c.yaml")).expect("valid");
+        assert!(c.webhooks.enabled && !c.webhooks.allow_http_loopback);
+        assert_eq!(c.webhooks.max_attempts, 10);
+        for (setting, field) in [
+            ("poll_interval_ms: 0", "webhooks.poll_interval_ms"),
+            ("timeout_ms: 0", "webhooks.timeout_ms"),
+            ("max_attempts: 0", "webhooks.max_attempts"),
+            ("retry_base_ms: 0", "webhooks.retry_base_ms"),
+            ("retry_max_ms: 1", "webhooks.retry_max_ms"),
+        ] {
+            let text = format!("{MINIMAL}webhooks:\n  {setting}\n");
+            let err = Config::parse(&text, Path::new("c.yaml")).expect_err(setting).to_string();
+            assert!(err.contains(field), "{setting}: {err}");
         }
     }
 

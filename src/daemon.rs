@@ -211,6 +211,7 @@ pub async fn run_with(
                     limits: crate::http::limits::Limits::new(&config.api),
                     pipeline: pipeline.clone(),
                     stop: stop_rx.clone(),
+                    webhooks: config.webhooks.clone(),
                 })),
                 None => None,
             };
@@ -240,6 +241,12 @@ pub async fn run_with(
         )))
     };
     let notifier = dispatcher.clone().map(|d| tokio::spawn(d.run(stop_rx.clone(), pipeline.health.clone())));
+    // Webhooks belong to the daemon, not to a batch run (`--exit-when-idle`).
+    let webhooks = match exit_when_idle {
+        true => None,
+        false => crate::notify::webhooks::Webhooks::new(config, pipeline.store.clone())?
+            .map(|w| tokio::spawn(w.run(stop_rx.clone(), pipeline.health.clone()))),
+    };
     let listener = (pipeline.store.dialect() == Dialect::Postgres).then(|| {
         let workers = pipeline.clone();
         let outbox = dispatcher.clone();
@@ -371,6 +378,13 @@ pub async fn run_with(
             abort.abort();
         }
     }
+    if let Some(handle) = webhooks {
+        let abort = handle.abort_handle();
+        if tokio::time::timeout(grace, handle).await.is_err() {
+            warn!(grace_seconds = grace.as_secs(), "webhook deliveries in flight did not finish in time");
+            abort.abort();
+        }
+    }
     if let Some(d) = &dispatcher {
         match d.release().await {
             Ok(0) => {}
@@ -417,6 +431,7 @@ fn reload_config(config: &Config, live_level: &mut String) {
         ("database", format!("{:?}", new.database) != format!("{:?}", config.database)),
         ("worker", format!("{:?}", new.worker) != format!("{:?}", config.worker)),
         ("api", format!("{:?}", new.api) != format!("{:?}", config.api)),
+        ("webhooks", format!("{:?}", new.webhooks) != format!("{:?}", config.webhooks)),
         ("schedule", format!("{:?}", new.schedule) != format!("{:?}", config.schedule)),
         ("notify", format!("{:?}", new.notify) != format!("{:?}", config.notify)),
         ("intake", format!("{:?}", new.intake) != format!("{:?}", config.intake)),

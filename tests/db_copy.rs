@@ -10,7 +10,7 @@ use common::{Db, Env, TestDb, pg, rdi, sql, stderr};
 use serde_json::Value;
 
 /// Every table of the schema, with the columns that order its rows.
-const TABLES: [(&str, &str); 18] = [
+const TABLES: [(&str, &str); 20] = [
     ("sedi", "codice"),
     ("aziende", "matricola"),
     ("persone", "cf"),
@@ -29,6 +29,8 @@ const TABLES: [(&str, &str); 18] = [
     ("cron_jobs", "name"),
     ("pilot_members", "gruppo, cf"),
     ("jti_seen", "jti"),
+    ("webhook_subscriptions", "id"),
+    ("webhook_dead_letters", "subscription_id, event_id"),
 ];
 
 /// Runs the binary on the database at `url` (the configuration's other settings stay).

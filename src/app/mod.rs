@@ -6,6 +6,7 @@ pub mod feeds;
 mod menu;
 pub mod operator;
 mod position;
+pub mod webhooks;
 
 pub use menu::{MenuItem, menu};
 pub use position::{Riepilogo, fascicolo, riepilogo};

@@ -40,6 +40,8 @@ pub struct ApiState {
     pub pipeline: Arc<crate::worker::Pipeline>,
     /// Turns true when the daemon stops: open event streams end.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Webhook settings (the URLs subscriptions accept).
+    pub webhooks: crate::config::WebhooksConfig,
 }
 
 pub fn routes() -> Router<AppState> {

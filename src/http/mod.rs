@@ -37,6 +37,7 @@ mod menu;
 mod operator;
 mod ops;
 pub mod problem;
+mod webhooks;
 
 /// How long a request may take before it is answered 503.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         let routes = api::routes()
             .merge(menu::routes())
             .merge(fascicolo::routes())
+            .merge(webhooks::routes())
             .layer(axum::middleware::from_fn_with_state(api.limits.clone(), limits::enforce))
             .layer(CompressionLayer::new());
         app = app.nest(api::BASE, routes);

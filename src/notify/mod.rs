@@ -19,6 +19,7 @@ pub mod privacy;
 pub mod segments;
 pub mod sms;
 pub mod templates;
+pub mod webhooks;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -26,6 +26,7 @@ pub const SHADOW_DISAGREEMENTS: &str = "smart_task_shadow_disagreements_total";
 pub const CONFLICTS: &str = "smart_task_redecisions_total";
 pub const TAKEOVERS: &str = "smart_task_lease_takeovers_total";
 pub const NOTIFICATIONS: &str = "smart_task_notifications_total";
+pub const WEBHOOK_DELIVERIES: &str = "smart_task_webhook_deliveries_total";
 pub const NOTIFICATIONS_DEAD: &str = "smart_task_notifications_dead";
 pub const NOTIFICATIONS_PENDING: &str = "smart_task_notifications_pending";
 pub const OLDEST_PENDING_NOTIFICATION_AGE: &str = "smart_task_oldest_pending_notification_age_seconds";
@@ -42,6 +43,8 @@ const DECISION_OUTCOMES: [&str; 3] = ["accolta", "non_accolta", "rinvio"];
 const FAILURE_KINDS: [&str; 5] = ["error", "timeout", "budget", "no_rule", "database"];
 const CHANNELS: [&str; 2] = ["email", "sms"];
 const NOTIFICATION_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "dead"];
+/// The outcomes of a webhook delivery attempt.
+pub const WEBHOOK_OUTCOMES: [&str; 3] = ["delivered", "retried", "dead"];
 
 /// Every metric family the daemon registers, with the text of its `# HELP` line.
 const FAMILIES: &[(&str, Kind, &str)] = &[
@@ -84,6 +87,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     ),
     (TAKEOVERS, Kind::Counter, "Requests claimed after another worker's lease expired."),
     (NOTIFICATIONS, Kind::Counter, "Notification send attempts, by channel and outcome (sent, retried, failed, dead)."),
+    (
+        WEBHOOK_DELIVERIES,
+        Kind::Counter,
+        "Webhook delivery attempts, by outcome (delivered, retried, dead: given up after webhooks.max_attempts).",
+    ),
     (NOTIFICATIONS_DEAD, Kind::Gauge, "Notifications that exhausted their retries (dead) and are not resent."),
     (NOTIFICATIONS_PENDING, Kind::Gauge, "Notifications waiting to be sent (due now or waiting for a retry)."),
     (OLDEST_PENDING_NOTIFICATION_AGE, Kind::Gauge, "Age of the oldest notification waiting to be sent; 0 when none."),
@@ -144,6 +152,9 @@ pub fn initialise(rules: &RuleSet, instance: &str) {
         for outcome in NOTIFICATION_OUTCOMES {
             counter!(NOTIFICATIONS, "channel" => channel, "outcome" => outcome).increment(0);
         }
+    }
+    for outcome in WEBHOOK_OUTCOMES {
+        counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(0);
     }
     counter!(CONFLICTS).increment(0);
     counter!(TAKEOVERS).increment(0);

@@ -25,7 +25,7 @@ use crate::store::{CopiedTable, CopyReport, Result, StoreError};
 /// Every table of the schema but `_sqlx_migrations`, in an order that satisfies the foreign keys: sedi
 /// before aziende, requests before deleghe (`revocata_da`), events and decisions; events before outbox.
 /// (`deleghe.padre` refers to deleghe itself: see [`copy_deleghe`].)
-const TABLES: [&str; 18] = [
+const TABLES: [&str; 20] = [
     "sedi",
     "aziende",
     "persone",
@@ -44,6 +44,8 @@ const TABLES: [&str; 18] = [
     "cron_jobs",
     "pilot_members",
     "jti_seen",
+    "webhook_subscriptions",
+    "webhook_dead_letters",
 ];
 
 /// The tables whose ids come from an identity sequence on PostgreSQL.

@@ -47,6 +47,7 @@ mod pilot;
 mod reads;
 mod rule_status;
 mod schedule;
+mod webhooks;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
