@@ -29,6 +29,8 @@ use crate::store::Store;
 
 pub mod api;
 pub mod auth;
+mod body;
+pub mod openapi;
 mod ops;
 pub mod problem;
 
