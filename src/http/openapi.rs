@@ -26,9 +26,10 @@ pub const VERSION: &str = "1.0.0";
         contact(name = "Smart-Task back office", email = "smart-task@example.it", url = "https://www.inps.it"),
         license(name = "EUPL-1.2", identifier = "EUPL-1.2"),
     ),
-    servers((url = "/rest/smart-task/v1", description = "This daemon")),
+    servers((url = "https://{host}/rest/smart-task/v1", description = "The daemon behind the agency's gateway",
+        variables(("host" = (default = "api.example.it", description = "The public host name"))))),
     paths(api::submit, api::read, api::list, api::withdraw, api::message, api::riepilogo, serve),
-    components(schemas(Problem)),
+    components(schemas(Problem, crate::domain::request::Stato)),
     modifiers(&Bearer),
     security(("bearer" = [])),
     tags((name = "richieste", description = "Requests"), (name = "posizioni", description = "Positions"),
@@ -86,8 +87,34 @@ fn problem_response(description: &str) -> Value {
     })
 }
 
+/// Gives `maxLength` to the strings whose length their `format` already fixes (AgID sec-string-maxlength asks a
+/// bound of every string; RFC 3339 bounds dates and instants, so the bound is stated once here, not per field).
+fn bound_formatted_strings(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            let is_string = match map.get("type") {
+                Some(Value::String(t)) => t == "string",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+                _ => false,
+            };
+            let bound = match map.get("format").and_then(Value::as_str) {
+                Some("date") => Some(10),      // 2026-12-03
+                Some("date-time") => Some(35), // 2026-12-03T08:09:32.420123456+01:00
+                _ => None,
+            };
+            if let (true, Some(bound)) = (is_string, bound) {
+                map.entry("maxLength").or_insert_with(|| json!(bound));
+            }
+            map.values_mut().for_each(bound_formatted_strings);
+        }
+        Value::Array(items) => items.iter_mut().for_each(bound_formatted_strings),
+        _ => {}
+    }
+}
+
 /// What every operation shares, added to the generated document.
 fn finish(doc: &mut Value) {
+    bound_formatted_strings(doc);
     doc["info"]["summary"] = json!("Smart-Task requests of the social-security back office");
     doc["info"]["x-api-id"] = json!("7a0c3a1e-5d1b-4f3e-9a8e-2f6b1c9d4e11");
     let seconds = |d: &str| json!({"description": d, "schema": {"type": "integer", "format": "int32", "minimum": 0}});
