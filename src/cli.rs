@@ -145,6 +145,12 @@ enum Command {
     },
     /// Measure the pipeline on a synthetic world in a temporary SQLite file
     Bench(bench::BenchArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP API (what docs/openapi.json holds)
+    Openapi {
+        /// Write the document to this file instead of standard output
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -369,6 +375,10 @@ pub fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Outcome {
+    if let Command::Openapi { output } = &cli.command {
+        // The document depends on the code only: no configuration is read, so it can be generated anywhere.
+        return openapi(output.as_deref());
+    }
     let mut config = Config::load(cli.config.as_deref()).map_err(input)?;
     crate::domain::time::set_zone(config.zone());
     if matches!(cli.command, Command::Bench(_)) {
@@ -493,6 +503,8 @@ async fn dispatch(cli: Cli) -> Outcome {
             outln!("database is up to date");
             Ok(())
         }
+        // Answered before the configuration is loaded; kept here so the match stays exhaustive without a panic.
+        Command::Openapi { output } => openapi(output.as_deref()),
         Command::Bench(args) => bench::run(&config, args).await.map_err(|e| match e.downcast::<StdoutError>() {
             Ok(stdout) => stdout.into(),
             Err(e) => runtime(e),
@@ -1209,6 +1221,20 @@ async fn notifications(config: &Config, command: NotificationsCommand) -> Outcom
                 many => outln!("{} notifications queued again", many.len()),
             }
             Ok(())
+        }
+    }
+}
+
+/// `smart-taskd openapi [--output FILE]`.
+fn openapi(output: Option<&Path>) -> Outcome {
+    let document = crate::http::openapi::document();
+    match output {
+        None => {
+            out!("{document}");
+            Ok(())
+        }
+        Some(path) => {
+            std::fs::write(path, document).with_context(|| format!("cannot write {}", path.display())).map_err(runtime)
         }
     }
 }

@@ -22,11 +22,14 @@ fn may_see_position(actor: &Actor, azienda: &Azienda, deleghe: &[Delega]) -> boo
 }
 
 /// The riepilogo of a position: the company, its deleghe, the contacts bound to it and its open requests.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Riepilogo {
     pub azienda: Azienda,
+    #[schema(min_items = 0, max_items = 100000)]
     pub deleghe: Vec<Delega>,
+    #[schema(min_items = 0, max_items = 100000)]
     pub contatti: Vec<Contatto>,
+    #[schema(min_items = 0, max_items = 200)]
     pub richieste_aperte: Vec<RequestSummary>,
 }
 

@@ -19,16 +19,29 @@ pub struct Sede {
     pub email: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The schema of a list of short strings of a facts file (each bounded by `intake.limits.max_field_chars`).
+fn short_strings() -> utoipa::openapi::schema::Array {
+    let item =
+        utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::String).max_length(Some(1000));
+    utoipa::openapi::schema::ArrayBuilder::new().items(item).min_items(Some(0)).max_items(Some(100)).build()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Azienda {
+    #[schema(max_length = 1000)]
     pub matricola: String,
+    #[schema(max_length = 1000)]
     pub cf: String,
+    #[schema(max_length = 1000)]
     pub ragione_sociale: String,
+    #[schema(max_length = 1000)]
     pub sede: String,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub pec_registro_imprese: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = short_strings)]
     pub rappresentanti_legali: Vec<String>,
 }
 
@@ -49,7 +62,7 @@ pub struct Intermediario {
     pub albo: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TipoDelega {
     Intermediario,
@@ -57,7 +70,7 @@ pub enum TipoDelega {
     Subdelega,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StatoDelega {
     Attiva,
@@ -65,24 +78,31 @@ pub enum StatoDelega {
     Scaduta,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Delega {
+    #[schema(max_length = 1000)]
     pub id: String,
+    #[schema(max_length = 1000)]
     pub matricola: String,
+    #[schema(max_length = 1000)]
     pub delegato_cf: String,
     pub tipo: TipoDelega,
     pub stato: StatoDelega,
+    #[schema(format = Date)]
     pub data_inizio: String,
     #[serde(default)]
+    #[schema(format = Date)]
     pub data_fine: Option<String>,
     #[serde(default)]
+    #[schema(format = Date)]
     pub data_revoca: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub padre: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TipoContatto {
     Email,
@@ -91,7 +111,7 @@ pub enum TipoContatto {
     Telefono,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StatoContatto {
     Valido,
@@ -99,23 +119,31 @@ pub enum StatoContatto {
     Disabilitato,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Contatto {
+    #[schema(max_length = 1000)]
     pub id: String,
+    #[schema(max_length = 1000)]
     pub titolare_cf: String,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub matricola: Option<String>,
     pub tipo: TipoContatto,
+    #[schema(max_length = 1000)]
     pub valore: String,
     #[serde(default)]
+    #[schema(schema_with = short_strings)]
     pub uso: Vec<String>,
     pub stato: StatoContatto,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub anomalia: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub valid_from: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub valid_to: Option<String>,
 }
 

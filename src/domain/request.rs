@@ -12,7 +12,7 @@ pub const PROFILES: &[&str] = &["AZIENDA", "INTERMEDIARIO", "DIPENDENTE"];
 
 /// Lifecycle states seen by the requester. `Annullata` is a request its requester withdrew: stored
 /// `chiusa` with esito `annullata` (see [`Stato::stored`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stato {
     Aperta,

@@ -14,16 +14,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use serde_json::json;
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::auth::{Authenticated, Verifier};
+use super::body::{
+    Link, ListaRichieste, Messaggio, MessaggioInviato, PageLinks, RichiestaPresentata, RichiestePresentate,
+    RigaRichiesta, SelfLinks, TipoMessaggio,
+};
 use super::problem::{FieldProblem, Problem};
 use crate::app;
 use crate::config::IntakeConfig;
 use crate::domain::request::Stato;
 use crate::rules::RuleSet;
-use crate::store::ListFilter;
+use crate::store::{ListFilter, RequestView};
 use crate::worker::now_ms;
 
 /// The base path of version 1.
@@ -53,6 +57,7 @@ pub fn routes() -> Router<AppState> {
         .route("/posizioni/{matricola}/riepilogo", get(riepilogo))
         .merge(super::feeds::routes())
         .merge(super::operator::routes())
+        .route("/openapi.json", get(super::openapi::serve))
 }
 
 pub(super) fn no_store(mut response: Response) -> Response {
@@ -60,9 +65,25 @@ pub(super) fn no_store(mut response: Response) -> Response {
     response
 }
 
+#[utoipa::path(
+    post, path = "/richieste", tag = "richieste", operation_id = "presenta_richieste",
+    request_body(content = super::openapi::Submission, content_type = "application/json",
+        description = "One request (an object) or several (an array, at most `intake.limits.max_requests`)"),
+    responses(
+        (status = 201, description = "Stored, queued for the rules", body = RichiestePresentate,
+            headers(("Location", description = "The request's resource, when one was sent"))),
+        (status = 200, description = "Every request repeats an earlier `chiave_idempotenza`: the stored ones", body = RichiestePresentate),
+        (status = 400, description = "The body is not UTF-8", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a requester, or requests in someone else's name", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than `intake.limits.max_document_bytes`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Refused: every problem with a pointer to its field; nothing was queued", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /richieste`: one request (an object) or several (an array), JSON; all queued or none. 201 with the
 /// stored requests (and `Location` for one); 200 when every request repeats an earlier `chiave_idempotenza`.
-async fn submit(
+pub(super) async fn submit(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     headers: HeaderMap,
@@ -90,20 +111,18 @@ async fn submit(
     let stored = app::submit(&s.store, &rules, &api.intake, &actor, text, "body", now_ms())
         .await
         .map_err(|e| Problem::from_app(e, list))?;
-    let items: Vec<serde_json::Value> = stored
+    let items = stored
         .iter()
-        .map(|(s, r)| {
-            json!({
-                "id": s.id.to_string(),
-                "protocollo": s.protocollo,
-                "task": r.envelope.task,
-                "gia_presentata": s.duplicate,
-                "_links": { "self": { "href": format!("{BASE}/richieste/{}", s.id) } },
-            })
+        .map(|(s, r)| RichiestaPresentata {
+            id: s.id.to_string(),
+            protocollo: s.protocollo.clone(),
+            task: r.envelope.task.clone(),
+            gia_presentata: s.duplicate,
+            _links: SelfLinks::request(s.id),
         })
         .collect();
     let status = if stored.iter().all(|(s, _)| s.duplicate) { StatusCode::OK } else { StatusCode::CREATED };
-    let mut response = (status, axum::Json(json!({ "items": items }))).into_response();
+    let mut response = (status, axum::Json(RichiestePresentate { items })).into_response();
     if let [(one, _)] = stored.as_slice()
         && let Ok(location) = HeaderValue::from_str(&format!("{BASE}/richieste/{}", one.id))
     {
@@ -112,9 +131,18 @@ async fn submit(
     Ok(no_store(response))
 }
 
+#[utoipa::path(
+    get, path = "/richieste/{id}", tag = "richieste", operation_id = "leggi_richiesta", params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$")),
+    responses(
+        (status = 200, description = "The request", body = RequestView, headers(("ETag", description = "Strong validator of this representation"))),
+        (status = 304, description = "Unchanged since the `If-None-Match` given", headers(("ETag", description = "Strong validator of this representation"))),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /richieste/{id}`: a request the caller may see, with its decision and history, and a strong `ETag`
 /// (`If-None-Match` answers 304). Another requester's request is 404, like one that does not exist.
-async fn read(
+pub(super) async fn read(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
@@ -141,22 +169,38 @@ async fn read(
 }
 
 /// The filters of the Lista Richieste (query string: no personal data — who is asking comes from the token).
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// Task type.
+    #[param(max_length = 1000)]
     task: Option<String>,
+    #[param(value_type = Option<Stato>)]
     stato: Option<String>,
+    /// accolta, non_accolta or annullata.
+    #[param(max_length = 16, pattern = "^(accolta|non_accolta|annullata)$")]
     esito: Option<String>,
+    /// The position (10 digits).
+    #[param(max_length = 10, pattern = "^[0-9]{10}$")]
     matricola: Option<String>,
     /// Submitted from this day (YYYY-MM-DD, in the service's time zone) …
+    #[param(format = Date)]
     creata_dal: Option<String>,
     /// … to this day, included.
+    #[param(format = Date)]
     creata_al: Option<String>,
+    /// Last changed from this day …
+    #[param(format = Date)]
     aggiornata_dal: Option<String>,
+    /// … to this day, included.
+    #[param(format = Date)]
     aggiornata_al: Option<String>,
     /// The `next` link's cursor.
+    #[param(max_length = 19, pattern = "^[0-9]{1,19}$")]
     cursore: Option<String>,
     /// Requests per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limite: Option<i64>,
 }
 
@@ -208,9 +252,18 @@ fn day_range(dal: Option<&String>, al: Option<&String>, name: &str) -> Result<(O
     Ok((from, to))
 }
 
+#[utoipa::path(
+    get, path = "/richieste", tag = "richieste", operation_id = "lista_richieste", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the caller's requests, newest first", body = ListaRichieste),
+        (status = 400, description = "A filter is not valid (the pointer names it: `?stato`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a requester", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /richieste`: the caller's Lista Richieste, open and closed together, newest first, a page at a time
 /// (`_links.next` carries the cursor).
-async fn list(
+pub(super) async fn list(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -243,18 +296,7 @@ async fn list(
         ..Default::default()
     };
     let page = app::list(&s.store, &actor, filter).await?;
-    let items: Vec<serde_json::Value> = page
-        .items
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.id.to_string(), "protocollo": r.protocollo, "task": r.task, "stato": r.stato,
-                "esito": r.esito, "matricola": r.matricola, "creata_il": r.creata_il,
-                "aggiornata_il": r.aggiornata_il, "chiusa_il": r.chiusa_il,
-                "_links": { "self": { "href": format!("{BASE}/richieste/{}", r.id) } },
-            })
-        })
-        .collect();
+    let items = page.items.into_iter().map(RigaRichiesta::from).collect();
     let links = match page.next_before_id {
         Some(next) => {
             let next = next.to_string();
@@ -266,16 +308,26 @@ async fn list(
             }
             let encoded: Vec<String> =
                 params.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC))).collect();
-            json!({ "next": { "href": format!("{BASE}/richieste?{}", encoded.join("&")) } })
+            PageLinks { next: Some(Link { href: format!("{BASE}/richieste?{}", encoded.join("&")) }) }
         }
-        None => json!({}),
+        None => PageLinks::default(),
     };
-    Ok(no_store(axum::Json(json!({ "items": items, "_links": links })).into_response()))
+    Ok(no_store(axum::Json(ListaRichieste { items, _links: links }).into_response()))
 }
 
+#[utoipa::path(
+    post, path = "/richieste/{id}/ritiro", tag = "richieste", operation_id = "ritira_richiesta", params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$")),
+    responses(
+        (status = 200, description = "Withdrawn: the request as it is now", body = RequestView),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a requester", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Closed already, or not the caller's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /richieste/{id}/ritiro`: the requester withdraws an open request of theirs (closed `annullata`); the
 /// answer is the request as it is now.
-async fn withdraw(
+pub(super) async fn withdraw(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
@@ -304,19 +356,26 @@ pub(super) fn not_found_by_id(e: app::AppError) -> Problem {
     }
 }
 
-/// The body of a message to the sede.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Message {
-    testo: String,
-}
-
+#[utoipa::path(
+    post, path = "/richieste/{id}/messaggi", tag = "richieste", operation_id = "scrivi_alla_sede", params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$")),
+    request_body(content = Messaggio, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Recorded in the history and sent to the sede", body = MessaggioInviato),
+        (status = 400, description = "Not the expected JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the request's requester", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The request is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The text is empty, too long or has control characters", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /richieste/{id}/messaggi` `{"testo": …}`: the requester writes to the sede about an open request; 201.
-async fn message(
+pub(super) async fn message(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
-    body: Result<axum::Json<Message>, axum::extract::rejection::JsonRejection>,
+    body: Result<axum::Json<Messaggio>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
     let Some(api) = &s.api else { return Err(Problem::new(StatusCode::NOT_FOUND, "the API is not configured")) };
     let key = opaque_id(&id)?;
@@ -326,13 +385,22 @@ async fn message(
     })?;
     let protocollo =
         app::message_to_sede(&s.store, &api.intake, &actor, key, &m.testo, now_ms()).await.map_err(not_found_by_id)?;
-    let answer = json!({ "protocollo": protocollo, "tipo": "messaggio_richiedente" });
+    let answer = MessaggioInviato { protocollo, tipo: TipoMessaggio::MessaggioRichiedente };
     Ok(no_store((StatusCode::CREATED, axum::Json(answer)).into_response()))
 }
 
+#[utoipa::path(
+    get, path = "/posizioni/{matricola}/riepilogo", tag = "posizioni", operation_id = "riepilogo_posizione",
+    params(("matricola" = String, Path, description = "The position (10 digits)", max_length = 10, pattern = "^[0-9]{10}$")),
+    responses(
+        (status = 200, description = "The company, its deleghe and contacts, its open requests", body = app::Riepilogo),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No position with that matricola that the caller may act for", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /posizioni/{matricola}/riepilogo`: the position's company, deleghe, contacts and open requests, for
 /// who may act for it (404 for anyone else, as for a matricola that does not exist).
-async fn riepilogo(
+pub(super) async fn riepilogo(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(matricola): Path<String>,

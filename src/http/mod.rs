@@ -30,10 +30,12 @@ use crate::store::Store;
 
 pub mod api;
 pub mod auth;
+mod body;
 mod fascicolo;
 mod feeds;
 pub mod limits;
 mod menu;
+pub mod openapi;
 mod operator;
 mod ops;
 pub mod problem;

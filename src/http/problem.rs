@@ -9,14 +9,20 @@ use crate::app::AppError;
 use crate::intake::IntakeError;
 use crate::store::StoreError;
 
-#[derive(Debug, Clone, Serialize)]
+/// A problem (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
+    #[schema(value_type = String, max_length = 1000)]
     pub kind: &'static str,
+    #[schema(value_type = String, max_length = 100)]
     pub title: &'static str,
+    #[schema(minimum = 100, maximum = 599)]
     pub status: u16,
+    #[schema(max_length = 8000)]
     pub detail: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(min_items = 0, max_items = 10000)]
     pub errors: Vec<FieldProblem>,
     /// Extra headers of the answer (e.g. `WWW-Authenticate`).
     #[serde(skip)]
@@ -24,9 +30,11 @@ pub struct Problem {
 }
 
 /// One problem of the input: where (a JSON Pointer into the body) and what.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldProblem {
+    #[schema(max_length = 1000)]
     pub pointer: String,
+    #[schema(max_length = 4000)]
     pub detail: String,
 }
 

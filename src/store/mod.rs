@@ -138,53 +138,85 @@ pub struct EffectRow {
 }
 
 /// One entry of a request's history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventView {
+    #[schema(max_length = 64)]
     pub tipo: String,
+    #[schema(format = DateTime)]
     pub istante: String,
+    #[schema(max_length = 1000)]
     pub attore: String,
     #[serde(skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Object)]
     pub dettaglio: Value,
 }
 
 /// A request as read back (domain.md §9.3).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RequestView {
     pub id: i64,
+    #[schema(max_length = 64)]
     pub protocollo: String,
+    #[schema(max_length = 1000)]
     pub task: String,
+    #[schema(max_length = 16)]
     pub stato: String,
+    #[schema(max_length = 16)]
     pub esito: Option<String>,
+    #[schema(value_type = Vec<Object>, min_items = 0, max_items = 1000)]
     pub motivazioni: Vec<Value>,
+    #[schema(value_type = Vec<Object>, min_items = 0, max_items = 1000)]
     pub effetti: Vec<Value>,
+    #[schema(min_items = 0, max_items = 100000)]
     pub eventi: Vec<EventView>,
+    #[schema(max_length = 1000)]
     pub versione_regola: Option<String>,
+    #[schema(format = DateTime)]
     pub creata_il: String,
+    #[schema(format = DateTime)]
     pub chiusa_il: Option<String>,
+    #[schema(max_length = 4, pattern = "^[0-9]{4}$")]
     pub sede: String,
+    #[schema(max_length = 16)]
     pub soggetto: String,
     /// `rinvio` (referred to an operator) or `errore` (rule failures), when waiting for an operator.
+    #[schema(max_length = 16)]
     pub sospesa: Option<String>,
+    #[schema(max_length = 4, pattern = "^[0-9]{4}$")]
     pub assegnata_sede: Option<String>,
     /// The operator holding it (presa in carico), if anyone.
+    #[schema(max_length = 64)]
     pub assegnata_a: Option<String>,
+    #[schema(max_length = 8000)]
     pub errore: Option<String>,
+    /// The request as submitted, normalised.
+    #[schema(value_type = Object)]
     pub richiesta: Value,
 }
 
 /// A line of `list`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RequestSummary {
     pub id: i64,
+    #[schema(max_length = 64)]
     pub protocollo: String,
+    #[schema(max_length = 1000)]
     pub task: String,
+    #[schema(max_length = 16)]
     pub stato: String,
+    #[schema(max_length = 16)]
     pub esito: Option<String>,
+    #[schema(max_length = 16)]
     pub soggetto: String,
+    #[schema(max_length = 10, pattern = "^[0-9]{10}$")]
     pub matricola: Option<String>,
+    #[schema(max_length = 16)]
     pub sospesa: Option<String>,
+    #[schema(format = DateTime)]
     pub creata_il: String,
+    #[schema(format = DateTime)]
     pub aggiornata_il: String,
+    #[schema(format = DateTime)]
     pub chiusa_il: Option<String>,
 }
 
