@@ -7,13 +7,13 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::facts::{
     Azienda, Delega, IMPORT_VERSION, ImportFile, Intermediario, Persona, Sede, StatoDelega, TipoDelega,
 };
 use crate::domain::validators::{complete_codice_fiscale, complete_partita_iva};
 use crate::output::outln;
-use crate::worker::now_ms;
 use crate::{daemon, intake};
 
 #[derive(Debug, clap::Args)]

@@ -8,11 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, Actor, AppError};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::domain::request::Stato;
 use crate::output::{StdoutError, out, outln};
 use crate::store::{ListFilter, RequestView, Submitted};
-use crate::worker::now_ms;
 use crate::{bench, daemon, intake, telemetry};
 
 #[derive(Debug, Parser)]
@@ -1100,8 +1100,8 @@ fn rules_check(config: &Config, dir: Option<PathBuf>, json: bool) -> Outcome {
 fn rules_test(config: &Config, dir: Option<PathBuf>, task: Option<String>, json: bool) -> Outcome {
     let dir = dir.unwrap_or_else(|| config.rules.dir.clone());
     let options =
-        crate::rules::CaseOptions { task, sede_predefinita: config.intake.sede_predefinita.clone(), now: now_ms() };
-    let report = crate::rules::run_cases(&dir, &daemon::evaluator(config), &options)
+        crate::ruletools::CaseOptions { task, sede_predefinita: config.intake.sede_predefinita.clone(), now: now_ms() };
+    let report = crate::ruletools::run_cases(&dir, &daemon::evaluator(config), &options)
         .with_context(|| format!("cannot test the rules in {}", dir.display()))
         .map_err(input)?;
     if json {

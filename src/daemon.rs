@@ -11,11 +11,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::notify::Dispatcher;
 use crate::rules::{Evaluator, Limits, RuleSet, load_rule_set};
 use crate::store::{Dialect, Store, StoreError};
-use crate::worker::{Pipeline, now_ms};
+use crate::worker::Pipeline;
 
 /// Builds the shared rule evaluator from the configuration.
 pub fn evaluator(config: &Config) -> Evaluator {
@@ -196,7 +197,7 @@ pub async fn run_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     // The operations endpoint and the cron jobs belong to the daemon, not to a batch run.
     let metrics_handle = crate::telemetry::metrics::install().ok();
-    crate::telemetry::metrics::initialise(&pipeline.rules.load(), &pipeline.instance);
+    crate::telemetry::metrics::initialise(&metric_tasks(&pipeline.rules.load()), &pipeline.instance);
     crate::telemetry::metrics::started(now_ms() as f64 / 1000.0);
     let api = match (exit_when_idle, config.api.listen) {
         (false, Some(addr)) => {
@@ -230,7 +231,7 @@ pub async fn run_with(
     let scheduler = if exit_when_idle {
         None
     } else {
-        let jobs = crate::schedule::jobs(&config.schedule)?;
+        let jobs = config.schedule.jobs()?;
         let mail = crate::schedule::Mailer::from_config(config)?;
         Some(tokio::spawn(crate::schedule::run(
             pipeline.store.clone(),
@@ -472,7 +473,7 @@ async fn reload(
         }
         crate::telemetry::metrics::rules_fallback(false);
         pipeline.health.set_degraded(None);
-        crate::telemetry::metrics::rules_activated(&active, Some(&previous_versions));
+        crate::telemetry::metrics::rules_activated(&metric_tasks(&active), Some(&previous_versions));
         let versions: Vec<String> = status.active.iter().map(|(t, v)| format!("{t}@{v}")).collect();
         info!(?versions, "rules activated");
     } else {
@@ -490,4 +491,17 @@ async fn record_status(pipeline: &Pipeline, status: &crate::store::RuleStatus) {
     if let Err(e) = pipeline.store.record_rule_status(status).await {
         warn!(error = %e, "cannot record the rule status");
     }
+}
+
+/// What the metrics register of a rule set (telemetry does not read the rules).
+fn metric_tasks(rules: &RuleSet) -> Vec<crate::telemetry::metrics::ActiveTask<'_>> {
+    rules
+        .tasks
+        .iter()
+        .map(|(task, rule)| crate::telemetry::metrics::ActiveTask {
+            task,
+            version: &rule.version,
+            reason_codes: rule.reasons.keys().map(String::as_str).collect(),
+        })
+        .collect()
 }

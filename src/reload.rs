@@ -10,7 +10,8 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use crate::rules::{CaseOptions, Evaluator, RuleSet, check_rules, load_rule_set, run_cases};
+use crate::rules::{Evaluator, RuleSet, check_rules, load_rule_set};
+use crate::ruletools::{CaseOptions, run_cases};
 use crate::store::RuleStatus;
 
 /// How deep below the rules directory the fingerprint looks: the loader reads task folders and `lib/` (one

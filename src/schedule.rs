@@ -4,99 +4,25 @@
 //! nor repeats a run, a run missed while the daemon was down is made up once, and with several instances
 //! each instant runs once (compare-and-set claim).
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeZone, Utc};
-use chrono_tz::Tz;
-use croner::Cron;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::config::{JobConfig, ScheduleConfig};
+use crate::clock::now_ms;
+use crate::config::{JobKind, JobSpec};
 use crate::domain::time::Millis;
 use crate::health::Health;
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics;
-use crate::worker::now_ms;
 
-/// What a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Work {
-    LeaseReaper,
-    SlaEscalation,
-    RetentionPurge { older_than_days: u32 },
-    DailySummary,
-}
-
-/// A job with its schedule.
-#[derive(Debug, Clone)]
-pub struct Job {
-    pub name: &'static str,
-    pub work: Work,
-    cron: Cron,
-    tz: Tz,
-}
-
-/// What is wrong with the `schedule` section, or with the daily summary's mailer.
+/// What is wrong with the daily summary's mailer.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("`{cron}` is not a 5-field crontab expression ({error})")]
-    Cron { cron: String, error: croner::errors::CronError },
-    #[error("`{0}` is not a time zone (e.g. Europe/Rome)")]
-    TimeZone(String),
-    /// A job's schedule, naming its key (`schedule.lease_reaper: ...`).
-    #[error("schedule.{name}: {error}")]
-    Job { name: &'static str, error: Box<ScheduleError> },
-    #[error("schedule.daily_summary: `to` must be the e-mail address of the operations team")]
-    SummaryRecipient,
     /// The daily summary's e-mail sender (`notify.email`).
     #[error("{0}")]
     Mailer(crate::notify::NotifyConfigError),
-}
-
-/// Parses a job's schedule; the error names what is wrong.
-pub fn parse_schedule(cron: &str, tz: &str) -> Result<(Cron, Tz), ScheduleError> {
-    let c = Cron::from_str(cron).map_err(|error| ScheduleError::Cron { cron: cron.into(), error })?;
-    let z = Tz::from_str(tz).map_err(|_| ScheduleError::TimeZone(tz.into()))?;
-    Ok((c, z))
-}
-
-impl Job {
-    /// The first scheduled instant strictly after `after`.
-    pub fn next_after(&self, after: Millis) -> Option<Millis> {
-        let at = self.tz.timestamp_millis_opt(after).single()?;
-        self.cron.find_next_occurrence(&at, false).ok().map(|t| t.with_timezone(&Utc).timestamp_millis())
-    }
-}
-
-/// The enabled jobs of the configuration.
-pub fn jobs(config: &ScheduleConfig) -> Result<Vec<Job>, ScheduleError> {
-    let mut out = Vec::new();
-    let mut add = |name: &'static str, job: &JobConfig, work: Work| -> Result<(), ScheduleError> {
-        if job.enabled {
-            let (cron, tz) = parse_schedule(&job.cron, job.time_zone.as_deref().unwrap_or(&config.time_zone))
-                .map_err(|e| ScheduleError::Job { name, error: Box::new(e) })?;
-            out.push(Job { name, work, cron, tz });
-        }
-        Ok(())
-    };
-    add("lease_reaper", &config.lease_reaper, Work::LeaseReaper)?;
-    add("sla_escalation", &config.sla_escalation, Work::SlaEscalation)?;
-    add(
-        "retention_purge",
-        &config.retention_purge.job(),
-        Work::RetentionPurge { older_than_days: config.retention_purge.older_than_days },
-    )?;
-    let summary = &config.daily_summary;
-    if summary.enabled && summary.to.as_deref().and_then(crate::domain::validators::email).is_none() {
-        return Err(ScheduleError::SummaryRecipient);
-    }
-    let summary_job =
-        JobConfig { cron: summary.cron.clone(), time_zone: summary.time_zone.clone(), enabled: summary.enabled };
-    add("daily_summary", &summary_job, Work::DailySummary)?;
-    Ok(out)
 }
 
 /// Sends the daily summary: counts only, never personal data. The Message-ID is stable per day, so a copy
@@ -173,8 +99,8 @@ impl Mailer {
     }
 }
 
-async fn perform(store: &Store, work: Work, now: Millis, mail: Option<&Mailer>) -> Result<String, String> {
-    if work == Work::DailySummary {
+async fn perform(store: &Store, work: JobKind, now: Millis, mail: Option<&Mailer>) -> Result<String, String> {
+    if work == JobKind::DailySummary {
         return match mail {
             Some(m) => send_summary(store, m, now).await,
             None => Err("the daily summary has no mailer (notify.email)".into()),
@@ -183,15 +109,15 @@ async fn perform(store: &Store, work: Work, now: Millis, mail: Option<&Mailer>) 
     perform_store(store, work, now).await.map_err(|e| e.to_string())
 }
 
-async fn perform_store(store: &Store, work: Work, now: Millis) -> Result<String, StoreError> {
+async fn perform_store(store: &Store, work: JobKind, now: Millis) -> Result<String, StoreError> {
     Ok(match work {
-        Work::DailySummary => String::new(),
-        Work::LeaseReaper => format!("{} expired lease(s) given back", store.reap_leases(now).await?),
-        Work::SlaEscalation => {
+        JobKind::DailySummary => String::new(),
+        JobKind::LeaseReaper => format!("{} expired lease(s) given back", store.reap_leases(now).await?),
+        JobKind::SlaEscalation => {
             let (w, b) = store.escalate_sla(now).await?;
             format!("{w} SLA warning(s), {b} breach(es)")
         }
-        Work::RetentionPurge { older_than_days } => {
+        JobKind::RetentionPurge { older_than_days } => {
             let cutoff = now - i64::from(older_than_days) * 86_400_000;
             format!("{} closed request(s) purged", store.purge_closed(cutoff).await?)
         }
@@ -199,7 +125,7 @@ async fn perform_store(store: &Store, work: Work, now: Millis) -> Result<String,
 }
 
 /// Runs every due job once (if this instance claims it). Returns the jobs it ran.
-pub async fn tick(store: &Store, jobs: &[Job], now: Millis, mail: Option<&Mailer>) -> Vec<&'static str> {
+pub async fn tick(store: &Store, jobs: &[JobSpec], now: Millis, mail: Option<&Mailer>) -> Vec<&'static str> {
     let mut ran = Vec::new();
     for job in jobs {
         let Some(first) = job.next_after(now) else { continue };
@@ -223,8 +149,8 @@ pub async fn tick(store: &Store, jobs: &[Job], now: Millis, mail: Option<&Mailer
                 continue;
             }
         }
-        let result = perform(store, job.work, now, mail).await;
-        if result.is_err() && job.work == Work::DailySummary {
+        let result = perform(store, job.kind, now, mail).await;
+        if result.is_err() && job.kind == JobKind::DailySummary {
             // A summary that could not be sent is tried again in five minutes, not tomorrow.
             let _ = store.cron_claim(job.name, next, now + 300_000, now).await;
         }
@@ -245,7 +171,7 @@ pub async fn tick(store: &Store, jobs: &[Job], now: Millis, mail: Option<&Mailer
 /// The scheduler loop: a tick every second until shutdown.
 pub async fn run(
     store: Store,
-    jobs: Vec<Job>,
+    jobs: Vec<JobSpec>,
     mail: Option<Mailer>,
     health: Arc<Health>,
     mut stop: watch::Receiver<bool>,
@@ -261,23 +187,4 @@ pub async fn run(
         }
     }
     health.retire("scheduler");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schedule_errors_name_the_job_and_the_value() {
-        assert_eq!(
-            parse_schedule("0 3 * *", "UTC").unwrap_err().to_string().split(" (").next(),
-            Some("`0 3 * *` is not a 5-field crontab expression")
-        );
-        assert_eq!(
-            parse_schedule("0 3 * * *", "Mars/Olympus").unwrap_err().to_string(),
-            "`Mars/Olympus` is not a time zone (e.g. Europe/Rome)"
-        );
-        let e = ScheduleError::Job { name: "lease_reaper", error: Box::new(ScheduleError::TimeZone("X".into())) };
-        assert_eq!(e.to_string(), "schedule.lease_reaper: `X` is not a time zone (e.g. Europe/Rome)");
-    }
 }

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::clock::now_ms;
 use crate::config::WorkerConfig;
 use crate::domain::closing::{ClaimedRequest, Evaluation, Fate, RetryPolicy};
 use crate::domain::decision::{FailureKind, RuleFailure};
@@ -18,11 +19,6 @@ use crate::domain::facts::{Subject, SubjectFacts};
 use crate::domain::time::Millis;
 use crate::rules::{Evaluator, FactLoader, FactsView, RuleSet};
 use crate::store::{Store, StoreError};
-
-/// The wall clock, in unix milliseconds.
-pub fn now_ms() -> Millis {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -51,7 +51,7 @@ fn world_and_requests(env: &Env, n: usize, dup: usize) -> usize {
 }
 
 fn today() -> String {
-    smart_task::domain::time::iso_date(smart_task::worker::now_ms())
+    smart_task::domain::time::iso_date(smart_task::clock::now_ms())
 }
 
 /// Every request closed exactly once, with one decision, one closing event and one notification row per

@@ -90,7 +90,7 @@ fn a_cron_run_missed_while_down_runs_once_after_start(db: Db) {
     assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'sla_avviso'")[0][0], 1, "once");
     assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'sla_superato'")[0][0], 0);
     let next = env.sql("SELECT next_run_at FROM cron_jobs WHERE name = 'sla_escalation'")[0][0].as_i64().expect("next");
-    assert!(next > smart_task::worker::now_ms(), "the next run is in the future, not a backlog of missed ones");
+    assert!(next > smart_task::clock::now_ms(), "the next run is in the future, not a backlog of missed ones");
     // The sede is told (roma: aziende.roma@inps.it).
     assert_eq!(env.sql("SELECT recipient FROM outbox WHERE event = 'sla_avviso'")[0][0], "aziende.roma@inps.it");
     // A second start does not run it again.

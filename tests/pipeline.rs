@@ -76,7 +76,7 @@ fn a_stale_worker_cannot_close_what_another_took_over(db: Db) {
         let config = Config::load(Some(&env.config)).expect("config");
         let store = daemon::open_store(&config).await.expect("store");
         let pipeline = daemon::pipeline(&config, store.clone()).expect("pipeline");
-        let now = smart_task::worker::now_ms();
+        let now = smart_task::clock::now_ms();
         // Worker A claims with a lease that expires at once, and stalls (a GC pause, a dead process...).
         let stalled = store.claim("A", 10, 1, now).await.expect("claim");
         assert_eq!(stalled.len(), 2);
@@ -88,7 +88,7 @@ fn a_stale_worker_cannot_close_what_another_took_over(db: Db) {
         // A wakes up, decides and tries to close: fenced out, nothing written.
         let evaluated = pipeline.evaluate_batch(stalled).await.expect("evaluate");
         let plan =
-            store.close_batch(&evaluated, pipeline.policy(), smart_task::worker::now_ms(), "A").await.expect("close");
+            store.close_batch(&evaluated, pipeline.policy(), smart_task::clock::now_ms(), "A").await.expect("close");
         assert!(plan.fates.iter().all(|(_, f)| *f == Fate::Stale), "{:?}", plan.fates);
         assert!(plan.decisions.is_empty() && plan.revocations.is_empty() && plan.events.is_empty());
         let stats = pipeline.run_batch("B").await.expect("batch");

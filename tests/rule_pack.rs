@@ -12,7 +12,7 @@ use smart_task::config::Config;
 use smart_task::daemon;
 use smart_task::domain::closing::{Evaluation, Fate};
 use smart_task::domain::decision::{Ambito, Effect, Outcome};
-use smart_task::rules::{Case, task_cases};
+use smart_task::ruletools::{Case, task_cases};
 
 /// Runs one case on a fresh database (`url`); returns a description of what went wrong, if anything.
 async fn run_case(config: &Config, case: &Case, url: &str) -> Result<(), String> {
@@ -21,7 +21,7 @@ async fn run_case(config: &Config, case: &Case, url: &str) -> Result<(), String>
     let store = daemon::open_store(&config).await.map_err(|e| e.to_string())?;
     store.import_facts(&case.world, false).await.map_err(|e| e.to_string())?;
     let pipeline = daemon::pipeline(&config, store.clone()).map_err(|e| e.to_string())?;
-    let now = case.now(smart_task::worker::now_ms());
+    let now = case.now(smart_task::clock::now_ms());
     let new = smart_task::intake::validate(case.request.clone(), &pipeline.rules.load())
         .map_err(|e| format!("intake refused the request: {e:?}"))?;
     store.submit(&[new], &config.intake.sede_predefinita, now).await.map_err(|e| e.to_string())?;

@@ -24,11 +24,11 @@ use super::body::{
 };
 use super::problem::{FieldProblem, Problem};
 use crate::app;
+use crate::clock::now_ms;
 use crate::config::IntakeConfig;
 use crate::domain::request::Stato;
 use crate::rules::RuleSet;
 use crate::store::{ListFilter, RequestView};
-use crate::worker::now_ms;
 
 /// The base path of version 1.
 pub const BASE: &str = "/rest/smart-task/v1";

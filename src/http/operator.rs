@@ -18,7 +18,7 @@ use super::auth::Authenticated;
 use super::problem::Problem;
 use crate::app::operator::{self, Assegnata, ChangedFact, OperatorDecision, QueueQuery};
 use crate::app::{self, Actor};
-use crate::worker::now_ms;
+use crate::clock::now_ms;
 
 /// The largest body of an operator's request (a close with its reasons and note, a comment).
 const BODY_LIMIT: usize = 64 * 1024;

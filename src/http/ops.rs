@@ -10,8 +10,8 @@ use axum::routing::get;
 use tracing::warn;
 
 use super::AppState;
+use crate::clock::now_ms;
 use crate::telemetry::metrics;
-use crate::worker::now_ms;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -17,8 +17,8 @@ use super::auth::Authenticated;
 use super::problem::{FieldProblem, Problem};
 use crate::app::feeds::encode_cursor;
 use crate::app::webhooks as uc;
+use crate::clock::now_ms;
 use crate::domain::time::rfc3339;
-use crate::worker::now_ms;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/webhook", get(list).post(create)).route("/webhook/{id}", delete(remove))

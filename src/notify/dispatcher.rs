@@ -17,13 +17,13 @@ use tracing::{debug, error, info, warn};
 use super::privacy::Masked;
 use super::templates::{Context, TemplateError, Templates};
 use super::{Channels, Delivery, load_templates};
+use crate::clock::now_ms;
 use crate::config::{Config, NotifyConfig};
 use crate::domain::closing::RetryPolicy;
 use crate::domain::time::Millis;
 use crate::rules::RuleSet;
 use crate::store::{DueNotification, NotificationFate, NotificationOutcome, Store, StoreError};
 use crate::telemetry::metrics::NOTIFICATIONS;
-use crate::worker::now_ms;
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -17,11 +17,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::app::feeds::FeedItem;
 use crate::app::webhooks::SECRET_PREFIX;
+use crate::clock::now_ms;
 use crate::config::{Config, WebhooksConfig};
 use crate::domain::closing::RetryPolicy;
 use crate::store::{DueWebhook, FeedSource, Store, StoreError};
 use crate::telemetry::metrics::WEBHOOK_DELIVERIES;
-use crate::worker::now_ms;
 
 /// Subscriptions leased per round (each delivered concurrently, one event each).
 const CLAIM: i64 = 16;

@@ -1,14 +1,12 @@
 //! Rules: one folder per task type (`task.yaml`, `rule.rhai`, `cases.yaml`) plus shared Rhai modules in
 //! `lib/`, compiled once per version by one shared, sandboxed engine, and swapped atomically on reload.
 
-mod cases;
 mod engine;
 mod host;
 mod lint;
 mod loader;
 mod reference;
 
-pub use cases::{Case, CaseOptions, Report, run_cases, task_cases};
 pub use engine::{Evaluator, Limits};
 pub use host::{FactLoader, FactsView, HostDoc};
 pub use lint::{Finding, check_rules};

@@ -8,7 +8,6 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::closing::{ClaimedRequest, Evaluation, Fate};
-use crate::rules::RuleSet;
 use crate::store::OpsSnapshot;
 
 pub const REQUESTS: &str = "smart_task_requests";
@@ -139,7 +138,7 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
 /// misses the first events of a series that appears with them): every task, outcome, failure kind and
 /// reason code of the loaded rules, the decision-duration histogram of every task, the queue-wait
 /// histogram, reloads, notifications, and the build info.
-pub fn initialise(rules: &RuleSet, instance: &str) {
+pub fn initialise(rules: &[ActiveTask<'_>], instance: &str) {
     // `instance_name`, not `instance`: Prometheus sets `instance` to the scrape target.
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "instance_name" => instance.to_string()).set(1.0);
     for outcome in ["activated", "refused"] {
@@ -162,28 +161,37 @@ pub fn initialise(rules: &RuleSet, instance: &str) {
     rules_activated(rules, None);
 }
 
+/// What the metrics know of an active rule set: per task, its version and the reason codes it may give.
+#[derive(Debug, Clone)]
+pub struct ActiveTask<'a> {
+    pub task: &'a str,
+    pub version: &'a str,
+    pub reason_codes: Vec<&'a str>,
+}
+
 /// A rule set went live (at start or by a reload): its tasks' series at zero (a task a reload added gets
 /// them too), and `smart_task_rule_info{task, version} 1` for the active versions (0 for the ones they
 /// replaced).
-pub fn rules_activated(active: &RuleSet, previous: Option<&std::collections::BTreeMap<String, String>>) {
-    for (task, rule) in &active.tasks {
+pub fn rules_activated(active: &[ActiveTask<'_>], previous: Option<&std::collections::BTreeMap<String, String>>) {
+    for rule in active {
+        let task = rule.task.to_string();
         for outcome in DECISION_OUTCOMES {
             counter!(DECISIONS, "task" => task.clone(), "outcome" => outcome).increment(0);
         }
         for kind in FAILURE_KINDS {
             counter!(RULE_FAILURES, "task" => task.clone(), "kind" => kind).increment(0);
         }
-        for code in rule.reasons.keys() {
-            counter!(REASONS, "task" => task.clone(), "code" => code.clone()).increment(0);
+        for code in &rule.reason_codes {
+            counter!(REASONS, "task" => task.clone(), "code" => code.to_string()).increment(0);
         }
         counter!(SHADOW_DISAGREEMENTS, "task" => task.clone()).increment(0);
-        let _ = histogram!(DECISION_DURATION, "task" => task.clone());
+        let _ = histogram!(DECISION_DURATION, "task" => task);
     }
     for (task, version) in previous.into_iter().flatten() {
         gauge!(RULE_INFO, "task" => task.clone(), "version" => version.clone()).set(0.0);
     }
-    for r in active.tasks.values() {
-        gauge!(RULE_INFO, "task" => r.id.clone(), "version" => r.version.clone()).set(1.0);
+    for r in active {
+        gauge!(RULE_INFO, "task" => r.task.to_string(), "version" => r.version.to_string()).set(1.0);
     }
 }
 

@@ -55,9 +55,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
-use super::engine::Evaluator;
-use super::host::FactsView;
-use super::loader::{LoadError, RuleSet, TaskRule, load_rule_set};
 use crate::domain::closing::{ClaimedRequest, Evaluation};
 use crate::domain::decision::{CheckRecord, Effect, Outcome, Reason, RuleFailure};
 use crate::domain::facts::{
@@ -66,6 +63,7 @@ use crate::domain::facts::{
 };
 use crate::domain::time::{Millis, is_iso_date, noon};
 use crate::intake;
+use crate::rules::{Evaluator, FactsView, LoadError, RuleSet, TaskRule, load_rule_set};
 
 /// The name of the cases file in a task folder.
 pub const CASES_FILE: &str = "cases.yaml";
