@@ -16,6 +16,8 @@ use crate::domain::validators::{complete_codice_fiscale, complete_partita_iva};
 use crate::output::outln;
 use crate::{daemon, intake};
 
+mod http;
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Requests to decide
@@ -36,6 +38,19 @@ pub struct BenchArgs {
     /// Daemon processes deciding together (PostgreSQL only): this one and `instances - 1` started beside it
     #[arg(long, default_value_t = 1)]
     pub instances: usize,
+    /// Measure the HTTP API instead: a daemon serves it, concurrent clients submit the requests one per call,
+    /// then reads at a steady rate
+    #[arg(long)]
+    pub http: bool,
+    /// With --http: concurrent submitting clients
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// With --http: reads per second after the submissions
+    #[arg(long, default_value_t = 1_000)]
+    pub read_rate: u32,
+    /// With --http: how long the reads go on, in seconds
+    #[arg(long, default_value_t = 10)]
+    pub read_seconds: u64,
     /// Internal: run as one of the extra instances of a benchmark (decide until nothing is left, then exit)
     #[arg(long, hide = true)]
     pub join: Option<String>,
@@ -188,13 +203,11 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         return daemon::run(&config, daemon::pipeline(&config, store)?, true).await;
     }
     let dir = std::env::temp_dir().join(format!("smart-task-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let database = match &args.database {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url.clone(),
         Some(url) => anyhow::bail!("--database `{url}`: expected an empty PostgreSQL database (postgres://...)"),
-        None => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            crate::config::sqlite_url(&dir.join("bench.db"))
-        }
+        None => crate::config::sqlite_url(&dir.join("bench.db")),
     };
     if args.instances > 1 && args.database.is_none() {
         anyhow::bail!(
@@ -219,6 +232,23 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     store.import_facts(&world(n), false).await?;
     outln!("world: {n} aziende imported in {:.2} s", started.elapsed().as_secs_f64());
+    if args.http {
+        drop(store);
+        let load = http::HttpLoad {
+            requests: n,
+            concurrency: args.concurrency,
+            read_rate: args.read_rate,
+            read_seconds: args.read_seconds,
+        };
+        let result = http::run(&config, &database, &dir, load).await;
+        // A failed run keeps its directory: the daemon's log is there.
+        if args.keep || result.is_err() {
+            outln!("kept: {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return result;
+    }
 
     let pipeline = daemon::pipeline(&config, store.clone())?;
     let today = crate::domain::time::iso_date(now_ms());
@@ -262,12 +292,10 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     if let Some(kib) = peak_rss_kib() {
         outln!("peak memory (VmHWM): {:.1} MiB", kib as f64 / 1024.0);
     }
-    if args.database.is_none() {
-        if args.keep {
-            outln!("database kept: {}", dir.join("bench.db").display());
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
+    if args.keep {
+        outln!("kept: {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
     }
     if counts.chiuse as usize != n || twice != 0 {
         anyhow::bail!(
