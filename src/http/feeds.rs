@@ -54,6 +54,17 @@ pub(super) struct FeedQuery {
     limite: Option<i64>,
 }
 
+/// The header a stream reads (described for the document; [`serve`] reads it from the request's headers).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(super) struct StreamHeaders {
+    /// With `Accept: text/event-stream`: the `id` of the last event received; the stream resumes after it (it
+    /// wins over `cursore`).
+    #[param(rename = "Last-Event-ID", required = false, max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")]
+    last_event_id: String,
+}
+
 /// The links of a feed's page: the next one is always there (on an empty page it repeats the cursor).
 #[derive(Debug, Serialize, ToSchema)]
 struct FeedLinks {
@@ -70,7 +81,7 @@ struct FeedPageBody<T> {
 
 #[utoipa::path(
     get, path = "/eventi", tag = "integratori", operation_id = "flusso_eventi",
-    params(FeedQuery, ("Last-Event-ID" = Option<String>, Header, description = "With `Accept: text/event-stream`: the `id` of the last event received; the stream resumes after it (it wins over `cursore`)", max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")),
+    params(FeedQuery, StreamHeaders),
     responses(
         (status = 200, description = "A page of committed request events after the cursor, oldest first; with `Accept: text/event-stream`, Server-Sent Events instead, one per item (`id`: its `cursore`, `event`: its `tipo`, `data`: the item as JSON), until the daemon stops or the stream has been open 10 minutes",
             content((FeedPageBody<FeedItem> = "application/json"), (FeedItem = "text/event-stream"))),
@@ -91,7 +102,7 @@ pub(super) async fn events(
 
 #[utoipa::path(
     get, path = "/effetti", tag = "integratori", operation_id = "flusso_effetti",
-    params(FeedQuery, ("Last-Event-ID" = Option<String>, Header, description = "With `Accept: text/event-stream`: the `id` of the last event received; the stream resumes after it (it wins over `cursore`)", max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")),
+    params(FeedQuery, StreamHeaders),
     responses(
         (status = 200, description = "A page of committed master-data changes after the cursor, oldest first; with `Accept: text/event-stream`, Server-Sent Events instead, one per item (`id`: its `cursore`, `event`: its `tipo`, `data`: the item as JSON), until the daemon stops or the stream has been open 10 minutes",
             content((FeedPageBody<EffectItem> = "application/json"), (EffectItem = "text/event-stream"))),
