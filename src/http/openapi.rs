@@ -21,7 +21,7 @@ pub const VERSION: &str = "1.0.0";
     info(
         title = "Smart-Task API",
         version = "1.0.0",
-        description = "Submit and follow Smart-Task requests; the riepilogo of a position (issue 12).",
+        description = "Submit and follow Smart-Task requests; the riepilogo of a position (issue 12) and the Fascicolo of a subject; the operators' queue and decisions; the integrators' change feeds and webhooks.",
         terms_of_service = "https://www.inps.it/it/it/note-legali.html",
         contact(name = "Smart-Task back office", email = "smart-task@example.it", url = "https://www.inps.it"),
         license(name = "EUPL-1.2", identifier = "EUPL-1.2"),
