@@ -18,17 +18,28 @@ const PUBLIC_DETAIL: [&str; 9] =
     ["protocollo", "sede", "esito", "motivazioni", "motivo", "giorni", "tentativo", "tentativi", "nuovo_tentativo_ms"];
 
 /// One event of the feed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FeedItem {
     /// The item's cursor: a page or a stream after it starts with the next event.
+    #[schema(max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")]
     pub cursore: String,
+    #[schema(max_length = 19, pattern = "^[0-9]{1,19}$")]
     pub id_evento: String,
+    /// The request's opaque id, for `/richieste/{id}`.
+    #[schema(max_length = 19, pattern = "^[0-9]{1,19}$")]
     pub id_richiesta: String,
+    #[schema(max_length = 64)]
     pub protocollo: String,
+    #[schema(max_length = 1000)]
     pub task: String,
+    /// The kind of event (the name of the stream's event too).
+    #[schema(max_length = 64)]
     pub tipo: String,
+    #[schema(format = DateTime)]
     pub istante: String,
+    /// The event's public detail (states, sedi, outcomes, reason codes, counters); absent when empty.
     #[serde(skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
     pub dettaglio: Map<String, Value>,
 }
 
@@ -52,16 +63,27 @@ impl From<FeedEvent> for FeedItem {
 }
 
 /// One master-data change of the archives' feed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EffectItem {
+    /// The item's cursor: a page or a stream after it starts with the next change.
+    #[schema(max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")]
     pub cursore: String,
+    #[schema(max_length = 19, pattern = "^[0-9]{1,19}$")]
     pub id_effetto: String,
+    /// The request's opaque id, for `/richieste/{id}`.
+    #[schema(max_length = 19, pattern = "^[0-9]{1,19}$")]
     pub id_richiesta: String,
+    #[schema(max_length = 64)]
     pub protocollo: String,
+    #[schema(max_length = 1000)]
     pub task: String,
     /// `revoca_delega`, `archiviazione_contatto`, `disabilitazione_contatto`, `nuovo_contatto`.
+    #[schema(max_length = 64)]
     pub tipo: String,
+    #[schema(format = DateTime)]
     pub istante: String,
+    /// What changed (a new contact's value included).
+    #[schema(value_type = Object)]
     pub dettaglio: Value,
 }
 

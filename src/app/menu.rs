@@ -10,15 +10,18 @@ use crate::rules::{RuleSet, TaskRule};
 use crate::store::{NewRequest, Store};
 
 /// A task type the caller may submit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MenuItem {
+    #[schema(max_length = 1000)]
     pub task: String,
+    #[schema(max_length = 1000)]
     pub label: String,
     /// Whether the request must name the position (`matricola`).
     pub richiede_matricola: bool,
     /// Offered to a pilot group only (the group's name is not shown).
     pub sperimentale: bool,
     /// The JSON Schema of the task's own fields (the envelope excluded), for the portal's form.
+    #[schema(value_type = Object)]
     pub schema: serde_json::Value,
 }
 

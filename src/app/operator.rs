@@ -37,7 +37,7 @@ const REDECIDE_ATTEMPTS: usize = 3;
 const DAY_MS: i64 = 86_400_000;
 
 /// The most reasons (codes and free text, each) a close may carry.
-const MAX_REASONS: usize = 20;
+pub const MAX_REASONS: usize = 20;
 
 /// The operator acting on a request, as the assignment checks know them: their id (None: the administrator on
 /// the command line, whom an assignment does not stop). Anyone else may not act.
@@ -268,11 +268,13 @@ pub async fn requeue(store: &Store, actor: &Actor, key: &str, now: Millis) -> Re
 }
 
 /// A fact a referral read whose subject has moved since: what to look at before deciding again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChangedFact {
     /// The rule's read, as in the trace (`delegation(…)`).
+    #[schema(max_length = 1000)]
     pub chiamata: String,
     /// The subject whose version moved (`dm:6789012345`).
+    #[schema(max_length = 1000)]
     pub soggetto: String,
     pub versione_al_rinvio: i64,
     pub versione_attuale: i64,
@@ -402,11 +404,13 @@ pub async fn queue(store: &Store, actor: &Actor, q: QueueQuery, now: Millis) -> 
 }
 
 /// What a new decision of the rule did with a request waiting for an operator.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Redecided {
+    #[schema(max_length = 64)]
     pub protocollo: String,
     /// `accolta` / `non_accolta`: closed; `rinvio`: referred again, with the facts read now.
     pub esito: Outcome,
+    #[schema(min_items = 0, max_items = 1000)]
     pub motivazioni: Vec<Reason>,
 }
 

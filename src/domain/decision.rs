@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::facts::{Subject, TipoContatto};
 
 /// The outcome of one evaluation of a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Accolta,
@@ -25,9 +25,11 @@ impl Outcome {
 }
 
 /// A reason of a Non Accolta (or of a referral), with its message rendered from the task's catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reason {
+    #[schema(max_length = 1000)]
     pub codice: String,
+    #[schema(max_length = 8000)]
     pub messaggio: String,
 }
 

@@ -22,19 +22,36 @@ pub fn routes() -> Router<AppState> {
 /// The longest subject accepted: a codice fiscale has 16 characters, a matricola 10.
 const MAX_SUBJECT_CHARS: usize = 16;
 
-#[derive(Deserialize)]
+/// The subject whose Fascicolo is asked for.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Search {
-    /// A codice fiscale or a matricola.
+pub(super) struct Search {
+    /// A codice fiscale (16 characters, or 11 digits) or a matricola (10 digits).
+    #[schema(min_length = 1, max_length = 16)]
     soggetto: String,
 }
 
-#[derive(Serialize)]
+/// The closed requests of a subject, oldest close first (one list: a subject has no further page).
+#[derive(Serialize, utoipa::ToSchema)]
 struct Fascicolo {
+    #[schema(min_items = 0, max_items = 100000)]
     items: Vec<FascicoloEntry>,
 }
 
-async fn search(
+#[utoipa::path(
+    post, path = "/fascicolo/ricerca", tag = "fascicolo", operation_id = "ricerca_fascicolo",
+    request_body(content = Search, content_type = "application/json",
+        description = "The subject, in the body because it is personal data"),
+    responses(
+        (status = 200, description = "The subject's closed requests", body = Fascicolo),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No Fascicolo of that subject that the caller may see", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not the expected JSON, or not a codice fiscale or matricola (the pointer is `/soggetto`)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+/// `POST /fascicolo/ricerca` `{"soggetto": …}`: the Fascicolo Elettronico of a subject the caller may see.
+pub(super) async fn search(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     body: Result<axum::Json<Search>, JsonRejection>,

@@ -19,10 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::api::{ApiState, BASE, bad_query, no_store};
 use super::auth::Authenticated;
+use super::body::Link;
 use super::problem::Problem;
 use crate::app::feeds::{self, EffectItem, FeedItem};
 use crate::app::{Actor, MAX_PAGE};
@@ -39,33 +41,57 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/eventi", get(events)).route("/effetti", get(effects))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct FeedQuery {
-    /// The `next` link's cursor, or an item's `cursore`: the page starts after it.
+#[into_params(parameter_in = Query)]
+pub(super) struct FeedQuery {
+    /// The `next` link's cursor, or an item's `cursore`: the page starts after it (default: the feed's start).
+    /// A stream resumed with `Last-Event-ID` starts after that instead.
+    #[param(max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")]
     cursore: Option<String>,
-    /// Items per page, 1–200 (default 50).
+    /// Items per page, 1–200 (default 50); a stream ignores it.
+    #[param(minimum = 1, maximum = 200)]
     limite: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
-struct Link {
-    href: String,
+/// The header a stream reads (described for the document; [`serve`] reads it from the request's headers).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(super) struct StreamHeaders {
+    /// With `Accept: text/event-stream`: the `id` of the last event received; the stream resumes after it (it
+    /// wins over `cursore`).
+    #[param(rename = "Last-Event-ID", required = false, max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")]
+    last_event_id: String,
 }
 
-#[derive(Debug, Serialize)]
-struct Links {
+/// The links of a feed's page: the next one is always there (on an empty page it repeats the cursor).
+#[derive(Debug, Serialize, ToSchema)]
+struct FeedLinks {
     next: Link,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of a feed, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
 struct FeedPageBody<T> {
+    #[schema(min_items = 0, max_items = 200)]
     items: Vec<T>,
-    _links: Links,
+    _links: FeedLinks,
 }
 
+#[utoipa::path(
+    get, path = "/eventi", tag = "integratori", operation_id = "flusso_eventi",
+    params(FeedQuery, StreamHeaders),
+    responses(
+        (status = 200, description = "A page of committed request events after the cursor, oldest first; with `Accept: text/event-stream`, Server-Sent Events instead, one per item (`id`: its `cursore`, `event`: its `tipo`, `data`: the item as JSON), until the daemon stops or the stream has been open 10 minutes",
+            content((FeedPageBody<FeedItem> = "application/json"), (FeedItem = "text/event-stream"))),
+        (status = 400, description = "A parameter is not valid (the pointer names it: `?cursore`, `?limite`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an integrator", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /eventi?cursore=…&limite=…`: committed request events after the cursor, oldest first.
-async fn events(
+pub(super) async fn events(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     headers: HeaderMap,
@@ -74,8 +100,19 @@ async fn events(
     serve::<FeedItem>(s, actor, headers, query, FeedSource::Events, "eventi").await
 }
 
+#[utoipa::path(
+    get, path = "/effetti", tag = "integratori", operation_id = "flusso_effetti",
+    params(FeedQuery, StreamHeaders),
+    responses(
+        (status = 200, description = "A page of committed master-data changes after the cursor, oldest first; with `Accept: text/event-stream`, Server-Sent Events instead, one per item (`id`: its `cursore`, `event`: its `tipo`, `data`: the item as JSON), until the daemon stops or the stream has been open 10 minutes",
+            content((FeedPageBody<EffectItem> = "application/json"), (EffectItem = "text/event-stream"))),
+        (status = 400, description = "A parameter is not valid (the pointer names it: `?cursore`, `?limite`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an integrator", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /effetti?cursore=…&limite=…`: committed master-data changes after the cursor, oldest first.
-async fn effects(
+pub(super) async fn effects(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     headers: HeaderMap,
@@ -133,7 +170,9 @@ async fn serve<T: StreamItem>(
     if !wants_stream {
         let page = feeds::page::<T>(&s.store, &actor, source, after, limit).await?;
         let next = Link { href: format!("{BASE}/{path}?cursore={}&limite={limit}", page.next) };
-        return Ok(no_store(axum::Json(FeedPageBody { items: page.items, _links: Links { next } }).into_response()));
+        return Ok(no_store(
+            axum::Json(FeedPageBody { items: page.items, _links: FeedLinks { next } }).into_response(),
+        ));
     }
     if let Some(last) = headers.get("last-event-id") {
         let text = last.to_str().map_err(|_| bad_query("`Last-Event-ID` is not a cursor".into(), "cursore"))?;

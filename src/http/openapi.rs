@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use super::api;
 use super::problem::Problem;
+use super::{api, fascicolo, feeds, menu, operator, webhooks};
 
 /// The document's version (SemVer, RAC_GEN_002): major = the `v1` of the base path.
 pub const VERSION: &str = "1.0.0";
@@ -21,18 +21,29 @@ pub const VERSION: &str = "1.0.0";
     info(
         title = "Smart-Task API",
         version = "1.0.0",
-        description = "Submit and follow Smart-Task requests; the riepilogo of a position (issue 12).",
+        description = "Submit and follow Smart-Task requests; the riepilogo of a position (issue 12) and the Fascicolo of a subject; the operators' queue and decisions; the integrators' change feeds and webhooks.",
         terms_of_service = "https://www.inps.it/it/it/note-legali.html",
         contact(name = "Smart-Task back office", email = "smart-task@example.it", url = "https://www.inps.it"),
         license(name = "EUPL-1.2", identifier = "EUPL-1.2"),
     ),
     servers((url = "https://{host}/rest/smart-task/v1", description = "The daemon behind the agency's gateway",
         variables(("host" = (default = "api.example.it", description = "The public host name"))))),
-    paths(api::submit, api::read, api::list, api::withdraw, api::message, api::riepilogo, serve),
+    paths(
+        api::submit, api::read, api::list, api::withdraw, api::message, api::riepilogo,
+        menu::menu, fascicolo::search,
+        operator::queue, operator::claim, operator::release, operator::close, operator::comment, operator::requeue,
+        operator::redecide,
+        feeds::events, feeds::effects, webhooks::create, webhooks::list, webhooks::remove,
+        serve
+    ),
     components(schemas(Problem, crate::domain::request::Stato)),
     modifiers(&Bearer),
     security(("bearer" = [])),
     tags((name = "richieste", description = "Requests"), (name = "posizioni", description = "Positions"),
+        (name = "menu", description = "The task types a requester may submit"),
+        (name = "fascicolo", description = "The Fascicolo Elettronico of a subject"),
+        (name = "operatori", description = "The work of a sede's operators on the requests referred to them"),
+        (name = "integratori", description = "Integrators: the change feeds and their webhook subscriptions"),
         (name = "documentazione", description = "This document"))
 )]
 struct ApiDoc;

@@ -11,14 +11,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::api::{ApiState, BASE, bad_query, no_store, not_found_by_id, opaque_id};
 use super::auth::Authenticated;
+use super::body::{Link, PageLinks, SelfLinks};
 use super::problem::Problem;
-use crate::app::operator::{self, Assegnata, ChangedFact, OperatorDecision, QueueQuery};
+use crate::app::operator::{self, Assegnata, ChangedFact, OperatorDecision, QueueQuery, Redecided};
 use crate::app::{self, Actor};
 use crate::clock::now_ms;
+use crate::store::{Assignment, RequestView};
 
 /// The largest body of an operator's request (a close with its reasons and note, a comment).
 const BODY_LIMIT: usize = 64 * 1024;
@@ -47,59 +50,64 @@ fn body<T>(body: Result<axum::Json<T>, JsonRejection>, expected: &str) -> Result
     })
 }
 
-#[derive(Debug, Serialize)]
-struct Href {
-    href: String,
-}
-
-#[derive(Debug, Serialize)]
-struct SelfLink {
-    #[serde(rename = "self")]
-    this: Href,
-}
-
-#[derive(Debug, Default, Serialize)]
-struct NextLink {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next: Option<Href>,
-}
-
 /// The queue's query string (no personal data: the sede is the token's).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct CodaQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct CodaQuery {
     /// `mie` (held by the caller) or `nessuno` (held by nobody).
+    #[param(max_length = 7, pattern = "^(mie|nessuno)$")]
     assegnata: Option<String>,
     /// The `next` link's cursor.
+    #[param(max_length = 39, pattern = "^[0-9]{1,19}\\.[0-9]{1,19}$")]
     cursore: Option<String>,
     /// Requests per page, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limite: Option<i64>,
 }
 
 /// A request of the queue.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct VoceCoda {
+    /// The request's opaque id (digits), for `/richieste/{id}`.
+    #[schema(max_length = 19, pattern = "^[0-9]{1,19}$")]
     id: String,
+    #[schema(max_length = 64)]
     protocollo: String,
+    #[schema(max_length = 1000)]
     task: String,
+    #[schema(max_length = 4, pattern = "^[0-9]{4}$")]
     sede: String,
     /// `rinvio` (referred by the rule) or `errore` (parked after rule failures).
+    #[schema(max_length = 16)]
     sospesa: String,
+    /// For a referral: the reasons the rule gave.
+    #[schema(value_type = Vec<Object>, min_items = 0, max_items = 1000)]
     motivazioni: Vec<serde_json::Value>,
+    #[schema(max_length = 8000)]
     errore: Option<String>,
+    #[schema(format = DateTime)]
     creata_il: String,
+    /// Whole days since it was submitted.
+    #[schema(minimum = 0)]
     giorni_aperta: i64,
     /// The facts a referral read that moved since (empty: it is fresh).
+    #[schema(min_items = 0, max_items = 1000)]
     fatti_cambiati: Vec<ChangedFact>,
+    /// The operator holding it (presa in carico), if anyone.
+    #[schema(max_length = 64)]
     assegnata_a: Option<String>,
+    #[schema(format = DateTime)]
     assegnata_il: Option<String>,
-    _links: SelfLink,
+    _links: SelfLinks,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of the queue, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
 struct Coda {
+    #[schema(min_items = 0, max_items = 200)]
     items: Vec<VoceCoda>,
-    _links: NextLink,
+    _links: PageLinks,
 }
 
 /// A cursor of the queue: the instant and id of the last request of the page before.
@@ -108,8 +116,17 @@ fn parse_cursor(text: &str) -> Option<(i64, i64)> {
     Some((at.parse().ok()?, id.parse().ok()?))
 }
 
+#[utoipa::path(
+    get, path = "/coda", tag = "operatori", operation_id = "coda_sede", params(CodaQuery),
+    responses(
+        (status = 200, description = "A page of the requests waiting for an operator of the caller's sede, oldest first", body = Coda),
+        (status = 400, description = "A parameter is not valid (the pointer names it: `?assegnata`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator of a sede", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /coda`: the requests waiting for an operator of the caller's sede, oldest first, a page at a time.
-async fn queue(
+pub(super) async fn queue(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     query: Result<Query<CodaQuery>, QueryRejection>,
@@ -139,7 +156,7 @@ async fn queue(
         .into_iter()
         .map(|i| VoceCoda {
             id: i.entry.id.to_string(),
-            _links: SelfLink { this: Href { href: format!("{BASE}/richieste/{}", i.entry.id) } },
+            _links: SelfLinks::request(i.entry.id),
             protocollo: i.entry.protocollo,
             task: i.entry.task,
             sede: i.entry.sede,
@@ -161,14 +178,24 @@ async fn queue(
         if let Some(l) = q.limite {
             href.push_str(&format!("&limite={l}"));
         }
-        Href { href }
+        Link { href }
     });
-    Ok(no_store(axum::Json(Coda { items, _links: NextLink { next } }).into_response()))
+    Ok(no_store(axum::Json(Coda { items, _links: PageLinks { next } }).into_response()))
 }
 
+#[utoipa::path(
+    post, path = "/richieste/{id}/presa-in-carico", tag = "operatori", operation_id = "prendi_in_carico", params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$")),
+    responses(
+        (status = 200, description = "Held by the caller: who holds it, since when", body = Assignment),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator who may act (a read-only operator, another role)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Held by another operator (named), closed, or not waiting for an operator", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /richieste/{id}/presa-in-carico`: the caller takes the request in hand (409 naming who holds it when
 /// another operator does); the answer says who holds it.
-async fn claim(
+pub(super) async fn claim(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
@@ -177,8 +204,18 @@ async fn claim(
     Ok(no_store(axum::Json(held).into_response()))
 }
 
+#[utoipa::path(
+    delete, path = "/richieste/{id}/presa-in-carico", tag = "operatori", operation_id = "lascia_presa_in_carico", params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$")),
+    responses(
+        (status = 200, description = "Let go: held by nobody now", body = Assignment),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator who may act (a read-only operator, another role)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not held by the caller (held by another operator, or by nobody)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `DELETE /richieste/{id}/presa-in-carico`: the holder lets the request go (anyone else: 409).
-async fn release(
+pub(super) async fn release(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
@@ -187,26 +224,49 @@ async fn release(
     Ok(no_store(axum::Json(held).into_response()))
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// The operator's outcome of a close.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum Esito {
+enum EsitoChiusura {
     Accolta,
     NonAccolta,
 }
 
 /// The operator's decision.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Chiusura {
-    esito: Esito,
-    /// Reason codes of the task's catalogue (a non_accolta needs a reason).
+pub(super) struct Chiusura {
+    esito: EsitoChiusura,
+    /// Reason codes of the task's catalogue (a non_accolta needs a reason, an accolta has none).
     #[serde(default)]
+    #[schema(schema_with = reason_codes)]
     motivi: Vec<String>,
-    /// Reasons in free text.
+    /// Reasons in free text, each at most `intake.limits.max_note_chars` characters.
     #[serde(default)]
+    #[schema(schema_with = free_text_reasons)]
     motivi_liberi: Vec<String>,
-    /// A note kept in the history.
+    /// A note kept in the history, at most `intake.limits.max_note_chars` characters.
+    #[schema(max_length = 4000)]
     nota: Option<String>,
+}
+
+/// A list of at most [`operator::MAX_REASONS`] strings of at most `max_length` characters.
+fn reasons(max_length: usize, description: &str) -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::String).min_length(Some(1)).max_length(Some(max_length)))
+        .min_items(Some(0))
+        .max_items(Some(operator::MAX_REASONS))
+        .description(Some(description))
+        .build()
+}
+
+fn reason_codes() -> utoipa::openapi::schema::Array {
+    reasons(1000, "Reason codes of the task's catalogue (a non_accolta needs a reason, an accolta has none)")
+}
+
+fn free_text_reasons() -> utoipa::openapi::schema::Array {
+    reasons(4000, "Reasons in free text, each at most `intake.limits.max_note_chars` characters (4000 by default)")
 }
 
 /// The request as it is now, with its ETag (as `GET /richieste/{id}` answers it).
@@ -220,10 +280,29 @@ async fn current(s: &AppState, actor: &Actor, key: &str) -> Result<Response, Pro
     Ok(no_store(response))
 }
 
+#[utoipa::path(
+    post, path = "/richieste/{id}/chiusura", tag = "operatori", operation_id = "chiudi_richiesta",
+    params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$"),
+        ("If-Match" = String, Header, description = "The `ETag` of the request as the operator read it (`GET /richieste/{id}`)", max_length = 1000)),
+    request_body(content = Chiusura, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Closed: the request as it is now", body = RequestView, headers(("ETag", description = "Strong validator of this representation"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator who may act (a read-only operator, another role)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not waiting for an operator, held by another, or the facts the rule read have changed (decide it again or requeue it)", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The request changed since it was read (`If-Match` is not its current `ETag`)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not the expected fields, or reasons that do not fit the outcome or the task's catalogue (the pointer names the field)", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "No `If-Match`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /richieste/{id}/chiusura` with `If-Match: <the request's ETag>`: the operator closes a request
 /// waiting for one (an accolta applies the effects the rule proposed). 428 without `If-Match`, 412 when the
 /// request changed since it was read; the answer is the closed request.
-async fn close(
+pub(super) async fn close(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
@@ -246,7 +325,7 @@ async fn close(
         .to_str()
         .map_err(|_| Problem::new(StatusCode::PRECONDITION_FAILED, "`If-Match` is not an entity tag"))?;
     let decision = OperatorDecision {
-        accolta: matches!(c.esito, Esito::Accolta),
+        accolta: matches!(c.esito, EsitoChiusura::Accolta),
         codes: c.motivi,
         free_text: c.motivi_liberi,
         nota: c.nota,
@@ -259,21 +338,41 @@ async fn close(
 }
 
 /// An operator's comment.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Commento {
+pub(super) struct Commento {
+    /// Free text, at most `intake.limits.max_note_chars` characters (4000 by default).
+    #[schema(min_length = 1, max_length = 4000)]
     testo: String,
 }
 
-#[derive(Debug, Serialize)]
+/// A comment, as recorded in the request's history.
+#[derive(Debug, Serialize, ToSchema)]
 struct Registrato {
+    #[schema(max_length = 64)]
     protocollo: String,
+    /// The kind of history entry: `commento_operatore`.
+    #[schema(value_type = String, max_length = 64)]
     tipo: &'static str,
 }
 
+#[utoipa::path(
+    post, path = "/richieste/{id}/commenti", tag = "operatori", operation_id = "commenta_richiesta", params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$")),
+    request_body(content = Commento, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Recorded in the history and notified to the requester", body = Registrato),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator who may act (a read-only operator, another role)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not the expected fields, or the text is empty, too long or has control characters", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /richieste/{id}/commenti` `{"testo": …}`: a comment in the request's history, notified to the
 /// requester; 201.
-async fn comment(
+pub(super) async fn comment(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
@@ -289,8 +388,18 @@ async fn comment(
     Ok(no_store((StatusCode::CREATED, axum::Json(answer)).into_response()))
 }
 
+#[utoipa::path(
+    post, path = "/richieste/{id}/rimessa-in-coda", tag = "operatori", operation_id = "rimetti_in_coda", params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$")),
+    responses(
+        (status = 200, description = "Back with the workers: the request as it is now", body = RequestView, headers(("ETag", description = "Strong validator of this representation"))),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator who may act (a read-only operator, another role)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Closed, already with the workers, or held by another operator", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /richieste/{id}/rimessa-in-coda`: the request goes back to the workers; the answer is the request.
-async fn requeue(
+pub(super) async fn requeue(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
@@ -300,8 +409,19 @@ async fn requeue(
     current(&s, &actor, key).await
 }
 
+#[utoipa::path(
+    post, path = "/richieste/{id}/nuova-decisione", tag = "operatori", operation_id = "nuova_decisione", params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$")),
+    responses(
+        (status = 200, description = "Decided again: closed (`accolta`, `non_accolta`) or referred again with the facts read now (`rinvio`)", body = Redecided),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an operator who may act (a read-only operator, another role)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not waiting for an operator, held by another, no rule loaded for its task, or effects that cannot be applied", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The rule failed deciding it again (it stays with the operator), or its facts kept changing", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /richieste/{id}/nuova-decisione`: the rule decides the request again with the current facts.
-async fn redecide(
+pub(super) async fn redecide(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,

@@ -9,11 +9,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::api::{BASE, no_store};
 use super::auth::Authenticated;
+use super::body::{Link, SelfLinks};
 use super::problem::{FieldProblem, Problem};
 use crate::app::feeds::encode_cursor;
 use crate::app::webhooks as uc;
@@ -24,34 +25,95 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/webhook", get(list).post(create)).route("/webhook/{id}", delete(remove))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new subscription.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
-    /// The receiver: https (http only for loopback hosts with `webhooks.allow_http_loopback`).
+pub(super) struct CreateBody {
+    /// The receiver: https (http only for loopback hosts with `webhooks.allow_http_loopback`), no credentials.
+    #[schema(max_length = 2048, format = "uri")]
     url: String,
+    /// At most 200 characters, no control characters.
+    #[schema(max_length = 200)]
     descrizione: Option<String>,
     /// A feed cursor (`GET /eventi`) to start after; default: the feed's current end.
+    #[schema(max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")]
     cursore: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A subscription (never its secret).
+#[derive(Debug, Serialize, ToSchema)]
 struct Subscription {
+    /// The subscription's id (32 hex digits), for `DELETE /webhook/{id}`.
+    #[schema(max_length = 32, pattern = "^[0-9a-f]{32}$")]
     id: String,
+    #[schema(max_length = 2048, format = "uri")]
     url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 200)]
     descrizione: Option<String>,
+    #[schema(format = DateTime)]
     creata_il: String,
     /// The feed cursor of the last event delivered (or given up on).
+    #[schema(max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")]
     cursore: String,
     /// Failed attempts on the next event, and the last one's HTTP status (0: no answer).
+    #[schema(minimum = 0)]
     tentativi: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     ultimo_stato: Option<i64>,
+    /// Events given up on (dead letters).
+    #[schema(minimum = 0)]
     non_consegnati: i64,
 }
 
+/// The links of a new subscription: the caller's subscriptions.
+#[derive(Debug, Serialize, ToSchema)]
+struct CollectionLinks {
+    collection: Link,
+}
+
+/// A new subscription, with its signing secret: the only answer that carries it.
+#[derive(Debug, Serialize, ToSchema)]
+struct SubscriptionCreated {
+    /// The subscription's id (32 hex digits), for `DELETE /webhook/{id}`.
+    #[schema(max_length = 32, pattern = "^[0-9a-f]{32}$")]
+    id: String,
+    #[schema(max_length = 2048, format = "uri")]
+    url: String,
+    /// As sent (null when none was).
+    #[schema(max_length = 200)]
+    descrizione: Option<String>,
+    /// The signing secret (Standard Webhooks: `whsec_` and base64 of 32 bytes), shown once.
+    #[schema(max_length = 50, pattern = "^whsec_[A-Za-z0-9+/]{43}=$")]
+    secret: String,
+    /// The feed cursor the subscription starts after.
+    #[schema(max_length = 39, pattern = "^[0-9]{1,19}-[0-9]{1,19}$")]
+    cursore: String,
+    _links: CollectionLinks,
+}
+
+/// The caller's subscriptions (one page: an integrator has at most 20).
+#[derive(Debug, Serialize, ToSchema)]
+struct Subscriptions {
+    #[schema(min_items = 0, max_items = 20)]
+    items: Vec<Subscription>,
+    _links: SelfLinks,
+}
+
+#[utoipa::path(
+    post, path = "/webhook", tag = "integratori", operation_id = "crea_webhook",
+    request_body(content = CreateBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Subscribed: the id and the signing secret (shown only here)", body = SubscriptionCreated),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an integrator", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The caller has 20 subscriptions already: delete one first", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not the expected JSON, or a URL, description or cursor that is not accepted (the pointer names the field)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `POST /webhook` `{"url": …, "descrizione"?: …, "cursore"?: …}`: 201 with the id and the secret (shown once).
-async fn create(
+pub(super) async fn create(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     body: Result<axum::Json<CreateBody>, JsonRejection>,
@@ -79,19 +141,27 @@ async fn create(
     )
     .await
     .map_err(|e| Problem::from_app(e, false))?;
-    let answer = json!({
-        "id": created.id,
-        "url": b.url,
-        "descrizione": b.descrizione,
-        "secret": created.secret,
-        "cursore": created.cursor,
-        "_links": { "collection": { "href": format!("{BASE}/webhook") } },
-    });
+    let answer = SubscriptionCreated {
+        id: created.id,
+        url: b.url,
+        descrizione: b.descrizione,
+        secret: created.secret,
+        cursore: created.cursor,
+        _links: CollectionLinks { collection: Link { href: format!("{BASE}/webhook") } },
+    };
     Ok(no_store((StatusCode::CREATED, axum::Json(answer)).into_response()))
 }
 
+#[utoipa::path(
+    get, path = "/webhook", tag = "integratori", operation_id = "lista_webhook",
+    responses(
+        (status = 200, description = "The caller's subscriptions", body = Subscriptions),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an integrator", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `GET /webhook`: the caller's subscriptions (one page: an integrator has a handful).
-async fn list(State(s): State<AppState>, Authenticated(actor): Authenticated) -> Result<Response, Problem> {
+pub(super) async fn list(State(s): State<AppState>, Authenticated(actor): Authenticated) -> Result<Response, Problem> {
     let items: Vec<Subscription> = uc::list(&s.store, &actor)
         .await?
         .into_iter()
@@ -106,12 +176,22 @@ async fn list(State(s): State<AppState>, Authenticated(actor): Authenticated) ->
             non_consegnati: w.dead_letters,
         })
         .collect();
-    let links = json!({ "self": { "href": format!("{BASE}/webhook") } });
-    Ok(no_store(axum::Json(json!({ "items": items, "_links": links })).into_response()))
+    let links = SelfLinks { own: Link { href: format!("{BASE}/webhook") } };
+    Ok(no_store(axum::Json(Subscriptions { items, _links: links }).into_response()))
 }
 
+#[utoipa::path(
+    delete, path = "/webhook/{id}", tag = "integratori", operation_id = "elimina_webhook",
+    params(("id" = String, Path, description = "The subscription's id (32 hex digits)", max_length = 32, pattern = "^[0-9a-fA-F]{32}$")),
+    responses(
+        (status = 204, description = "Deleted: nothing more is delivered to it"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an integrator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No subscription with that id of the caller's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 /// `DELETE /webhook/{id}`: 204; 404 for an id the caller does not own.
-async fn remove(
+pub(super) async fn remove(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,

@@ -285,11 +285,14 @@ pub struct QueueEntry {
 }
 
 /// Who holds a request waiting for an operator (presa in carico), if anyone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Assignment {
+    #[schema(max_length = 64)]
     pub protocollo: String,
     /// The operator's id (the `sub` of their token, or the CLI's `--operatore`).
+    #[schema(max_length = 64)]
     pub assegnata_a: Option<String>,
+    #[schema(format = DateTime)]
     pub assegnata_il: Option<String>,
 }
 
@@ -314,13 +317,21 @@ pub enum AssignedTo {
 }
 
 /// A document of the Fascicolo Elettronico (domain.md §7).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FascicoloEntry {
+    #[schema(max_length = 64)]
     pub protocollo: String,
+    #[schema(max_length = 1000)]
     pub task: String,
+    /// When it was submitted.
+    #[schema(format = DateTime)]
     pub data_invio: String,
+    /// When it was closed.
+    #[schema(format = DateTime)]
     pub data_esito: Option<String>,
+    #[schema(max_length = 16)]
     pub esito: Option<String>,
+    #[schema(value_type = Vec<Object>, min_items = 0, max_items = 1000)]
     pub motivazioni: Vec<Value>,
 }
 
