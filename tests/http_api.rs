@@ -301,7 +301,57 @@ fn a_retry_while_the_first_is_still_being_stored_is_409(db: Db) {
     stop(child);
 }
 
+/// Submissions that wait for intake together are written together (group commit), each still all or
+/// nothing: one reusing a key for a different request is refused, the others are stored.
+fn submissions_written_together_stand_or_fall_alone(db: Db) {
+    let env = Env::new(db);
+    let (child, port) = daemon(&env);
+    let auth = format!("{}Content-Type: application/json\r\n", bearer(&token("portale.key.pem", json!({}))));
+    let keyed = |key: &str, note: &str| {
+        body(ROSSI, "AZIENDA").replacen('{', &format!("{{\"chiave_idempotenza\":\"{key}\",\"note\":\"{note}\","), 1)
+    };
+    let post = |text: String| {
+        let auth = auth.clone();
+        move || http(port, "POST", &format!("{BASE}/richieste"), &auth, &text)
+    };
+    assert_eq!(post(keyed("k-prima", "prima"))().0, 201);
+    let hold = match db {
+        Db::Sqlite => "BEGIN IMMEDIATE",
+        Db::Postgres => "SELECT pg_advisory_lock(7400)",
+    };
+    let (release, holder) = hold_lock(&env, hold);
+    // The first waits inside intake; the next three queue behind it and are written as one group.
+    let waiting = std::thread::spawn(post(keyed("k-a", "a")));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let group: Vec<_> = [keyed("k-prima", "diversa"), keyed("k-b", "b"), keyed("k-c", "c")]
+        .into_iter()
+        .map(|text| std::thread::spawn(post(text)))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    release.send(()).expect("release");
+    holder.join().expect("holder");
+    assert_eq!(waiting.join().expect("a").0, 201);
+    let answers: Vec<(u16, String, String)> = group.into_iter().map(|t| t.join().expect("post")).collect();
+    assert_eq!(answers[0].0, 422, "{}", answers[0].2);
+    assert_eq!(problem(&answers[0].1, &answers[0].2)["errors"][0]["pointer"], "/chiave_idempotenza");
+    assert_eq!((answers[1].0, answers[2].0), (201, 201), "{answers:?}");
+    let stored = env.sql("SELECT chiave_idempotenza, protocollo FROM requests ORDER BY id");
+    let mut keys: Vec<&str> = stored.iter().filter_map(|r| r[0].as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["k-a", "k-b", "k-c", "k-prima"], "the refused submission left nothing");
+    let progressives: Vec<String> = stored
+        .iter()
+        .filter_map(|r| r[1].as_str())
+        .map(|p| p.rsplit('.').next().unwrap_or_default().to_string())
+        .collect();
+    let mut numbers: Vec<u64> = progressives.iter().filter_map(|p| p.trim_start_matches('0').parse().ok()).collect();
+    numbers.sort_unstable();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "protocol numbers without gaps: {stored:?}");
+    stop(child);
+}
+
 backends!(
+    submissions_written_together_stand_or_fall_alone,
     a_retry_while_the_first_is_still_being_stored_is_409,
     the_riepilogo_of_a_position_is_for_who_acts_for_it,
     submit_decide_read,

@@ -85,7 +85,9 @@ fn daemon_config(config: &Config, database: &str, port: u16, jwks: &Path) -> Str
         zone = quoted(&config.time_zone),
         db = quoted(database),
         conns = config.database.max_connections,
-        rules = quoted(&std::path::absolute(&config.rules.dir).unwrap_or_else(|_| config.rules.dir.clone()).display().to_string()),
+        rules = quoted(
+            &std::path::absolute(&config.rules.dir).unwrap_or_else(|_| config.rules.dir.clone()).display().to_string()
+        ),
         ops = config.rules.max_operations,
         deadline = config.rules.deadline_ms,
         workers = config.worker.workers,

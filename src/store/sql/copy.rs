@@ -115,7 +115,13 @@ impl Store {
             })
             .connect(&read_only_url(url))
             .await?;
-        Ok(Store { pool, dialect: Dialect::Sqlite, keys_in_flight: Default::default() })
+        Ok(Store {
+            writer: pool.clone(),
+            pool,
+            dialect: Dialect::Sqlite,
+            keys_in_flight: Default::default(),
+            intake_queue: Default::default(),
+        })
     }
 
     /// Copies every table of this SQLite store into `target`, an empty PostgreSQL database (migrated here),

@@ -1,5 +1,6 @@
-//! Intake: protocol numbers, idempotency and the `protocollazione` events of submitted requests, in one
-//! transaction per submission (PostgreSQL serialises protocol numbers with an advisory lock).
+//! Intake: protocol numbers, idempotency and the `protocollazione` events of submitted requests. Concurrent
+//! submissions are written together by one task, one transaction per group, each submission all or nothing
+//! (PostgreSQL serialises protocol numbers with an advisory lock).
 //!
 //! A retry that arrives while the first submission with its idempotency key is still being stored is refused
 //! (the IETF Idempotency-Key draft's 409) rather than queued behind it: within a process by the keys in flight,
@@ -45,36 +46,151 @@ impl Drop for HeldKeys<'_> {
     }
 }
 
+/// The most requests one group commit writes (a submission is never split).
+const MAX_GROUP_REQUESTS: usize = 10_000;
+
+/// Submissions waiting for the intake writer: concurrent submissions are stored together, one transaction
+/// (one commit, one WAL sync) for all of them, each still all or nothing (group commit).
+#[derive(Debug, Clone, Default)]
+pub(super) struct IntakeQueue(Arc<Mutex<QueueState>>);
+
+#[derive(Debug, Default)]
+struct QueueState {
+    pending: Vec<Pending>,
+    /// A drain task is running: it takes what is pending until nothing is.
+    draining: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    requests: Vec<NewRequest>,
+    default_sede: String,
+    now: Millis,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<Submitted>>>,
+}
+
+impl IntakeQueue {
+    /// Queues a submission; true when no drain task runs, so the caller starts one.
+    fn push(&self, pending: Pending) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.pending.push(pending);
+        !std::mem::replace(&mut state.draining, true)
+    }
+
+    /// The next group, oldest first; empty (and the drain task ends) when nothing is pending.
+    fn take(&self) -> Vec<Pending> {
+        let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut count, mut n) = (0, 0);
+        while n < state.pending.len() && (n == 0 || count + state.pending[n].requests.len() <= MAX_GROUP_REQUESTS) {
+            count += state.pending[n].requests.len();
+            n += 1;
+        }
+        if n == 0 {
+            state.draining = false;
+        }
+        state.pending.drain(..n).collect()
+    }
+}
+
+/// What one submission of a group stores, kept apart until it is known to be accepted.
+#[derive(Default)]
+struct Staged {
+    out: Vec<Submitted>,
+    rows: Vec<Value>,
+    events: Vec<NewEvent>,
+    opened: Vec<String>,
+}
+
 impl Store {
-    /// Stores accepted requests `aperta`, each with its protocol number, event and notifications, all in
-    /// one transaction. A request whose idempotency key is known returns the first request instead, if it is the
+    /// Stores accepted requests `aperta`, each with its protocol number, event and notifications, all or
+    /// none. A request whose idempotency key is known returns the first request instead, if it is the
     /// same request; with a different one the whole submission is refused (the key was reused by mistake).
+    ///
+    /// Submissions arriving while another is being written are written together by one task (group
+    /// commit): the transaction's fixed cost and its commit are paid once per group, and a failing
+    /// submission never takes another down with it.
     pub async fn submit(&self, requests: &[NewRequest], default_sede: &str, now: Millis) -> Result<Vec<Submitted>> {
+        // A retry of a submission still waiting here is told so at once (409), not queued behind it.
         let keys: Vec<&str> = requests.iter().filter_map(|r| r.envelope.chiave_idempotenza.as_deref()).collect();
-        let in_flight = |busy: usize| {
-            let key = keys[busy];
-            let index = requests.iter().position(|r| r.envelope.chiave_idempotenza.as_deref() == Some(key));
+        let _held = self.keys_in_flight.take(&keys).map_err(|busy| {
+            let index = requests.iter().position(|r| r.envelope.chiave_idempotenza.as_deref() == Some(keys[busy]));
             StoreError::IdempotencyInFlight { index: index.unwrap_or(busy) }
+        })?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = Pending { requests: requests.to_vec(), default_sede: default_sede.to_string(), now, reply };
+        if self.intake_queue.push(pending) {
+            // A task of its own, so that a caller that goes away (a client that hangs up) cancels nobody's write.
+            let store = self.clone();
+            tokio::spawn(async move { store.drain_intake().await });
+        }
+        answer.await.map_err(|_| StoreError::Corrupt("the intake writer stopped before answering".into()))?
+    }
+
+    async fn drain_intake(self) {
+        loop {
+            let group = self.intake_queue.take();
+            if group.is_empty() {
+                return;
+            }
+            let results = match self.store_group(&group).await {
+                Ok(results) => results,
+                // A failure of the whole transaction: each submission again on its own, so that each gets
+                // its own answer (and one that cannot be stored does not refuse the others).
+                Err(_) if group.len() > 1 => {
+                    let mut results = Vec::with_capacity(group.len());
+                    for one in &group {
+                        let alone = self.store_group(std::slice::from_ref(one)).await;
+                        results.push(alone.and_then(|mut r| r.pop().unwrap_or(Ok(Vec::new()))));
+                    }
+                    results
+                }
+                Err(e) => vec![Err(e)],
+            };
+            for (pending, result) in group.into_iter().zip(results) {
+                let _ = pending.reply.send(result);
+            }
+        }
+    }
+
+    /// One transaction for a group of submissions: the outer error fails them all (nothing is written), an
+    /// inner one refuses that submission only.
+    async fn store_group(&self, group: &[Pending]) -> Result<Vec<Result<Vec<Submitted>>>> {
+        let now = group.iter().map(|p| p.now).max().unwrap_or_default();
+        let mut results: Vec<Option<Result<Vec<Submitted>>>> = (0..group.len()).map(|_| None).collect();
+        let keys_of = |p: &Pending| -> Vec<String> {
+            p.requests.iter().filter_map(|r| r.envelope.chiave_idempotenza.clone()).collect()
         };
-        let _held = self.keys_in_flight.take(&keys).map_err(in_flight)?;
+        let in_flight = |p: &Pending, key: &str| {
+            let index = p.requests.iter().position(|r| r.envelope.chiave_idempotenza.as_deref() == Some(key));
+            Err(StoreError::IdempotencyInFlight { index: index.unwrap_or(0) })
+        };
         let mut tx = self.write_tx().await?;
         if self.dialect == Dialect::Postgres {
             // Another instance storing one of these keys holds its lock until it commits.
-            for (i, key) in keys.iter().enumerate() {
-                let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
-                    .bind(KEY_LOCK_CLASS)
-                    .bind(*key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if !taken {
-                    return Err(in_flight(i));
+            for (i, p) in group.iter().enumerate() {
+                if results[i].is_some() {
+                    continue;
+                }
+                for key in keys_of(p) {
+                    let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+                        .bind(KEY_LOCK_CLASS)
+                        .bind(&key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if !taken {
+                        results[i] = Some(in_flight(p, &key));
+                        break;
+                    }
                 }
             }
             // Protocol numbers are read, incremented and written back: one intake at a time, as on SQLite.
             sqlx::query("SELECT pg_advisory_xact_lock(7400)").execute(&mut *tx).await?;
         }
+        let included: Vec<usize> = (0..group.len()).filter(|i| results[*i].is_none()).collect();
+        let requests = || included.iter().flat_map(|&i| group[i].requests.iter());
         // Each known key with the request it first came with: a retry must repeat that request exactly.
         let mut known: HashMap<String, (Submitted, Map<String, Value>)> = HashMap::new();
+        let keys: Vec<&str> = requests().filter_map(|r| r.envelope.chiave_idempotenza.as_deref()).collect();
         if !keys.is_empty() {
             let rows = sqlx::query(tx.sql(
                 "SELECT chiave_idempotenza, id, protocollo, payload FROM requests
@@ -88,8 +204,7 @@ impl Store {
                 known.insert(r.try_get(0)?, (first, parse_json("requests.payload", r.try_get::<&str, _>(3)?)?));
             }
         }
-
-        let matricole: Vec<&str> = requests.iter().filter_map(|r| r.envelope.matricola.as_deref()).collect();
+        let matricole: Vec<&str> = requests().filter_map(|r| r.envelope.matricola.as_deref()).collect();
         let sede_of: HashMap<String, String> = sqlx::query_as(
             tx.sql("SELECT matricola, sede FROM aziende WHERE matricola IN (SELECT value FROM json_each($1))"),
         )
@@ -106,60 +221,30 @@ impl Store {
                 .await?
                 .into_iter()
                 .collect();
-        let fresh = requests.len()
-            - requests
-                .iter()
-                .filter(|r| r.envelope.chiave_idempotenza.as_ref().is_some_and(|k| known.contains_key(k)))
-                .count();
+        let fresh = requests()
+            .filter(|r| r.envelope.chiave_idempotenza.as_ref().is_none_or(|k| !known.contains_key(k)))
+            .count();
         let mut ids = reserve_ids(&mut tx, IdTable::Requests, fresh).await?.into_iter();
 
-        let mut out = Vec::with_capacity(requests.len());
-        let mut rows = Vec::new();
-        let mut events = Vec::new();
-        let mut opened = Vec::new();
-        for r in requests {
-            if let Some((first, payload)) = r.envelope.chiave_idempotenza.as_ref().and_then(|k| known.get(k)) {
-                if payload != &r.payload {
-                    return Err(StoreError::IdempotencyMismatch {
-                        index: out.len(),
-                        protocollo: first.protocollo.clone(),
-                    });
+        let mut all = Staged::default();
+        for &i in &included {
+            let p = &group[i];
+            // A refused submission leaves no trace: its counters and keys are applied only once it is accepted.
+            let (mut their_counters, mut their_known) = (counters.clone(), known.clone());
+            let staged = stage(p, &sede_of, anno, &mut ids, &mut their_counters, &mut their_known);
+            results[i] = Some(match staged {
+                Ok(staged) => {
+                    (counters, known) = (their_counters, their_known);
+                    let out = staged.out.clone();
+                    all.rows.extend(staged.rows);
+                    all.events.extend(staged.events);
+                    all.opened.extend(staged.opened);
+                    Ok(out)
                 }
-                out.push(first.clone());
-                continue;
-            }
-            let sede = r.envelope.matricola.as_ref().and_then(|m| sede_of.get(m)).map_or(default_sede, String::as_str);
-            let Some(id) = ids.next() else {
-                return Err(StoreError::Corrupt("fewer request ids reserved than requests to store".into()));
-            };
-            let progressive = counters.entry(sede.to_string()).or_insert(0);
-            *progressive += 1;
-            let submitted = Submitted { id, protocollo: protocol_number(sede, anno, *progressive), duplicate: false };
-            rows.push(json!([
-                submitted.id,
-                submitted.protocollo,
-                r.envelope.task,
-                r.soggetto,
-                sede,
-                json_text(&r.payload),
-                r.envelope.chiave_idempotenza,
-                r.envelope.richiedente_cf,
-                r.envelope.matricola,
-            ]));
-            events.push(NewEvent {
-                request_id: submitted.id,
-                kind: EventKind::Protocollazione,
-                actor: "intake".into(),
-                detail: json!({ "protocollo": submitted.protocollo, "sede": sede }),
-                notifications: requester_notifications(&r.envelope.contatti),
+                Err(e) => Err(e),
             });
-            opened.push(Subject::Open { task: r.envelope.task.clone(), soggetto: r.soggetto.clone() }.to_string());
-            if let Some(k) = &r.envelope.chiave_idempotenza {
-                known.insert(k.clone(), (Submitted { duplicate: true, ..submitted.clone() }, r.payload.clone()));
-            }
-            out.push(submitted);
         }
-        if !rows.is_empty() {
+        if !all.rows.is_empty() {
             sqlx::query(tx.sql(
                 "INSERT INTO requests (id, protocollo, task, soggetto, sede, payload, chiave_idempotenza, stato,
                                        creata_il, aggiornata_il, available_at, richiedente_cf, matricola)
@@ -167,7 +252,7 @@ impl Store {
                         value ->> 6, 'aperta', $2, $2, $2, value ->> 7, value ->> 8
                  FROM json_each($1)",
             ))
-            .bind(json_text(&rows))
+            .bind(json_text(&all.rows))
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -181,11 +266,67 @@ impl Store {
             .bind(anno)
             .execute(&mut *tx)
             .await?;
-            bump_versions(&mut tx, &opened).await?;
-            insert_events(&mut tx, &events, now).await?;
+            bump_versions(&mut tx, &all.opened).await?;
+            insert_events(&mut tx, &all.events, now).await?;
             wake(&mut tx, REQUESTS_CHANNEL).await?;
         }
         tx.commit().await?;
-        Ok(out)
+        Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Ok(Vec::new()))).collect())
     }
+}
+
+/// One submission's rows, numbered from `counters`, its keys checked against `known`.
+fn stage(
+    p: &Pending,
+    sede_of: &HashMap<String, String>,
+    anno: i32,
+    ids: &mut impl Iterator<Item = i64>,
+    counters: &mut HashMap<String, i64>,
+    known: &mut HashMap<String, (Submitted, Map<String, Value>)>,
+) -> Result<Staged> {
+    let mut staged = Staged::default();
+    for r in &p.requests {
+        if let Some((first, payload)) = r.envelope.chiave_idempotenza.as_ref().and_then(|k| known.get(k)) {
+            if payload != &r.payload {
+                return Err(StoreError::IdempotencyMismatch {
+                    index: staged.out.len(),
+                    protocollo: first.protocollo.clone(),
+                });
+            }
+            staged.out.push(first.clone());
+            continue;
+        }
+        let sede =
+            r.envelope.matricola.as_ref().and_then(|m| sede_of.get(m)).map_or(p.default_sede.as_str(), String::as_str);
+        let Some(id) = ids.next() else {
+            return Err(StoreError::Corrupt("fewer request ids reserved than requests to store".into()));
+        };
+        let progressive = counters.entry(sede.to_string()).or_insert(0);
+        *progressive += 1;
+        let submitted = Submitted { id, protocollo: protocol_number(sede, anno, *progressive), duplicate: false };
+        staged.rows.push(json!([
+            submitted.id,
+            submitted.protocollo,
+            r.envelope.task,
+            r.soggetto,
+            sede,
+            json_text(&r.payload),
+            r.envelope.chiave_idempotenza,
+            r.envelope.richiedente_cf,
+            r.envelope.matricola,
+        ]));
+        staged.events.push(NewEvent {
+            request_id: submitted.id,
+            kind: EventKind::Protocollazione,
+            actor: "intake".into(),
+            detail: json!({ "protocollo": submitted.protocollo, "sede": sede }),
+            notifications: requester_notifications(&r.envelope.contatti),
+        });
+        staged.opened.push(Subject::Open { task: r.envelope.task.clone(), soggetto: r.soggetto.clone() }.to_string());
+        if let Some(k) = &r.envelope.chiave_idempotenza {
+            known.insert(k.clone(), (Submitted { duplicate: true, ..submitted.clone() }, r.payload.clone()));
+        }
+        staged.out.push(submitted);
+    }
+    Ok(staged)
 }
