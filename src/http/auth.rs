@@ -83,6 +83,7 @@ struct Claims {
 
 impl Verifier {
     pub fn load(config: &AuthConfig) -> Result<Verifier, AuthConfigError> {
+        super::jwt_crypto::install();
         let path = config.jwks_file.display().to_string();
         let text = std::fs::read_to_string(&config.jwks_file)
             .map_err(|error| AuthConfigError::Read { path: path.clone(), error })?;

@@ -33,6 +33,7 @@ pub mod auth;
 mod body;
 mod fascicolo;
 mod feeds;
+mod jwt_crypto;
 pub mod limits;
 mod menu;
 pub mod openapi;
