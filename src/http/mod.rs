@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         tracing::debug_span!("http", method = %request.method(), route, request_id = id)
     });
     let layers = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(record_duration))
         .layer(CatchPanicLayer::new())
         .set_x_request_id(MakeRequestUuid)
         .propagate_x_request_id()
@@ -90,6 +91,22 @@ pub fn router(state: AppState) -> Router {
         app = app.nest(api::BASE, routes);
     }
     app.with_state(state).layer(layers)
+}
+
+/// Records every answer in `smart_task_http_request_duration_seconds` (outermost, so a panic's 500 and the
+/// timeout's 503 count too).
+async fn record_duration(request: Request<axum::body::Body>, next: axum::middleware::Next) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_string();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    crate::telemetry::metrics::http_answered(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// Serves `router` until `stop` turns true, then finishes the requests in flight.

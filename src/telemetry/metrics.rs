@@ -33,6 +33,7 @@ pub const REFERRED: &str = "smart_task_referred_requests";
 pub const CRON_RUNS: &str = "smart_task_cron_runs_total";
 pub const CRON_LAST_SUCCESS: &str = "smart_task_cron_last_success_timestamp_seconds";
 pub const BUILD_INFO: &str = "smart_task_build_info";
+pub const HTTP_DURATION: &str = "smart_task_http_request_duration_seconds";
 
 /// The states of `smart_task_requests`: a partition of the requests (they sum to the total). `in_carico` is
 /// claimed and being decided (or waiting for a retry); `rinviata` and `sospesa` are `in_carico` requests
@@ -102,6 +103,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     (CRON_RUNS, Kind::Counter, "Runs of the cron jobs, by job and outcome (success, failure)."),
     (CRON_LAST_SUCCESS, Kind::Gauge, "Unix time of each cron job's last successful run."),
     (BUILD_INFO, Kind::Gauge, "1, labelled with the daemon's version and instance name."),
+    (
+        HTTP_DURATION,
+        Kind::Histogram,
+        "Time to answer an HTTP call, by route template, method and status class (2xx, 4xx, 5xx).",
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +124,10 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         .set_buckets_for_metric(
             Matcher::Full(QUEUE_WAIT.into()),
             &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(HTTP_DURATION.into()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0],
         )?
         .set_buckets_for_metric(
             Matcher::Full(DECISION_DURATION.into()),
@@ -193,6 +203,19 @@ pub fn rules_activated(active: &[ActiveTask<'_>], previous: Option<&std::collect
     for r in active {
         gauge!(RULE_INFO, "task" => r.task.to_string(), "version" => r.version.to_string()).set(1.0);
     }
+}
+
+/// An HTTP call answered: `route` is the matched template (`/rest/…/richieste/{id}`), never the path.
+pub fn http_answered(route: &str, method: &str, status: u16, seconds: f64) {
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    histogram!(HTTP_DURATION, "route" => route.to_string(), "method" => method.to_string(), "status" => class)
+        .record(seconds);
 }
 
 /// 1 while the daemon runs the last activated rule set because its rules directory was refused at start.
