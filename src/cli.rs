@@ -102,6 +102,10 @@ enum Command {
         soggetto: String,
         #[arg(long)]
         json: bool,
+        /// Write the esito of each closed request as a PDF/A document into DIR (named by protocol number) and
+        /// print each file's SHA-256 and path
+        #[arg(long, value_name = "DIR")]
+        pdf: Option<PathBuf>,
     },
     /// A request's decisions in words: rule version, checks with their lines, facts read, effects
     Explain {
@@ -493,7 +497,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Pilot { command } => pilot(&config, command).await,
         Command::Menu { richiedente, profilo, json } => menu(&config, richiedente, profilo, json).await,
-        Command::Fascicolo { soggetto, json } => fascicolo(&config, &soggetto, json).await,
+        Command::Fascicolo { soggetto, json, pdf } => fascicolo(&config, &soggetto, json, pdf.as_deref()).await,
         Command::Notifications { command } => notifications(&config, command).await,
         Command::CheckConfig => check_config(&config),
         // Both databases are named on the command line; the configuration only sets the log level.
@@ -827,9 +831,19 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
     }
 }
 
-async fn fascicolo(config: &Config, soggetto: &str, json: bool) -> Outcome {
+async fn fascicolo(config: &Config, soggetto: &str, json: bool, pdf: Option<&Path>) -> Outcome {
     let store = existing_store(config).await?;
     let entries = app::fascicolo(&store, &Actor::Cli, soggetto).await.map_err(app_failure)?;
+    if let Some(dir) = pdf {
+        if entries.is_empty() && !json {
+            outln!(
+                "Fascicolo di {}: nessuna richiesta chiusa, nessun documento scritto",
+                soggetto.trim().to_uppercase()
+            );
+            return Ok(());
+        }
+        return fascicolo_pdf(&store, &entries, dir, json).await;
+    }
     if json {
         outln!("{}", serde_json::to_string_pretty(&entries).map_err(runtime)?);
         return Ok(());
@@ -853,6 +867,52 @@ async fn fascicolo(config: &Config, soggetto: &str, json: bool) -> Outcome {
         }
     }
     Ok(())
+}
+
+/// `fascicolo --pdf DIR`: one esito PDF per closed request, named by its protocol number (never by text a
+/// client gave), written to a temporary name and renamed; prints `SHA256  PATH` lines as `sha256sum` does.
+async fn fascicolo_pdf(
+    store: &crate::store::Store,
+    entries: &[crate::store::FascicoloEntry],
+    dir: &Path,
+    json: bool,
+) -> Outcome {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        input(anyhow::anyhow!(
+            "cannot create the directory {}: {e}; name a directory you may write (--pdf DIR)",
+            dir.display()
+        ))
+    })?;
+    let mut written = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let doc = app::esito(store, &Actor::Cli, &entry.protocollo).await.map_err(app_failure)?;
+        let path = dir.join(format!("{}.pdf", file_stem(&doc.protocollo)));
+        let tmp = dir.join(format!(".{}.{}.tmp", file_stem(&doc.protocollo), std::process::id()));
+        std::fs::write(&tmp, &doc.pdf).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|e| {
+            runtime(anyhow::anyhow!(
+                "cannot write {}: {e}; check the directory's permissions and free space",
+                path.display()
+            ))
+        })?;
+        written.push((doc, path));
+    }
+    if json {
+        let list: Vec<_> = written
+            .iter()
+            .map(|(d, p)| serde_json::json!({ "protocollo": d.protocollo, "file": p, "sha256": d.sha256 }))
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&list).map_err(runtime)?);
+        return Ok(());
+    }
+    for (doc, path) in &written {
+        outln!("{}  {}", doc.sha256, path.display());
+    }
+    Ok(())
+}
+
+/// A file name from a protocol number: ASCII letters, digits, `-` and `_` kept, anything else (`/`, `.`) `_`.
+fn file_stem(protocollo: &str) -> String {
+    protocollo.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 /// `pilot add|remove|list`. Codici fiscali are checked for form (a pilot member is a person or a firm).

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod documents;
 pub mod domain;
 pub mod facts_file;
 pub mod health;

@@ -2,12 +2,14 @@
 //! type ([`AppError`]) that both edges map — to exit codes and to HTTP statuses. Neither edge holds domain
 //! logic: the CLI prints what these return, the HTTP handlers serialise it.
 
+mod esito;
 pub mod feeds;
 mod menu;
 pub mod operator;
 mod position;
 pub mod webhooks;
 
+pub use esito::{EsitoPdf, esito, esito_view};
 pub use menu::{MenuItem, menu};
 pub use position::{Riepilogo, fascicolo, riepilogo};
 use sha2::{Digest, Sha256};
@@ -93,6 +95,9 @@ pub enum AppError {
     /// A representation could not be encoded.
     #[error("cannot encode the answer: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A document (the esito PDF) could not be rendered.
+    #[error(transparent)]
+    Document(#[from] crate::documents::PdfError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -104,7 +109,7 @@ impl AppError {
             AppError::Invalid(_) | AppError::Forbidden(_) | AppError::Conflict(_) | AppError::PreconditionFailed(_) => {
                 2
             }
-            AppError::RuleFailed(_) | AppError::Encode(_) => 1,
+            AppError::RuleFailed(_) | AppError::Encode(_) | AppError::Document(_) => 1,
             AppError::NotFound(_) => 3,
             AppError::Store(StoreError::NotFound(_)) => 3,
             AppError::Store(
@@ -129,7 +134,7 @@ impl AppError {
             AppError::Store(StoreError::Refused(_) | StoreError::IdempotencyInFlight { .. })
             | AppError::Conflict(_) => 409,
             AppError::PreconditionFailed(_) => 412,
-            AppError::RuleFailed(_) | AppError::Encode(_) => 500,
+            AppError::RuleFailed(_) | AppError::Encode(_) | AppError::Document(_) => 500,
             AppError::Store(StoreError::Reference { .. } | StoreError::IdempotencyMismatch { .. }) => 422,
             AppError::Store(StoreError::Db(_) | StoreError::Missing(_) | StoreError::NotCurrent(_)) => 503,
             AppError::Store(_) => 500,

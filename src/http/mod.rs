@@ -31,6 +31,7 @@ use crate::store::Store;
 pub mod api;
 pub mod auth;
 mod body;
+mod esito;
 mod fascicolo;
 mod feeds;
 mod jwt_crypto;
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         let routes = api::routes()
             .merge(menu::routes())
             .merge(fascicolo::routes())
+            .merge(esito::routes())
             .merge(webhooks::routes())
             .layer(axum::middleware::from_fn_with_state(api.limits.clone(), limits::enforce))
             .layer(CompressionLayer::new());

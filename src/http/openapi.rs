@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::problem::Problem;
-use super::{api, fascicolo, feeds, menu, operator, webhooks};
+use super::{api, esito, fascicolo, feeds, menu, operator, webhooks};
 
 /// The document's version (SemVer, RAC_GEN_002): major = the `v1` of the base path.
 pub const VERSION: &str = "1.0.0";
@@ -29,7 +29,7 @@ pub const VERSION: &str = "1.0.0";
     servers((url = "https://{host}/rest/smart-task/v1", description = "The daemon behind the agency's gateway",
         variables(("host" = (default = "api.example.it", description = "The public host name"))))),
     paths(
-        api::submit, api::read, api::list, api::withdraw, api::message, api::riepilogo,
+        api::submit, api::read, esito::esito_pdf, api::list, api::withdraw, api::message, api::riepilogo,
         menu::menu, fascicolo::search,
         operator::queue, operator::claim, operator::release, operator::close, operator::comment, operator::requeue,
         operator::redecide,
