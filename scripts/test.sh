@@ -2,7 +2,8 @@
 # The second command of README.md: every test, on SQLite and on PostgreSQL, on a machine with nothing installed by
 # hand. What the tests need and a fresh machine may lack is brought in here or by the test harness itself:
 #   - PostgreSQL's server binaries (initdb, pg_ctl, postgres) for the throwaway server of tests/common/pg.rs,
-#     and promtool (package prometheus) for the lint of a real /metrics scrape: installed from the
+#     promtool (package prometheus) for the lint of a real /metrics scrape, and poppler-utils' pdftotext and
+#     pdfinfo for the esito PDFs: installed from the
 #     distribution's packages when missing (needs root; otherwise says what to install);
 #   - Python's aiosmtpd for the real SMTP server of the notification tests: the harness installs it into a
 #     project-local virtual environment under the target directory (tests/common/python.rs).
@@ -18,6 +19,9 @@ pg_bin() {
 missing=""
 if [ -z "$(pg_bin)" ] || [ ! -x "$(pg_bin)/initdb" ]; then missing="$missing postgresql"; fi
 command -v promtool >/dev/null || missing="$missing prometheus"    # promtool lints a real /metrics scrape
+if ! command -v pdftotext >/dev/null || ! command -v pdfinfo >/dev/null; then
+    missing="$missing poppler-utils"                                # pdftotext and pdfinfo read the esito PDFs
+fi
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "== installing the distribution's packages:$missing"
@@ -25,7 +29,7 @@ if [ -n "$missing" ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     else
         echo "scripts/test.sh: missing packages:$missing (PostgreSQL's server binaries initdb, pg_ctl, postgres;" >&2
-        echo "  promtool): install them (Debian/Ubuntu: sudo apt-get install$missing) and run this again" >&2
+        echo "  promtool; pdftotext, pdfinfo): install them (Debian/Ubuntu: sudo apt-get install$missing) and run this again" >&2
         exit 1
     fi
 fi
