@@ -47,6 +47,10 @@ echo "== a Non Accolta, with its reasons (examples/requests/rdi-05-non-accolta-d
 run show "${protocollo[rdi-05-non-accolta-decorrenza-passata.yaml]}"
 
 echo
+echo "== the Fascicolo of the position 5678901234 with the esito PDF of each closed request (var/esiti)"
+run fascicolo 5678901234 --pdf var/esiti
+
+echo
 echo "== a referral to the sede's operators, with the rule's explanation (examples/requests/rdi-07-rinvio-motivazione-altro.yaml)"
 run explain "${protocollo[rdi-07-rinvio-motivazione-altro.yaml]}"
 
