@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use crate::app::{self, Actor, AppError};
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::domain::request::Stato;
+use crate::documents::attachment::Upload;
+use crate::domain::request::{ATTACHMENTS_FIELD, Stato};
 use crate::output::{StdoutError, out, outln};
 use crate::store::{ListFilter, RequestView, Submitted};
 use crate::{bench, daemon, intake, telemetry};
@@ -36,9 +37,28 @@ enum Command {
     /// Submit requests from a JSON or YAML file (one request or a list; `-` reads standard input)
     Submit {
         file: String,
+        /// A file to attach to the request (PDF, JPEG, PNG, TIFF, or a ZIP of those): repeat for each, up to
+        /// `intake.allegati.max_files`; the document must then hold one request
+        #[arg(long = "allegato", value_name = "FILE")]
+        allegati: Vec<String>,
         /// Print the stored requests as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// The retention purge, now: deletes the requests closed more than N days ago with their history,
+    /// decisions, notifications and attachments (what `schedule.retention_purge` does on its schedule)
+    Purge {
+        #[arg(long, value_name = "N")]
+        older_than_days: u32,
+    },
+    /// Write attachment N of a request (by id or protocol number) to a file
+    Allegato {
+        id_or_protocollo: String,
+        /// The attachment's position (1, 2, …), as `show` lists them
+        n: i64,
+        /// Where to write it (`-`: standard output); an existing file is not overwritten
+        #[arg(long, short)]
+        out: String,
     },
     /// Show a request (by id or protocol number) with its history, reasons and effects
     Show {
@@ -399,7 +419,9 @@ async fn dispatch(cli: Cli) -> Outcome {
             let dispatcher = daemon::dispatcher(&config, &pipeline).map_err(input)?;
             daemon::run_with(&config, pipeline, dispatcher, exit_when_idle, refused).await.map_err(runtime)
         }
-        Command::Submit { file, json } => submit(&config, &file, json).await,
+        Command::Submit { file, allegati, json } => submit(&config, &file, &allegati, json).await,
+        Command::Purge { older_than_days } => purge(&config, older_than_days).await,
+        Command::Allegato { id_or_protocollo, n, out } => save_attachment(&config, &id_or_protocollo, n, &out).await,
         Command::Show { id_or_protocollo, json } => show(&config, &id_or_protocollo, json).await,
         Command::List { stato, task, soggetto, limit, json } => list(&config, stato, task, soggetto, limit, json).await,
         Command::Facts { command: FactsCommand::Import { file, overwrite_effects } } => {
@@ -995,15 +1017,38 @@ fn read_input(config: &Config, file: &str) -> Result<String, Failure> {
     }
 }
 
-async fn submit(config: &Config, file: &str, json: bool) -> Outcome {
+/// Reads the files to attach, each up to one byte past `intake.allegati.max_file_bytes` (the inspection refuses
+/// it by name); more files than `max_files` are not read. The name is the file's own, without its directory.
+fn read_attachments(config: &Config, paths: &[String]) -> Result<Vec<(String, Vec<u8>)>, Failure> {
+    use std::io::Read;
+    let limits = &config.intake.allegati;
+    let mut files = Vec::new();
+    for path in paths.iter().take(limits.max_files.saturating_add(1)) {
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot read the attachment {path}")).map_err(input)?;
+        let mut bytes = Vec::new();
+        f.take(limits.max_file_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read the attachment {path}"))
+            .map_err(input)?;
+        let name = std::path::Path::new(path).file_name().map_or(path.clone(), |n| n.to_string_lossy().into_owned());
+        files.push((name, bytes));
+    }
+    Ok(files)
+}
+
+async fn submit(config: &Config, file: &str, attachments: &[String], json: bool) -> Outcome {
     let text = read_input(config, file)?;
+    let files = read_attachments(config, attachments)?;
+    let uploads: Vec<Upload<'_>> = files.iter().map(|(name, bytes)| Upload { name, bytes }).collect();
     let name = if file == "-" { "<stdin>" } else { file };
     let store = daemon::open_store(config).await.map_err(runtime)?;
     let evaluator = daemon::evaluator(config);
     let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
+    let submission = app::Submission { text: &text, source_name: name, files: &uploads };
     let stored =
-        app::submit(&store, &rules, &config.intake, &Actor::Cli, &text, name, now_ms()).await.map_err(|e| match e {
-            AppError::Invalid(_) => input(anyhow::anyhow!("{e}\nnothing was queued")),
+        app::submit(&store, &rules, &config.intake, &Actor::Cli, &submission, now_ms()).await.map_err(|e| match e {
+            AppError::Invalid(_) | AppError::AttachmentRefused(_) => input(anyhow::anyhow!("{e}\nnothing was queued")),
             other => app_failure(other),
         })?;
     if json {
@@ -1015,6 +1060,36 @@ async fn submit(config: &Config, file: &str, json: bool) -> Outcome {
             outln!("{}  id {}  {}  aperta{note}", s.protocollo, s.id, r.envelope.task);
         }
     }
+    Ok(())
+}
+
+async fn purge(config: &Config, older_than_days: u32) -> Outcome {
+    let store = existing_store(config).await?;
+    let cutoff = now_ms() - i64::from(older_than_days) * 86_400_000;
+    let purged = store.purge_closed(cutoff).await.map_err(|e| app_failure(e.into()))?;
+    outln!("{purged} closed request(s) purged (closed more than {older_than_days} day(s) ago)");
+    Ok(())
+}
+
+async fn save_attachment(config: &Config, key: &str, n: i64, out: &str) -> Outcome {
+    let store = existing_store(config).await?;
+    let file = app::attachment(&store, &Actor::Cli, key, n).await.map_err(app_failure)?;
+    if out == "-" {
+        use std::io::Write;
+        return std::io::stdout()
+            .lock()
+            .write_all(&file.content)
+            .context("cannot write to standard output")
+            .map_err(runtime);
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .with_context(|| format!("cannot create {out} (an existing file is not overwritten)"))
+        .map_err(input)?;
+    std::io::Write::write_all(&mut f, &file.content).with_context(|| format!("cannot write {out}")).map_err(runtime)?;
+    outln!("{out}: {} ({}, {} byte, sha256 {})", file.nome, file.tipo, file.content.len(), file.sha256);
     Ok(())
 }
 
@@ -1047,9 +1122,22 @@ pub fn render_view(v: &RequestView) -> String {
     let _ = writeln!(s, "  sede:       {}", v.sede);
     // What was asked: the envelope's and the task's fields (contacts for notifications excepted).
     if let Some(fields) = v.richiesta.as_object() {
-        for (name, value) in fields.iter().filter(|(n, _)| !matches!(n.as_str(), "task" | "contatti_notifica")) {
+        for (name, value) in
+            fields.iter().filter(|(n, _)| !matches!(n.as_str(), "task" | "contatti_notifica" | ATTACHMENTS_FIELD))
+        {
             let text = value.as_str().map_or_else(|| value.to_string(), str::to_string);
             let _ = writeln!(s, "  {:<11} {text}", format!("{name}:"));
+        }
+    }
+    if !v.allegati.is_empty() {
+        let _ = writeln!(s, "  allegati:   (smart-taskd allegato {} N --out FILE)", v.id);
+        for a in &v.allegati {
+            let with = if a.messaggio { "  (con un messaggio)" } else { "" };
+            let _ = writeln!(
+                s,
+                "    {}. {}  {}, {} byte, sha256 {}{with}",
+                a.posizione, a.nome, a.tipo, a.dimensione, a.sha256
+            );
         }
     }
     let _ = writeln!(s, "  creata il:  {}", v.creata_il);

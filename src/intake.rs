@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use crate::config::IntakeLimits;
-use crate::domain::request::{self, ENVELOPE_FIELDS, FieldError};
+use crate::domain::request::{self, ATTACHMENTS_FIELD, ENVELOPE_FIELDS, FieldError};
 use crate::rules::RuleSet;
 use crate::store::NewRequest;
 
@@ -339,6 +339,13 @@ pub fn parse_submission(
 /// Checks and normalises one request against its task; every schema problem is reported.
 pub fn validate(mut obj: Map<String, Value>, rules: &RuleSet) -> Result<NewRequest, Vec<FieldError>> {
     let envelope = request::parse_envelope(&obj).map_err(|e| vec![e])?;
+    if obj.contains_key(ATTACHMENTS_FIELD) {
+        return Err(vec![FieldError::new(
+            ATTACHMENTS_FIELD,
+            "files are sent as files (the `allegato` parts of a multipart body, `submit --allegato FILE`), \
+             not as a field of the request",
+        )]);
+    }
     let rule = rules.get(&envelope.task).ok_or_else(|| {
         let known: Vec<&str> = rules.tasks.keys().map(String::as_str).collect();
         vec![FieldError::new("task", format!("unknown task `{}` (known: {})", envelope.task, known.join(", ")))]
@@ -389,7 +396,7 @@ pub fn validate(mut obj: Map<String, Value>, rules: &RuleSet) -> Result<NewReque
     obj.insert("richiedente_cf".into(), envelope.richiedente_cf.clone().into());
     obj.insert("contatti_notifica".into(), serde_json::to_value(&envelope.contatti).unwrap_or(Value::Null));
     let soggetto = request::subject_key(&envelope, &obj);
-    Ok(NewRequest { envelope, payload: obj, soggetto })
+    Ok(NewRequest { envelope, payload: obj, soggetto, allegati: Vec::new() })
 }
 
 fn schema_error(err: &jsonschema::ValidationError<'_>) -> FieldError {

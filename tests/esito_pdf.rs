@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::api::{BASE, ROSSI, bearer, daemon, problem, token};
-use common::daemon::{http, stop};
+use common::daemon::{http, http_bytes, stop};
 use common::{Db, Env, rdi};
 use serde_json::{Value, json};
 
@@ -41,20 +40,6 @@ fn write_pdfs(env: &Env, soggetto: &str, dir: &Path) -> Vec<(String, PathBuf)> {
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A GET answered with a binary body: (status, head, body).
-fn get_bytes(port: u16, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{headers}\r\n").as_bytes())
-        .expect("write");
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).expect("read");
-    let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
-    let head = String::from_utf8_lossy(&out[..split]).into_owned();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, head, out[split + 4..].to_vec())
 }
 
 fn esito_pdf_for_accepted_and_rejected(db: Db) {
@@ -122,8 +107,13 @@ fn esito_pdf_for_accepted_and_rejected(db: Db) {
     // The API: the same bytes for the requester, 404 for another requester, 409 before the close.
     let (child, port) = daemon(&env);
     let id = accepted["id"].as_i64().expect("id");
-    let (status, head, body) =
-        get_bytes(port, &format!("{BASE}/richieste/{id}/esito-pdf"), &bearer(&token("portale.key.pem", json!({}))));
+    let (status, head, body) = http_bytes(
+        port,
+        "GET",
+        &format!("{BASE}/richieste/{id}/esito-pdf"),
+        &bearer(&token("portale.key.pem", json!({}))),
+        b"",
+    );
     assert_eq!(status, 200, "{head}");
     let lower = head.to_ascii_lowercase();
     assert!(lower.contains("content-type: application/pdf"), "{head}");

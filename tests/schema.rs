@@ -29,8 +29,13 @@ fn columns(env: &Env) -> Vec<(String, String, String, bool)> {
             let class = match text(2).to_ascii_lowercase().as_str() {
                 "integer" | "bigint" => "integer",
                 "text" => "text",
+                "blob" | "bytea" => "bytes",
                 other => {
-                    panic!("column {}.{} has type {other}: the store uses only integers and text", text(0), text(1))
+                    panic!(
+                        "column {}.{} has type {other}: the store uses only integers, text and bytes",
+                        text(0),
+                        text(1)
+                    )
                 }
             }
             .to_string();

@@ -2,6 +2,7 @@
 //! type ([`AppError`]) that both edges map — to exit codes and to HTTP statuses. Neither edge holds domain
 //! logic: the CLI prints what these return, the HTTP handlers serialise it.
 
+mod attachments;
 mod esito;
 pub mod feeds;
 mod menu;
@@ -9,12 +10,15 @@ pub mod operator;
 mod position;
 pub mod webhooks;
 
+pub use attachments::attachment;
 pub use esito::{EsitoPdf, esito, esito_view};
 pub use menu::{MenuItem, menu};
 pub use position::{Riepilogo, fascicolo, riepilogo};
 use sha2::{Digest, Sha256};
 
 use crate::config::IntakeConfig;
+use crate::documents::attachment::Upload;
+use crate::domain::request::ATTACHMENTS_FIELD;
 use crate::domain::time::Millis;
 use crate::domain::validators;
 use crate::intake::{self, IntakeError};
@@ -95,6 +99,10 @@ pub enum AppError {
     /// A representation could not be encoded.
     #[error("cannot encode the answer: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A file sent with a request or a message was refused: which one, and the rule it broke (its stable id
+    /// in brackets, for clients and scripts).
+    #[error("{} [{}]", .0, .0.refusal.rule())]
+    AttachmentRefused(crate::documents::attachment::AttachmentError),
     /// A document (the esito PDF) could not be rendered.
     #[error(transparent)]
     Document(#[from] crate::documents::PdfError),
@@ -106,9 +114,11 @@ impl AppError {
     /// The CLI's exit code: 2 refused input, 3 not found, 1 a failure of the machinery.
     pub fn exit_code(&self) -> u8 {
         match self {
-            AppError::Invalid(_) | AppError::Forbidden(_) | AppError::Conflict(_) | AppError::PreconditionFailed(_) => {
-                2
-            }
+            AppError::Invalid(_)
+            | AppError::AttachmentRefused(_)
+            | AppError::Forbidden(_)
+            | AppError::Conflict(_)
+            | AppError::PreconditionFailed(_) => 2,
             AppError::RuleFailed(_) | AppError::Encode(_) | AppError::Document(_) => 1,
             AppError::NotFound(_) => 3,
             AppError::Store(StoreError::NotFound(_)) => 3,
@@ -128,7 +138,7 @@ impl AppError {
     /// stale precondition, 503 when the database cannot be reached, 500 otherwise.
     pub fn http_status(&self) -> u16 {
         match self {
-            AppError::Invalid(_) => 422,
+            AppError::Invalid(_) | AppError::AttachmentRefused(_) => 422,
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) | AppError::Store(StoreError::NotFound(_)) => 404,
             AppError::Store(StoreError::Refused(_) | StoreError::IdempotencyInFlight { .. })
@@ -142,22 +152,41 @@ impl AppError {
     }
 }
 
-/// Submits a document (one request or a list; JSON or YAML) in the actor's name, validated against the active
-/// rules: all of it is queued, or nothing. Returns each request as stored, with what was asked.
+/// A submission as received: the document (one request or a list; JSON or YAML) and the files sent with it
+/// (for a single request only).
+pub struct Submission<'a> {
+    pub text: &'a str,
+    /// The document's name in messages (a file's path, `body`).
+    pub source_name: &'a str,
+    pub files: &'a [Upload<'a>],
+}
+
+/// Submits a document in the actor's name, validated against the active rules, with its files inspected: all
+/// of it is queued, or nothing. Returns each request as stored, with what was asked.
 pub async fn submit(
     store: &Store,
     rules: &RuleSet,
     intake_config: &IntakeConfig,
     actor: &Actor,
-    text: &str,
-    source_name: &str,
+    submission: &Submission<'_>,
     now: Millis,
 ) -> Result<Vec<(Submitted, NewRequest)>, AppError> {
+    let Submission { text, source_name, files } = *submission;
     if !matches!(actor, Actor::Cli | Actor::Richiedente { .. }) {
         return Err(AppError::Forbidden("only a requester submits requests".into()));
     }
     let items = intake::parse_submission(text, source_name, &intake_config.limits).map_err(AppError::Invalid)?;
-    let requests = intake::validate_all(items, rules, source_name).map_err(AppError::Invalid)?;
+    let mut requests = intake::validate_all(items, rules, source_name).map_err(AppError::Invalid)?;
+    if !files.is_empty() {
+        let [request] = requests.as_mut_slice() else {
+            return Err(field_refused(
+                "allegati",
+                format!("files go with one request, and this document holds {}: send them apart", requests.len()),
+            ));
+        };
+        request.allegati = attachments::accept(files, &intake_config.allegati)?;
+        request.payload.insert(ATTACHMENTS_FIELD.into(), attachments::payload_entry(&request.allegati));
+    }
     if let Actor::Richiedente { cf, profilo } = actor
         && let Some(i) =
             requests.iter().position(|r| &r.envelope.richiedente_cf != cf || &r.envelope.profilo_richiedente != profilo)
@@ -274,17 +303,20 @@ pub async fn withdraw(
     read(store, actor, key).await
 }
 
-/// The requester writes to the sede about an open request of theirs (the channel is bidirectional): kept in its
-/// history and e-mailed to the competent sede. `text` is free text within `intake.limits.max_note_chars`.
+/// The requester writes to the sede about an open request of theirs (the channel is bidirectional), with up to
+/// `intake.allegati.max_files` files: kept in its history and e-mailed to the competent sede. `text` is free
+/// text within `intake.limits.max_note_chars`.
 pub async fn message_to_sede(
     store: &Store,
     intake_config: &IntakeConfig,
     actor: &Actor,
     key: &str,
     text: &str,
+    files: &[Upload<'_>],
     now: Millis,
 ) -> Result<String, AppError> {
     let text = free_text("testo", text, intake_config.limits.max_note_chars)?;
     read(store, actor, key).await?;
-    Ok(store.message_to_sede(key, text, now).await?)
+    let files = attachments::accept(files, &intake_config.allegati)?;
+    Ok(store.message_to_sede(key, text, &files, now).await?)
 }

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::documents::AttachmentLimits;
+
 mod api;
 mod notify;
 mod schedule;
@@ -164,6 +166,9 @@ pub struct IntakeConfig {
     pub sede_predefinita: String,
     #[serde(default)]
     pub limits: IntakeLimits,
+    /// Bounds on the files sent with a request or a message (count, sizes, what a ZIP may hold).
+    #[serde(default)]
+    pub allegati: AttachmentLimits,
 }
 
 /// Bounds on what `submit` and `facts import` read: anything larger is refused, naming the limit.

@@ -7,6 +7,10 @@ use serde_json::{Map, Value};
 pub const ENVELOPE_FIELDS: &[&str] =
     &["task", "richiedente_cf", "profilo_richiedente", "matricola", "contatti_notifica", "chiave_idempotenza", "note"];
 
+/// The field of a stored request that lists its files (set by intake from the files received, never by the
+/// client): what rules read through `ctx.attachments()`.
+pub const ATTACHMENTS_FIELD: &str = "allegati";
+
 /// The requester's profile (`profilo_richiedente`).
 pub const PROFILES: &[&str] = &["AZIENDA", "INTERMEDIARIO", "DIPENDENTE"];
 

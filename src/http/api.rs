@@ -17,6 +17,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use utoipa::IntoParams;
 
 use super::AppState;
+use super::attachments::{Parts, multipart_boundary, read_parts};
 use super::auth::{Authenticated, Verifier};
 use super::body::{
     Link, ListaRichieste, Messaggio, MessaggioInviato, PageLinks, RichiestaPresentata, RichiestePresentate,
@@ -54,6 +55,7 @@ pub fn routes() -> Router<AppState> {
         .route("/richieste/{id}", get(read))
         .route("/richieste/{id}/ritiro", post(withdraw))
         .route("/richieste/{id}/messaggi", post(message))
+        .route("/richieste/{id}/allegati/{n}", get(super::attachments::download))
         .route("/posizioni/{matricola}/riepilogo", get(riepilogo))
         .merge(super::feeds::routes())
         .merge(super::operator::routes())
@@ -90,25 +92,20 @@ pub(super) async fn submit(
     body: Body,
 ) -> Result<Response, Problem> {
     let Some(api) = &s.api else { return Err(Problem::new(StatusCode::NOT_FOUND, "the API is not configured")) };
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
-    if !json {
-        return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the requests as `application/json`"));
-    }
-    let limit = usize::try_from(api.intake.limits.max_document_bytes).unwrap_or(usize::MAX);
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than {limit} bytes (`intake.limits.max_document_bytes`)"),
-        )
-    })?;
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))?;
+    let (text, parts) = match multipart_boundary(&headers) {
+        Some(boundary) => {
+            let parts =
+                read_parts(body, boundary, "richiesta", api.intake.limits.max_document_bytes, &api.intake.allegati)
+                    .await?;
+            (parts.text.clone(), Some(parts))
+        }
+        None => (json_text(&headers, body, api.intake.limits.max_document_bytes).await?, None),
+    };
+    let files = parts.as_ref().map(Parts::uploads).unwrap_or_default();
     let list = text.trim_start().starts_with('[');
     let rules = api.rules.load_full();
-    let stored = app::submit(&s.store, &rules, &api.intake, &actor, text, "body", now_ms())
+    let submission = app::Submission { text: &text, source_name: "body", files: &files };
+    let stored = app::submit(&s.store, &rules, &api.intake, &actor, &submission, now_ms())
         .await
         .map_err(|e| Problem::from_app(e, list))?;
     let items = stored
@@ -341,6 +338,28 @@ pub(super) async fn withdraw(
 }
 
 /// A request id of a path: digits only (never a protocol number or anything personal).
+/// The text of an `application/json` body of at most `limit` bytes (`intake.limits.max_document_bytes`).
+async fn json_text(headers: &HeaderMap, body: Body, limit: u64) -> Result<String, Problem> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if !json {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send `application/json`, or `multipart/form-data` with files",
+        ));
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {limit} bytes (`intake.limits.max_document_bytes`)"),
+        )
+    })?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| Problem::new(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
+}
+
 pub(super) fn opaque_id(id: &str) -> Result<&str, Problem> {
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || id.len() > 19 {
         return Err(Problem::new(StatusCode::NOT_FOUND, "no request with that id"));
@@ -375,16 +394,31 @@ pub(super) async fn message(
     State(s): State<AppState>,
     Authenticated(actor): Authenticated,
     Path(id): Path<String>,
-    body: Result<axum::Json<Messaggio>, axum::extract::rejection::JsonRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, Problem> {
     let Some(api) = &s.api else { return Err(Problem::new(StatusCode::NOT_FOUND, "the API is not configured")) };
     let key = opaque_id(&id)?;
-    let axum::Json(m) = body.map_err(|e| {
-        let status = StatusCode::from_u16(e.status().as_u16()).unwrap_or(StatusCode::BAD_REQUEST);
-        Problem::new(status, format!("expected {{\"testo\": \"…\"}}: {}", e.body_text()))
-    })?;
-    let protocollo =
-        app::message_to_sede(&s.store, &api.intake, &actor, key, &m.testo, now_ms()).await.map_err(not_found_by_id)?;
+    // A message's text is bounded in characters (`max_note_chars`); four bytes a character bound its part.
+    let text_limit = (api.intake.limits.max_note_chars as u64).saturating_mul(4).saturating_add(1024);
+    let (testo, parts) = match multipart_boundary(&headers) {
+        Some(boundary) => {
+            let parts = read_parts(body, boundary, "testo", text_limit, &api.intake.allegati).await?;
+            (parts.text.clone(), Some(parts))
+        }
+        None => {
+            let text = json_text(&headers, body, text_limit).await?;
+            let axum::Json(m) = axum::Json::<Messaggio>::from_bytes(text.as_bytes()).map_err(|e| {
+                let status = StatusCode::from_u16(e.status().as_u16()).unwrap_or(StatusCode::BAD_REQUEST);
+                Problem::new(status, format!("expected {{\"testo\": \"…\"}}: {}", e.body_text()))
+            })?;
+            (m.testo, None)
+        }
+    };
+    let files = parts.as_ref().map(Parts::uploads).unwrap_or_default();
+    let protocollo = app::message_to_sede(&s.store, &api.intake, &actor, key, &testo, &files, now_ms())
+        .await
+        .map_err(not_found_by_id)?;
     let answer = MessaggioInviato { protocollo, tipo: TipoMessaggio::MessaggioRichiedente };
     Ok(no_store((StatusCode::CREATED, axum::Json(answer)).into_response()))
 }

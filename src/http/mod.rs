@@ -29,6 +29,7 @@ use crate::health::Health;
 use crate::store::Store;
 
 pub mod api;
+mod attachments;
 pub mod auth;
 mod body;
 mod esito;

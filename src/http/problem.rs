@@ -65,6 +65,13 @@ impl Problem {
                 p.errors = errors.iter().map(|e| field_problem(e, list)).collect();
                 p
             }
+            AppError::AttachmentRefused(ref refused) => {
+                let detail = e.to_string();
+                let pointer = refused.index.map_or_else(|| "/allegati".to_string(), |i| format!("/allegati/{i}"));
+                let mut p = Problem::new(status, format!("a file was refused: nothing was queued. {detail}"));
+                p.errors.push(FieldProblem { pointer, detail });
+                p
+            }
             AppError::Store(
                 StoreError::IdempotencyMismatch { index, .. } | StoreError::IdempotencyInFlight { index },
             ) => {

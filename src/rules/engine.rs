@@ -20,6 +20,7 @@ use super::host::{COLLECTOR, Collector, Ctx, FactsView};
 use super::loader::{Mode, TaskRule};
 use crate::domain::closing::{ClaimedRequest, Evaluation};
 use crate::domain::decision::{Decision, Effect, FailureKind, Outcome, Reason, RuleFailure, ShadowDecision, Trace};
+use crate::domain::request::ATTACHMENTS_FIELD;
 use crate::domain::time::{Millis, iso_date, rfc3339};
 
 /// Resource limits of one decision.
@@ -168,6 +169,7 @@ impl Evaluator {
             request_id: req.id,
             task: req.task.clone(),
             soggetto: req.soggetto.clone(),
+            attachments: attachments_dynamic(req).map_err(|e| fail(FailureKind::Error, e))?,
         };
         let input = request_dynamic(rule, req).map_err(|e| fail(FailureKind::Error, e))?;
         COLLECTOR.with(|c| {
@@ -220,7 +222,19 @@ fn request_dynamic(rule: &TaskRule, req: &ClaimedRequest) -> Result<Dynamic, Str
         payload.entry(field).or_insert(Value::Null);
     }
     payload.insert("protocollo".into(), req.protocollo.clone().into());
+    // The files are read through `ctx.attachments()` only.
+    payload.remove(ATTACHMENTS_FIELD);
     rhai::serde::to_dynamic(&payload).map_err(|e| format!("cannot pass the request to the rule: {e}"))
+}
+
+/// The request's files as `ctx.attachments()` returns them: `[#{nome, tipo, dimensione, sha256}]`, `[]` without.
+fn attachments_dynamic(req: &ClaimedRequest) -> Result<rhai::Array, String> {
+    match req.payload.get(ATTACHMENTS_FIELD) {
+        None | Some(Value::Null) => Ok(rhai::Array::new()),
+        Some(files) => rhai::serde::to_dynamic(files)
+            .and_then(|d| d.into_typed_array::<Dynamic>().map_err(|t| t.into()))
+            .map_err(|e| format!("cannot pass the request's attachments to the rule: {e}")),
+    }
 }
 
 fn render(rule: &TaskRule, code: &str, params: &Value) -> Result<Reason, String> {

@@ -97,6 +97,8 @@ pub struct Ctx {
     pub(super) request_id: i64,
     pub(super) task: String,
     pub(super) soggetto: String,
+    /// The request's files (metadata only), from the request itself: not a fact, so no read is recorded.
+    pub(super) attachments: rhai::Array,
 }
 
 impl Ctx {
@@ -280,6 +282,9 @@ pub(super) fn register(engine: &mut Engine) -> Vec<HostDoc> {
                 f.open_requests.iter().filter(|r| r.id < me).cloned().collect::<Vec<_>>()
             })
         });
+
+    api.doc("ctx", "ctx.attachments()", "The files sent with the request, in order: [#{nome, tipo, dimensione, sha256}] — `tipo` read from the content (application/pdf, image/jpeg, image/png, image/tiff, application/zip), `dimensione` in bytes; [] when none. E.g. refer(\"GEN-05\") when a document must be checked, or check(code, ctx.attachments().len() > 0).")
+        .register_fn("attachments", |c: &mut Ctx| c.attachments.clone());
 
     api.doc("decision", "check(code, cond)", "Records the named check `code` with its result and line; when `cond` is false, adds the reason `code` (its message from the catalogue). Returns `cond`.")
         .register_fn("check", |ctx: NativeCallContext, code: &str, cond: bool| {

@@ -98,6 +98,50 @@ pub struct NewRequest {
     /// The whole request, normalised (codici fiscali upper-case, contacts normalised).
     pub payload: Map<String, Value>,
     pub soggetto: String,
+    /// The files sent with it, inspected (at most `intake.allegati.max_files`), stored in its transaction.
+    pub allegati: Vec<NewAttachment>,
+}
+
+/// A file accepted with a request or a message, its type read from its content, ready to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAttachment {
+    /// The name the client gave: shown, never used as a path.
+    pub nome: String,
+    /// The media type read from the content (`application/pdf`, `image/jpeg`, …).
+    pub tipo: String,
+    /// Lowercase hex SHA-256 of the content: its key in the store.
+    pub sha256: String,
+    /// Shared, because a submission is cloned into the intake queue.
+    pub content: std::sync::Arc<[u8]>,
+}
+
+/// An attachment as listed with its request (its bytes are downloaded apart).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AttachmentView {
+    /// 1, 2, … within the request, in the order received: the `{n}` of its download.
+    #[schema(minimum = 1, maximum = 1000)]
+    pub posizione: i64,
+    #[schema(max_length = 200)]
+    pub nome: String,
+    #[schema(max_length = 32)]
+    pub tipo: String,
+    #[schema(minimum = 1, maximum = 1073741824)]
+    pub dimensione: i64,
+    #[schema(max_length = 64, pattern = "^[0-9a-f]{64}$")]
+    pub sha256: String,
+    /// True when it came with a message of the requester to the sede, not with the request itself.
+    pub messaggio: bool,
+    #[schema(format = DateTime)]
+    pub ricevuto_il: String,
+}
+
+/// An attachment's bytes, for its download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentContent {
+    pub nome: String,
+    pub tipo: String,
+    pub sha256: String,
+    pub content: Vec<u8>,
 }
 
 /// The result of storing one submitted request.
@@ -192,6 +236,9 @@ pub struct RequestView {
     /// The request as submitted, normalised.
     #[schema(value_type = Object)]
     pub richiesta: Value,
+    /// The files of the request and of the requester's messages, in the order received.
+    #[schema(min_items = 0, max_items = 1000)]
+    pub allegati: Vec<AttachmentView>,
 }
 
 /// A line of `list`.

@@ -32,19 +32,24 @@ pub fn request(port: u16, path: &str, headers: &str) -> (u16, String, String) {
 /// An HTTP/1.1 request with extra header lines (each ending in `\r\n`) and a body: (status, head, body);
 /// status 0 when nothing answers.
 pub fn http(port: u16, method: &str, path: &str, headers: &str, body: &str) -> (u16, String, String) {
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new(), String::new()) };
+    let (status, head, body) = http_bytes(port, method, path, headers, body.as_bytes());
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// As [`http`], with a body of bytes each way (files, PDFs); (0, "", []) when nothing answers.
+pub fn http_bytes(port: u16, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new(), Vec::new()) };
     let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
     let length =
         if body.is_empty() && method == "GET" { String::new() } else { format!("Content-Length: {}\r\n", body.len()) };
-    let _ = s.write_all(
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{length}{headers}\r\n{body}")
-            .as_bytes(),
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out.as_str(), ""));
-    (status, head.to_string(), body.to_string())
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{length}{headers}\r\n");
+    let _ = s.write_all(&[head.as_bytes(), body].concat());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(out.len());
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head, out.get(split + 4..).unwrap_or_default().to_vec())
 }
 
 pub fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {

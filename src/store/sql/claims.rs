@@ -354,7 +354,8 @@ async fn apply_plan(tx: &mut Tx, p: &ClosePlan, now: Millis) -> Result<()> {
         .execute(&mut **tx)
         .await?;
     }
-    insert_events(tx, &p.events, now).await
+    insert_events(tx, &p.events, now).await?;
+    Ok(())
 }
 
 /// Archives, disables and inserts contacts (the closing plan's `contacts`).

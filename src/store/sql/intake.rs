@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use super::attachments::{AttachmentRow, attachment_summaries, insert_attachments};
 use super::*;
 
 /// The advisory-lock class of idempotency keys on PostgreSQL (7400 serialises protocol numbers).
@@ -99,6 +100,8 @@ struct Staged {
     rows: Vec<Value>,
     events: Vec<NewEvent>,
     opened: Vec<String>,
+    /// Each file with the id of its request and its position.
+    files: Vec<(i64, i64, NewAttachment)>,
 }
 
 impl Store {
@@ -239,6 +242,7 @@ impl Store {
                     all.rows.extend(staged.rows);
                     all.events.extend(staged.events);
                     all.opened.extend(staged.opened);
+                    all.files.extend(staged.files);
                     Ok(out)
                 }
                 Err(e) => Err(e),
@@ -268,6 +272,17 @@ impl Store {
             .await?;
             bump_versions(&mut tx, &all.opened).await?;
             insert_events(&mut tx, &all.events, now).await?;
+            let files: Vec<AttachmentRow<'_>> = all
+                .files
+                .iter()
+                .map(|(request_id, posizione, file)| AttachmentRow {
+                    request_id: *request_id,
+                    event_id: None,
+                    posizione: *posizione,
+                    file,
+                })
+                .collect();
+            insert_attachments(&mut tx, &files, now).await?;
             wake(&mut tx, REQUESTS_CHANNEL).await?;
         }
         tx.commit().await?;
@@ -319,9 +334,10 @@ fn stage(
             request_id: submitted.id,
             kind: EventKind::Protocollazione,
             actor: "intake".into(),
-            detail: json!({ "protocollo": submitted.protocollo, "sede": sede }),
+            detail: protocollazione_detail(&submitted.protocollo, sede, &r.allegati),
             notifications: requester_notifications(&r.envelope.contatti),
         });
+        staged.files.extend((1..).zip(&r.allegati).map(|(posizione, file)| (submitted.id, posizione, file.clone())));
         staged.opened.push(Subject::Open { task: r.envelope.task.clone(), soggetto: r.soggetto.clone() }.to_string());
         if let Some(k) = &r.envelope.chiave_idempotenza {
             known.insert(k.clone(), (Submitted { duplicate: true, ..submitted.clone() }, r.payload.clone()));
@@ -329,4 +345,14 @@ fn stage(
         staged.out.push(submitted);
     }
     Ok(staged)
+}
+
+/// The protocollazione event: the number, the sede and, when files came with the request, their types and sizes
+/// (their names stay in the request: the event feed carries no text of the requester's).
+fn protocollazione_detail(protocollo: &str, sede: &str, files: &[NewAttachment]) -> Value {
+    let mut detail = json!({ "protocollo": protocollo, "sede": sede });
+    if !files.is_empty() {
+        detail["allegati"] = attachment_summaries(files);
+    }
+    detail
 }

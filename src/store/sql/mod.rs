@@ -15,8 +15,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Row, Transaction};
 
 use super::{
-    EventView, ImportReport, ListFilter, NewRequest, QueueCounts, RequestSummary, RequestView, Result, StoreError,
-    Submitted,
+    AttachmentContent, AttachmentView, EventView, ImportReport, ListFilter, NewAttachment, NewRequest, QueueCounts,
+    RequestSummary, RequestView, Result, StoreError, Submitted,
 };
 use crate::domain::closing::{
     self, ClaimedRequest, ClosePlan, ContactChange, Evaluation, NewEvent, RetryPolicy, World, requester_notifications,
@@ -34,6 +34,7 @@ pub use dialect::Dialect;
 use facts::{contact_row, contatto, delega, insert_contacts};
 
 mod assignments;
+mod attachments;
 mod claims;
 mod copy;
 mod dialect;
@@ -387,9 +388,10 @@ async fn bump_versions(tx: &mut Tx, subjects: &[String]) -> Result<()> {
 
 /// Appends events with explicit ids (so their notifications can reference them without a round trip per
 /// row) and queues their notifications.
-async fn insert_events(tx: &mut Tx, events: &[NewEvent], now: Millis) -> Result<()> {
+/// Writes events with their notifications; returns the events' ids, in order.
+async fn insert_events(tx: &mut Tx, events: &[NewEvent], now: Millis) -> Result<Vec<i64>> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let ids = reserve_ids(tx, IdTable::Events, events.len()).await?;
     let mut rows = Vec::with_capacity(events.len());
@@ -422,7 +424,7 @@ async fn insert_events(tx: &mut Tx, events: &[NewEvent], now: Millis) -> Result<
         .await?;
         wake(tx, OUTBOX_CHANNEL).await?;
     }
-    Ok(())
+    Ok(ids)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::assignments::not_held_by_another;
+use super::attachments::{AttachmentRow, attachment_summaries, insert_attachments, next_position};
 use super::{REQUESTS_CHANNEL, Sql, Store, Tx, bump_versions, claimed_from_row, insert_events, parse_json, wake};
 use crate::domain::closing::{ClaimedRequest, NewEvent, Notification, requester_notifications};
 use crate::domain::decision::{Decision, Trace};
@@ -13,6 +14,7 @@ use crate::domain::event::EventKind;
 use crate::domain::facts::Subject;
 use crate::domain::time::{Millis, rfc3339};
 use crate::domain::validators;
+use crate::store::NewAttachment;
 use crate::store::{AssignedTo, FascicoloEntry, QueueEntry, QueueFilter, Result, StoreError};
 
 /// The request a key names (id or protocol number), locked for writing by the surrounding transaction.
@@ -114,7 +116,7 @@ impl Store {
 
     /// The requester's message to the sede on an open request: in the history, and e-mailed to the competent
     /// sede (the one it is assigned to, else the one that received it). Returns its protocol number.
-    pub async fn message_to_sede(&self, key: &str, text: &str, now: Millis) -> Result<String> {
+    pub async fn message_to_sede(&self, key: &str, text: &str, files: &[NewAttachment], now: Millis) -> Result<String> {
         let mut tx = self.write_tx().await?;
         let row = find(&mut tx, key).await?;
         let claimed = claimed_from_row(&row)?;
@@ -134,13 +136,19 @@ impl Store {
             request_id: claimed.id,
             kind: EventKind::MessaggioRichiedente,
             actor: "richiedente".into(),
-            detail: json!({ "testo": text, "sede": sede }),
+            detail: message_detail(text, &sede, files),
             notifications: email
                 .into_iter()
                 .map(|recipient| Notification { channel: "email", recipient, role: "sede".into() })
                 .collect(),
         };
-        insert_events(&mut tx, &[event], now).await?;
+        let event_id = insert_events(&mut tx, &[event], now).await?.first().copied();
+        let first = next_position(&mut tx, claimed.id).await?;
+        let rows: Vec<AttachmentRow<'_>> = (first..)
+            .zip(files)
+            .map(|(posizione, file)| AttachmentRow { request_id: claimed.id, event_id, posizione, file })
+            .collect();
+        insert_attachments(&mut tx, &rows, now).await?;
         tx.commit().await?;
         Ok(claimed.protocollo)
     }
@@ -320,4 +328,13 @@ impl Store {
             .await?;
         Ok(rows.into_iter().collect())
     }
+}
+
+/// A message's event: its text and sede, and the types and sizes of the files that came with it.
+fn message_detail(text: &str, sede: &str, files: &[NewAttachment]) -> Value {
+    let mut detail = json!({ "testo": text, "sede": sede });
+    if !files.is_empty() {
+        detail["allegati"] = attachment_summaries(files);
+    }
+    detail
 }

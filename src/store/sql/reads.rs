@@ -66,6 +66,7 @@ impl Store {
             assegnata_a: row.try_get("assegnata_a")?,
             errore: row.try_get("last_error")?,
             richiesta: parse_json("requests.payload", row.try_get("payload")?)?,
+            allegati: self.attachments_of(id).await?,
         }))
     }
 

@@ -119,10 +119,11 @@ impl Store {
         Ok((warnings, breaches))
     }
 
-    /// Retention: deletes closed requests (with their history, decisions and notifications) closed before
+    /// Retention: deletes closed requests (with their history, decisions, notifications and attachments) closed before
     /// `cutoff`. Returns how many.
     pub async fn purge_closed(&self, cutoff: Millis) -> Result<u64> {
         let mut tx = self.write_tx().await?;
+        super::attachments::purge_attachments(&mut tx, cutoff).await?;
         for statement in [
             "UPDATE deleghe SET revocata_da = NULL WHERE revocata_da IN (SELECT id FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1)",
             "DELETE FROM outbox WHERE request_id IN (SELECT id FROM requests WHERE stato = 'chiusa' AND chiusa_il < $1)",
