@@ -69,8 +69,10 @@ pub(super) fn no_store(mut response: Response) -> Response {
 
 #[utoipa::path(
     post, path = "/richieste", tag = "richieste", operation_id = "presenta_richieste",
-    request_body(content = super::openapi::Submission, content_type = "application/json",
-        description = "One request (an object) or several (an array, at most `intake.limits.max_requests`)"),
+    request_body(content(
+        (super::openapi::Submission = "application/json"),
+        (super::openapi::RichiestaConAllegati = "multipart/form-data"),
+    ), description = "One request (an object) or several (an array, at most `intake.limits.max_requests`); one request with its files as `multipart/form-data`"),
     responses(
         (status = 201, description = "Stored, queued for the rules", body = RichiestePresentate,
             headers(("Location", description = "The request's resource, when one was sent"))),
@@ -78,8 +80,8 @@ pub(super) fn no_store(mut response: Response) -> Response {
         (status = 400, description = "The body is not UTF-8", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a requester, or requests in someone else's name", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Larger than `intake.limits.max_document_bytes`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than `intake.limits.max_document_bytes` (with files: and `intake.allegati`)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither `application/json` nor `multipart/form-data`", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Refused: every problem with a pointer to its field; nothing was queued", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -377,7 +379,10 @@ pub(super) fn not_found_by_id(e: app::AppError) -> Problem {
 
 #[utoipa::path(
     post, path = "/richieste/{id}/messaggi", tag = "richieste", operation_id = "scrivi_alla_sede", params(("id" = String, Path, description = "The request's opaque id (digits, never a protocol number)", max_length = 19, pattern = "^[0-9]{1,19}$")),
-    request_body(content = Messaggio, content_type = "application/json"),
+    request_body(content(
+        (Messaggio = "application/json"),
+        (super::openapi::MessaggioConAllegati = "multipart/form-data"),
+    ), description = "The text; with files as `multipart/form-data`"),
     responses(
         (status = 201, description = "Recorded in the history and sent to the sede", body = MessaggioInviato),
         (status = 400, description = "Not the expected JSON", body = Problem, content_type = "application/problem+json"),
@@ -385,8 +390,8 @@ pub(super) fn not_found_by_id(e: app::AppError) -> Problem {
         (status = 403, description = "Not the request's requester", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No request with that id that the caller may see", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The request is closed", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json`", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The text is empty, too long or has control characters", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither `application/json` nor `multipart/form-data`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The text is empty, too long or has control characters, or a file was refused (the rule it broke)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 /// `POST /richieste/{id}/messaggi` `{"testo": …}`: the requester writes to the sede about an open request; 201.

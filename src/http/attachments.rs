@@ -23,7 +23,7 @@ pub const FILE_PART: &str = "allegato";
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 
 /// A multipart body read: the text of its one document part and its files, in the order sent.
-pub(super) struct Parts {
+pub struct Parts {
     pub text: String,
     pub files: Vec<(String, Vec<u8>)>,
 }
@@ -128,8 +128,8 @@ fn refused_body(e: &multer::Error, whole: u64) -> Problem {
         ("n" = i64, Path, description = "The attachment's `posizione` (1, 2, …)", minimum = 1, maximum = 1000),
     ),
     responses(
-        (status = 200, description = "The file as received; its type read from its content", content_type = "application/octet-stream",
-            headers(("ETag", description = "The content's SHA-256"), ("Content-Disposition", description = "attachment, with the name the requester gave"))),
+        (status = 200, description = "The file as received, with its content's type and `Content-Disposition: attachment` with the name the requester gave", content_type = "application/octet-stream",
+            headers(("ETag", description = "The content's SHA-256"))),
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such attachment on a request the caller may see", body = Problem, content_type = "application/problem+json"),
     )

@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::problem::Problem;
-use super::{api, esito, fascicolo, feeds, menu, operator, webhooks};
+use super::{api, attachments, esito, fascicolo, feeds, menu, operator, webhooks};
 
 /// The document's version (SemVer, RAC_GEN_002): major = the `v1` of the base path.
 pub const VERSION: &str = "1.0.0";
@@ -29,7 +29,7 @@ pub const VERSION: &str = "1.0.0";
     servers((url = "https://{host}/rest/smart-task/v1", description = "The daemon behind the agency's gateway",
         variables(("host" = (default = "api.example.it", description = "The public host name"))))),
     paths(
-        api::submit, api::read, esito::esito_pdf, api::list, api::withdraw, api::message, api::riepilogo,
+        api::submit, api::read, esito::esito_pdf, attachments::download, api::list, api::withdraw, api::message, api::riepilogo,
         menu::menu, fascicolo::search,
         operator::queue, operator::claim, operator::release, operator::close, operator::comment, operator::requeue,
         operator::redecide,
@@ -62,6 +62,31 @@ impl utoipa::Modify for Bearer {
             .get_or_insert_with(Default::default)
             .add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
+}
+
+/// `POST /richieste` as `multipart/form-data`: one request with its files.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the parts of a multipart body for the OpenAPI document: never built")]
+pub struct RichiestaConAllegati {
+    /// The request: one JSON object, as the `application/json` body would be (never a list).
+    #[schema(max_length = 8388608)]
+    pub richiesta: String,
+    /// The files, each with its name (`filename`): PDF, JPEG, PNG, TIFF, or a ZIP of those; their type is read
+    /// from their content. At most `intake.allegati.max_files` (3), `max_file_bytes` (3 MB) each.
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1, max_items = 3, max_length = 3145728)]
+    pub allegato: Vec<Vec<u8>>,
+}
+
+/// `POST /richieste/{id}/messaggi` as `multipart/form-data`: the text with files.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, reason = "describes the parts of a multipart body for the OpenAPI document: never built")]
+pub struct MessaggioConAllegati {
+    /// Free text, as `testo` of the JSON body.
+    #[schema(min_length = 1, max_length = 4000)]
+    pub testo: String,
+    /// The files, as for a request.
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1, max_items = 3, max_length = 3145728)]
+    pub allegato: Vec<Vec<u8>>,
 }
 
 /// `POST /richieste`'s body: one request or a list. Each request is validated against its task's schema in the
