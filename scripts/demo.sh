@@ -29,7 +29,10 @@ echo
 echo "== the example requests (examples/requests)"
 declare -A protocollo
 for f in examples/requests/*; do
-    line=$(run submit "$f")
+    # rdi-07 says "si allega diffida": the diffida goes with it (examples/allegati), inspected before it is stored.
+    attach=()
+    case "$(basename "$f")" in rdi-07-*) attach=(--allegato examples/allegati/diffida.pdf) ;; esac
+    line=$(run submit "$f" "${attach[@]}")
     echo "$(basename "$f"): $line"
     protocollo[$(basename "$f")]=${line%% *}
 done
@@ -53,6 +56,12 @@ run fascicolo 5678901234 --pdf var/esiti
 echo
 echo "== a referral to the sede's operators, with the rule's explanation (examples/requests/rdi-07-rinvio-motivazione-altro.yaml)"
 run explain "${protocollo[rdi-07-rinvio-motivazione-altro.yaml]}"
+
+echo
+echo "== its attachment, as the operator reads it (var/diffida-rdi-07.pdf)"
+run show "${protocollo[rdi-07-rinvio-motivazione-altro.yaml]}" | sed -n '/allegati:/,/creata il:/p'
+rm -f var/diffida-rdi-07.pdf
+run allegato "${protocollo[rdi-07-rinvio-motivazione-altro.yaml]}" 1 --out var/diffida-rdi-07.pdf
 
 echo
 echo "== the notifications (recipients masked)"

@@ -10,7 +10,7 @@ use common::{Db, Env, TestDb, pg, rdi, sql, stderr};
 use serde_json::Value;
 
 /// Every table of the schema, with the columns that order its rows.
-const TABLES: [(&str, &str); 20] = [
+const TABLES: [(&str, &str); 22] = [
     ("sedi", "codice"),
     ("aziende", "matricola"),
     ("persone", "cf"),
@@ -21,6 +21,8 @@ const TABLES: [(&str, &str); 20] = [
     ("events", "id"),
     ("decisions", "id"),
     ("applied_effects", "id"),
+    ("attachment_contents", "sha256"),
+    ("attachments", "id"),
     ("outbox", "id"),
     ("protocol_counters", "sede, anno"),
     ("subject_versions", "subject"),
@@ -81,8 +83,15 @@ fn decided_examples() -> Env {
         .map(|e| e.path())
         .collect();
     files.sort();
+    let diffida = common::repo().join("examples/allegati/diffida.pdf");
     for f in &files {
-        env.ok(&["submit", f.to_str().expect("utf-8 path")]);
+        // The referral that says "si allega diffida" carries it.
+        let attach = f.to_str().is_some_and(|p| p.contains("rdi-07"));
+        let mut args = vec!["submit", f.to_str().expect("utf-8 path")];
+        if attach {
+            args.extend(["--allegato", diffida.to_str().expect("utf-8 path")]);
+        }
+        env.ok(&args);
     }
     env.decide_all();
     env.sql(
@@ -134,6 +143,7 @@ fn a_decided_sqlite_database_moves_to_postgresql_whole() {
         assert_eq!(rows(&to, table, order), rows(&from, table, order), "{table}: the same rows");
     }
     assert_eq!(std::fs::read(&source_file).expect("read the source"), before, "the source is not written");
+    assert_eq!(count(&to, "attachment_contents"), 1, "the example's attachment is copied with its bytes");
 
     // The same views from both databases.
     let list = ok_on(&env, &from, &["list", "--json", "--limit", "1000"]);

@@ -1,6 +1,6 @@
 //! The esito PDF of closed requests: `fascicolo --pdf DIR` writes one PDF/A document per closed request,
 //! the same bytes each time; its text (read back by poppler's `pdftotext`) holds the protocol number, the
-//! esito and every reason; the API serves the same bytes to the requester only, and 409 before the close.
+//! esito and every reason, poppler's `pdftoppm` renders its first page the same way twice; the API serves the same bytes to the requester only, and 409 before the close.
 
 mod common;
 
@@ -102,6 +102,18 @@ fn esito_pdf_for_accepted_and_rejected(db: Db) {
         let meta = tool("pdfinfo", &["-meta", p]);
         assert!(meta.contains("pdfaid:part") && meta.contains("pdfaid:conformance"), "{meta}");
         assert!(meta.contains("<pdfaid:part>2</pdfaid:part>") || meta.contains("pdfaid:part=\"2\""), "{meta}");
+        // Page 1 renders, and two renderings are the same pixels.
+        let render = |name: &str| {
+            let prefix = env.path(name);
+            tool(
+                "pdftoppm",
+                &["-png", "-r", "60", "-f", "1", "-l", "1", "-singlefile", p, prefix.to_str().expect("utf-8")],
+            );
+            std::fs::read(prefix.with_extension("png")).expect("the rendered page")
+        };
+        let (one, two) = (render(&format!("{stem}-a")), render(&format!("{stem}-b")));
+        assert!(one.len() > 1000 && one.starts_with(b"\x89PNG"), "pdftoppm rendered page 1 of {p}");
+        assert!(one == two, "two renderings of {p} are byte-identical");
     }
 
     // The API: the same bytes for the requester, 404 for another requester, 409 before the close.

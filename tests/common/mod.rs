@@ -334,6 +334,9 @@ pub fn sql(url: &str, query: &str) -> Vec<Vec<Value>> {
                             v.map_or(Value::Null, Value::from)
                         } else if let Ok(v) = r.try_get::<Option<bool>, _>(i) {
                             v.map_or(Value::Null, Value::from)
+                        } else if let Ok(v) = r.try_get::<Option<Vec<u8>>, _>(i) {
+                            // Bytes (attachments' contents) as lowercase hex.
+                            v.map_or(Value::Null, |b| b.iter().map(|x| format!("{x:02x}")).collect::<String>().into())
                         } else {
                             panic!("query `{query}`: column {i} has a type the harness does not read")
                         }

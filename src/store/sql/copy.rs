@@ -6,7 +6,7 @@
 //! must be empty. Everything is written in one PostgreSQL transaction, table by table in foreign-key order,
 //! in multi-row `INSERT`s whose `$N` placeholders are numbered here (sqlx's `QueryBuilder` for `Any` writes
 //! `?`, which PostgreSQL refuses). Rows are read a page at a time by `rowid` (the primary key of the id
-//! tables), each value dynamically as NULL, an integer or text (the schema has no other types), and bound
+//! tables), each value dynamically as NULL, an integer, text or bytes (the schema has no other types), and bound
 //! as the target column's type. Afterwards the identity sequences continue from the copied ids, and every
 //! table's row count is compared with the source's before the commit: a difference rolls everything back.
 //!
@@ -25,7 +25,7 @@ use crate::store::{CopiedTable, CopyReport, Result, StoreError};
 /// Every table of the schema but `_sqlx_migrations`, in an order that satisfies the foreign keys: sedi
 /// before aziende, requests before deleghe (`revocata_da`), events and decisions; events before outbox.
 /// (`deleghe.padre` refers to deleghe itself: see [`copy_deleghe`].)
-const TABLES: [&str; 20] = [
+const TABLES: [&str; 22] = [
     "sedi",
     "aziende",
     "persone",
@@ -36,6 +36,8 @@ const TABLES: [&str; 20] = [
     "events",
     "decisions",
     "applied_effects",
+    "attachment_contents",
+    "attachments",
     "outbox",
     "protocol_counters",
     "subject_versions",
@@ -49,11 +51,13 @@ const TABLES: [&str; 20] = [
 ];
 
 /// The tables whose ids come from an identity sequence on PostgreSQL.
-const IDENTITIES: [&str; 5] = ["requests", "events", "decisions", "applied_effects", "outbox"];
+const IDENTITIES: [&str; 6] = ["requests", "events", "decisions", "applied_effects", "attachments", "outbox"];
 
 /// Rows read from the source at a time, and written per `INSERT` (fewer when a table is wide: PostgreSQL
 /// takes at most 65,535 parameters per statement).
 const PAGE_ROWS: i64 = 1000;
+/// Rows of `attachment_contents` per page: each holds a file (3 MB by default), so a page stays tens of MB.
+const CONTENT_PAGE_ROWS: i64 = 8;
 const MAX_PARAMETERS: usize = 65_535;
 
 /// The name of the paging column added to each row read from the source.
@@ -65,6 +69,8 @@ enum Cell {
     Null,
     Int(i64),
     Text(String),
+    /// An attachment's content.
+    Bytes(Vec<u8>),
 }
 
 impl Cell {
@@ -74,6 +80,7 @@ impl Cell {
             Cell::Null => None,
             Cell::Int(i) => Some(i.to_string()),
             Cell::Text(s) => Some(s.clone()),
+            Cell::Bytes(_) => None,
         }
     }
 }
@@ -302,8 +309,8 @@ async fn read_page(
     target: &HashMap<String, bool>,
     columns: &mut Option<Vec<Column>>,
 ) -> Result<Page> {
-    let sql =
-        format!("SELECT rowid AS {ROWID}, * FROM {table} WHERE rowid > $1 {filter} ORDER BY rowid LIMIT {PAGE_ROWS}");
+    let limit = if table == "attachment_contents" { CONTENT_PAGE_ROWS } else { PAGE_ROWS };
+    let sql = format!("SELECT rowid AS {ROWID}, * FROM {table} WHERE rowid > $1 {filter} ORDER BY rowid LIMIT {limit}");
     let rows: Vec<AnyRow> = sqlx::query(AssertSqlSafe(sql)).bind(after).fetch_all(&mut **source).await?;
     let mut page = Page { rows: Vec::with_capacity(rows.len()), last: after };
     let Some(first) = rows.first() else { return Ok(page) };
@@ -333,7 +340,7 @@ async fn read_page(
     Ok(page)
 }
 
-/// A source value: NULL, an integer or text (the schema's only types).
+/// A source value: NULL, an integer, text or bytes (the schema's only types).
 fn cell(row: &AnyRow, i: usize, table: &str) -> Result<Cell> {
     use sqlx::ValueRef;
     if row.try_get_raw(i)?.is_null() {
@@ -342,9 +349,11 @@ fn cell(row: &AnyRow, i: usize, table: &str) -> Result<Cell> {
         Ok(Cell::Int(v))
     } else if let Ok(v) = row.try_get::<String, _>(i) {
         Ok(Cell::Text(v))
+    } else if let Ok(v) = row.try_get::<Vec<u8>, _>(i) {
+        Ok(Cell::Bytes(v))
     } else {
         let name = sqlx::Column::name(&row.columns()[i]);
-        Err(corrupt("db copy", format!("{table}.{name} holds a value that is neither an integer nor text")))
+        Err(corrupt("db copy", format!("{table}.{name} holds a value that is neither an integer, text nor bytes")))
     }
 }
 
@@ -445,6 +454,13 @@ async fn insert(tx: &mut Tx, table: &str, columns: &[Column], rows: &[Vec<Cell>]
                     (Cell::Int(i), true) => statement.bind(*i),
                     (Cell::Int(i), false) => statement.bind(i.to_string()),
                     (Cell::Text(s), false) => statement.bind(s.clone()),
+                    (Cell::Bytes(b), false) => statement.bind(b.clone()),
+                    (Cell::Bytes(_), true) => {
+                        return Err(corrupt(
+                            "db copy",
+                            format!("{table}.{} holds bytes where an integer belongs", column.name),
+                        ));
+                    }
                     (Cell::Text(s), true) => statement.bind(s.parse::<i64>().map_err(|_| {
                         corrupt("db copy", format!("{table}.{} holds text where an integer belongs", column.name))
                     })?),
