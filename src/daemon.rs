@@ -242,6 +242,8 @@ pub async fn run_with(
         )))
     };
     let notifier = dispatcher.clone().map(|d| tokio::spawn(d.run(stop_rx.clone(), pipeline.health.clone())));
+    // A batch run records the pending esito documents once nothing is left to decide.
+    let esiti = (!exit_when_idle).then(|| tokio::spawn(crate::esiti::run(pipeline.store.clone(), stop_rx.clone())));
     // Webhooks belong to the daemon, not to a batch run (`--exit-when-idle`).
     let webhooks = match exit_when_idle {
         true => None,
@@ -332,6 +334,12 @@ pub async fn run_with(
             }
             done = workers.join_next(), if !decided => {
                 if done.is_none() || exit_when_idle && workers.is_empty() {
+                    if exit_when_idle {
+                        match crate::esiti::record_all(&pipeline.store).await {
+                            Ok(recorded) => debug!(recorded, "esito documents recorded"),
+                            Err(e) => error!(error = %e, "cannot record the esito documents"),
+                        }
+                    }
                     let Some(d) = &dispatcher else {
                         info!("nothing left to decide: exiting");
                         return Ok(());
@@ -363,6 +371,9 @@ pub async fn run_with(
     }
     if let Some(s) = scheduler {
         let _ = s.await;
+    }
+    if let Some(e) = esiti {
+        let _ = e.await;
     }
     if let Some(l) = listener {
         let _ = l.await;

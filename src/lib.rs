@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod documents;
 pub mod domain;
+pub mod esiti;
 pub mod facts_file;
 pub mod health;
 pub mod http;

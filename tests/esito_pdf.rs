@@ -52,6 +52,8 @@ fn esito_pdf_for_accepted_and_rejected(db: Db) {
             .expect("rdi-07");
     let open = env.submit(&referred);
     env.decide_all();
+    let still_open = env.show(open[0]["protocollo"].as_str().expect("protocollo"));
+    assert!(!still_open["eventi"].to_string().contains("esito_documento"), "an open request has no esito document");
     let accepted = env.show(accepted[0]["protocollo"].as_str().expect("protocollo"));
     let rejected = env.show(rejected[0]["protocollo"].as_str().expect("protocollo"));
     assert_eq!((accepted["esito"].as_str(), rejected["esito"].as_str()), (Some("accolta"), Some("non_accolta")));
@@ -72,6 +74,13 @@ fn esito_pdf_for_accepted_and_rejected(db: Db) {
 
     for view in [&accepted, &rejected] {
         let protocollo = view["protocollo"].as_str().expect("protocollo");
+        // The history records the document's SHA-256 after the close: the bytes regenerated now are those.
+        let recorded = view["eventi"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["tipo"] == "esito_documento"))
+            .unwrap_or_else(|| panic!("no esito_documento event: {view}"));
+        let sha = recorded["dettaglio"]["sha256"].as_str().expect("sha256");
+        assert!(first.iter().any(|(s, _)| s == sha), "{protocollo}: the recorded {sha} is the file's: {first:?}");
         let stem = protocollo.replace(['.', '/'], "_");
         let (_, path) = first
             .iter()

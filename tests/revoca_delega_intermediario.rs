@@ -40,7 +40,8 @@ fn intermediary_renouncing_is_accepted_and_cascades_to_the_sub_delega(db: Db) {
     assert!(view["versione_regola"].as_str().is_some_and(|v| v.len() == 16));
     let kinds: Vec<&str> =
         view["eventi"].as_array().expect("eventi").iter().filter_map(|e| e["tipo"].as_str()).collect();
-    assert_eq!(kinds, ["protocollazione", "smistamento", "chiusura"]);
+    // The esito PDF, rendered after the close, is recorded last with its SHA-256.
+    assert_eq!(kinds, ["protocollazione", "smistamento", "chiusura", "esito_documento"]);
 
     // D-1 and its sub-delega D-3 revoked by this request; the employee's delega D-2 untouched.
     let rows = env.sql("SELECT id, stato, revocata_da FROM deleghe WHERE matricola = '1234567890' ORDER BY id");

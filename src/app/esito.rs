@@ -7,7 +7,8 @@ use sha2::{Digest, Sha256};
 use super::{Actor, AppError, read};
 use crate::documents::{EffectEntry, Esito, EsitoView, PdfError, esito_pdf};
 use crate::domain::decision::{Effect, Reason};
-use crate::store::{RequestView, Store};
+use crate::domain::time::Millis;
+use crate::store::{ESITO_NOT_RENDERED, RequestView, Store};
 
 /// A rendered esito: the protocol number it belongs to, the PDF and its SHA-256 in hex.
 pub struct EsitoPdf {
@@ -20,11 +21,38 @@ pub struct EsitoPdf {
 /// The esito PDF of a request by id or protocol number, if the actor may see it (else not found) and it is
 /// closed (else a conflict).
 pub async fn esito(store: &Store, actor: &Actor, key: &str) -> Result<EsitoPdf, AppError> {
-    let view = read(store, actor, key).await?;
-    let esito = esito_view(&view)?;
-    let pdf = esito_pdf(&esito)?;
+    render(read(store, actor, key).await?)
+}
+
+fn render(view: RequestView) -> Result<EsitoPdf, AppError> {
+    let pdf = esito_pdf(&esito_view(&view)?)?;
     let sha256 = Sha256::digest(&pdf).iter().map(|b| format!("{b:02x}")).collect();
     Ok(EsitoPdf { id: view.id, protocollo: view.protocollo, pdf, sha256 })
+}
+
+/// Renders the esito PDF of up to `limit` closed requests whose document is not recorded yet and records each
+/// one's SHA-256 in its history (`esito_documento`); returns how many this call recorded. Rendering is CPU work:
+/// it runs on a blocking thread, off the workers' runtime threads. A document that cannot be rendered is logged
+/// and recorded as not rendered, so it is not tried again and again (the API still renders it on demand).
+pub async fn record_esiti(store: &Store, limit: i64, now: Millis) -> Result<usize, AppError> {
+    let mut recorded = 0;
+    for id in store.pending_esiti(limit).await? {
+        let Some(view) = store.request(&id.to_string()).await? else { continue };
+        let rendered = tokio::task::spawn_blocking(move || render(view))
+            .await
+            .map_err(|e| PdfError::Encode(format!("the rendering of the esito of request {id} stopped: {e}")))?;
+        let sha256 = match rendered {
+            Ok(document) => document.sha256,
+            Err(e) => {
+                tracing::error!(richiesta = id, error = %e, "the esito PDF of a closed request cannot be rendered");
+                ESITO_NOT_RENDERED.to_string()
+            }
+        };
+        if store.record_esito(id, &sha256, now).await? {
+            recorded += 1;
+        }
+    }
+    Ok(recorded)
 }
 
 /// What the document shows, from what the store returned; a request not yet closed has no esito.

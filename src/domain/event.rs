@@ -36,6 +36,9 @@ pub enum EventKind {
     SlaAvviso,
     /// Referred for 30 days: the sede is told the deadline passed.
     SlaSuperato,
+    /// The esito PDF of the closed request was rendered: its SHA-256 (the document can be regenerated at any
+    /// time; the history says which bytes it was).
+    EsitoDocumento,
 }
 
 impl EventKind {
@@ -68,6 +71,7 @@ impl EventKind {
             EventKind::Rilascio => "rilascio",
             EventKind::SlaAvviso => "sla_avviso",
             EventKind::SlaSuperato => "sla_superato",
+            EventKind::EsitoDocumento => "esito_documento",
         }
     }
 }
@@ -83,6 +87,7 @@ mod tests {
             EventKind::RimessaInCoda,
             EventKind::PresaInCarico,
             EventKind::Rilascio,
+            EventKind::EsitoDocumento,
         ]) {
             assert_eq!(serde_json::to_value(kind).ok(), Some(serde_json::Value::from(kind.as_str())));
         }

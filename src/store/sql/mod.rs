@@ -31,6 +31,7 @@ use crate::domain::time::{Millis, rfc3339, year};
 
 use claims::claimed_from_row;
 pub use dialect::Dialect;
+pub use esiti::ESITO_NOT_RENDERED;
 use facts::{contact_row, contatto, delega, insert_contacts};
 
 mod assignments;
@@ -38,6 +39,7 @@ mod attachments;
 mod claims;
 mod copy;
 mod dialect;
+mod esiti;
 mod facts;
 mod feeds;
 mod history;
