@@ -70,7 +70,7 @@ async fn send_summary(store: &Store, mail: &Mailer, now: Millis) -> Result<Strin
         text,
         html: None,
     };
-    match mail.sender.send(&n, &content).await {
+    match mail.sender.send(&n, &content, None).await {
         crate::notify::Delivery::Sent { .. } => Ok(format!("daily summary of {day} sent")),
         other => Err(format!("daily summary not sent: {other:?}")),
     }

@@ -122,6 +122,14 @@ struct Mail {
     content_type: String,
     text: Option<String>,
     html: Option<String>,
+    attachments: Vec<MailAttachment>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct MailAttachment {
+    filename: String,
+    content_type: String,
+    sha256: String,
 }
 
 fn count_by_message_id(mails: &[Mail]) -> HashMap<String, usize> {
@@ -434,7 +442,6 @@ fn the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason(db: Db)
             assert_eq!(m.rcpt_to, to);
             assert!(m.from.contains("noreply.smarttask@inps.test"), "{}", m.from);
             assert_eq!(m.auto_submitted, "auto-generated");
-            assert_eq!(m.content_type, "multipart/alternative");
             let text = m.text.as_deref().expect("text part");
             let html = m.html.as_deref().expect("html part");
             assert!(text.contains(protocollo.as_str()) && text.contains(LABEL), "{text}");
@@ -442,6 +449,19 @@ fn the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason(db: Db)
             assert!(text.contains("Roma Tiburtino") || text.contains("Milano Nord"), "the sede: {text}");
         }
         assert!(p.text.as_deref().unwrap_or_default().contains("protocollata"));
+        // The chiusura carries the esito PDF, the one whose SHA-256 the history recorded; the others nothing.
+        assert_eq!(
+            (p.content_type.as_str(), s.content_type.as_str()),
+            ("multipart/alternative", "multipart/alternative")
+        );
+        assert!(p.attachments.is_empty() && s.attachments.is_empty());
+        assert_eq!(c.content_type, "multipart/mixed");
+        let [pdf] = c.attachments.as_slice() else { panic!("one attachment: {:?}", c.attachments) };
+        assert_eq!(pdf.content_type, "application/pdf");
+        assert_eq!(pdf.filename, format!("esito-{}.pdf", protocollo.replace(['.', '/'], "_")));
+        let view = env.show(protocollo);
+        let recorded = view["eventi"].as_array().and_then(|e| e.iter().find(|e| e["tipo"] == "esito_documento"));
+        assert_eq!(recorded.map(|e| &e["dettaglio"]["sha256"]), Some(&Value::from(pdf.sha256.clone())), "{view}");
     }
     let accepted = mail_of(&ok, "chiusura", "studio.verdi@example.it");
     assert!(accepted.subject.contains("accolta") && !accepted.subject.contains("non accolta"), "{}", accepted.subject);

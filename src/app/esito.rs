@@ -24,6 +24,24 @@ pub async fn esito(store: &Store, actor: &Actor, key: &str) -> Result<EsitoPdf, 
     render(read(store, actor, key).await?)
 }
 
+/// The esito PDF of a closed request for the daemon itself (the chiusura e-mail to its requester): no actor, since
+/// no caller asks; rendered on a blocking thread.
+pub async fn esito_of(store: &Store, request_id: i64) -> Result<EsitoPdf, AppError> {
+    let view = store
+        .request(&request_id.to_string())
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("no request with id {request_id}")))?;
+    render_off_runtime(view).await
+}
+
+/// [`render`] on a blocking thread: rendering is CPU work that must not hold a runtime thread.
+async fn render_off_runtime(view: RequestView) -> Result<EsitoPdf, AppError> {
+    let id = view.id;
+    tokio::task::spawn_blocking(move || render(view))
+        .await
+        .map_err(|e| PdfError::Encode(format!("the rendering of the esito of request {id} stopped: {e}")))?
+}
+
 fn render(view: RequestView) -> Result<EsitoPdf, AppError> {
     let pdf = esito_pdf(&esito_view(&view)?)?;
     let sha256 = Sha256::digest(&pdf).iter().map(|b| format!("{b:02x}")).collect();
@@ -38,10 +56,7 @@ pub async fn record_esiti(store: &Store, limit: i64, now: Millis) -> Result<usiz
     let mut recorded = 0;
     for id in store.pending_esiti(limit).await? {
         let Some(view) = store.request(&id.to_string()).await? else { continue };
-        let rendered = tokio::task::spawn_blocking(move || render(view))
-            .await
-            .map_err(|e| PdfError::Encode(format!("the rendering of the esito of request {id} stopped: {e}")))?;
-        let sha256 = match rendered {
+        let sha256 = match render_off_runtime(view).await {
             Ok(document) => document.sha256,
             Err(e) => {
                 tracing::error!(richiesta = id, error = %e, "the esito PDF of a closed request cannot be rendered");

@@ -11,7 +11,7 @@ mod position;
 pub mod webhooks;
 
 pub use attachments::attachment;
-pub use esito::{EsitoPdf, esito, esito_view, record_esiti};
+pub use esito::{EsitoPdf, esito, esito_of, esito_view, record_esiti};
 pub use menu::{MenuItem, menu};
 pub use position::{Riepilogo, fascicolo, riepilogo};
 use sha2::{Digest, Sha256};

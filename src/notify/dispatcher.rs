@@ -14,12 +14,14 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
+use super::email::Document;
 use super::privacy::Masked;
 use super::templates::{Context, TemplateError, Templates};
 use super::{Channels, Delivery, load_templates};
 use crate::clock::now_ms;
 use crate::config::{Config, NotifyConfig};
 use crate::domain::closing::RetryPolicy;
+use crate::domain::event::EventKind;
 use crate::domain::time::Millis;
 use crate::rules::RuleSet;
 use crate::store::{DueNotification, NotificationFate, NotificationOutcome, Store, StoreError};
@@ -123,6 +125,24 @@ impl Dispatcher {
         }
     }
 
+    /// The esito PDF that goes with the chiusura e-mail to the requester; None for any other e-mail, or when it
+    /// cannot be rendered (logged: the e-mail still goes, the document stays downloadable).
+    async fn esito_document(&self, n: &DueNotification) -> Option<Document> {
+        if n.event != EventKind::Chiusura.as_str() || n.role != "richiedente" {
+            return None;
+        }
+        match crate::app::esito_of(&self.store, n.request_id).await {
+            Ok(esito) => Some(Document {
+                filename: format!("esito-{}.pdf", esito.protocollo.replace(['.', '/'], "_")),
+                pdf: esito.pdf,
+            }),
+            Err(e) => {
+                warn!(notifica = n.id, protocollo = %n.protocollo, error = %e, "the esito PDF cannot go with the chiusura e-mail: sent without it");
+                None
+            }
+        }
+    }
+
     /// Renders and sends one notification.
     async fn deliver(&self, n: &DueNotification, templates: &Templates, label: Option<&str>) -> Delivery {
         let ctx = Context::of(n, label);
@@ -135,7 +155,7 @@ impl Dispatcher {
             "email" => {
                 let Some(email) = &self.channels.email else { return not_configured() };
                 match templates.render_email(&ctx, email.html()) {
-                    Ok(content) => email.send(n, &content).await,
+                    Ok(content) => email.send(n, &content, self.esito_document(n).await.as_ref()).await,
                     Err(e) => template_failed(e),
                 }
             }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart, header};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials as SmtpCredentials;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -104,8 +104,14 @@ impl EmailSender {
         self.html
     }
 
-    /// Builds the message of a notification: Message-ID = the notification's reference.
-    pub fn message(&self, n: &DueNotification, content: &EmailContent) -> Result<Message, Delivery> {
+    /// Builds the message of a notification: Message-ID = the notification's reference; a document, when given,
+    /// goes as an attachment beside the text (multipart/mixed).
+    pub fn message(
+        &self,
+        n: &DueNotification,
+        content: &EmailContent,
+        document: Option<&Document>,
+    ) -> Result<Message, Delivery> {
         let address: Address = n.recipient.parse().map_err(|_| Delivery::Permanent {
             error: "the recipient is not a valid e-mail address".into(),
             bounce: true,
@@ -120,16 +126,26 @@ impl EmailSender {
         if let Some(r) = &self.reply_to {
             builder = builder.reply_to(r.clone());
         }
-        let built = match &content.html {
-            Some(html) => builder.multipart(MultiPart::alternative_plain_html(content.text.clone(), html.clone())),
-            None => builder.singlepart(SinglePart::plain(content.text.clone())),
+        let built = match (&content.html, document) {
+            (Some(html), None) => {
+                builder.multipart(MultiPart::alternative_plain_html(content.text.clone(), html.clone()))
+            }
+            (None, None) => builder.singlepart(SinglePart::plain(content.text.clone())),
+            (html, Some(document)) => {
+                let body = match html {
+                    Some(html) => MultiPart::mixed()
+                        .multipart(MultiPart::alternative_plain_html(content.text.clone(), html.clone())),
+                    None => MultiPart::mixed().singlepart(SinglePart::plain(content.text.clone())),
+                };
+                builder.multipart(body.singlepart(document.part()))
+            }
         };
         built.map_err(|e| Delivery::Transient { error: format!("cannot build the message: {e}"), retry_after: None })
     }
 
     /// Sends one message; the server's answer decides transient or permanent.
-    pub async fn send(&self, n: &DueNotification, content: &EmailContent) -> Delivery {
-        let message = match self.message(n, content) {
+    pub async fn send(&self, n: &DueNotification, content: &EmailContent, document: Option<&Document>) -> Delivery {
+        let message = match self.message(n, content, document) {
             Ok(m) => m,
             Err(d) => return d,
         };
@@ -143,6 +159,20 @@ impl EmailSender {
                 Err(e) => Delivery::Transient { error: e.to_string(), retry_after: None },
             },
         }
+    }
+}
+
+/// A PDF sent with an e-mail (the esito of the request the chiusura is about).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    pub filename: String,
+    pub pdf: Vec<u8>,
+}
+
+impl Document {
+    fn part(&self) -> SinglePart {
+        let pdf = header::ContentType::parse("application/pdf").unwrap_or(header::ContentType::TEXT_PLAIN);
+        Attachment::new(self.filename.clone()).body(self.pdf.clone(), pdf)
     }
 }
 

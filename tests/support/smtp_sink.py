@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import email
 import email.policy
+import hashlib
 import json
 import mailbox
 import os
@@ -123,6 +124,14 @@ def decode(args):
                 "content_type": msg.get_content_type(),
                 "text": text.get_content() if text is not None else None,
                 "html": html.get_content() if html is not None else None,
+                "attachments": [
+                    {
+                        "filename": part.get_filename(),
+                        "content_type": part.get_content_type(),
+                        "sha256": hashlib.sha256(part.get_content()).hexdigest(),
+                    }
+                    for part in msg.iter_attachments()
+                ],
             }
         )
     json.dump(out, sys.stdout, ensure_ascii=False)
