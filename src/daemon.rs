@@ -243,7 +243,8 @@ pub async fn run_with(
     };
     let notifier = dispatcher.clone().map(|d| tokio::spawn(d.run(stop_rx.clone(), pipeline.health.clone())));
     // A batch run records the pending esito documents once nothing is left to decide.
-    let esiti = (!exit_when_idle).then(|| tokio::spawn(crate::esiti::run(pipeline.store.clone(), stop_rx.clone())));
+    let esiti = (!exit_when_idle && config.worker.esito_documents)
+        .then(|| tokio::spawn(crate::esiti::run(pipeline.store.clone(), stop_rx.clone())));
     // Webhooks belong to the daemon, not to a batch run (`--exit-when-idle`).
     let webhooks = match exit_when_idle {
         true => None,
@@ -334,7 +335,7 @@ pub async fn run_with(
             }
             done = workers.join_next(), if !decided => {
                 if done.is_none() || exit_when_idle && workers.is_empty() {
-                    if exit_when_idle {
+                    if exit_when_idle && config.worker.esito_documents {
                         match crate::esiti::record_all(&pipeline.store).await {
                             Ok(recorded) => debug!(recorded, "esito documents recorded"),
                             Err(e) => error!(error = %e, "cannot record the esito documents"),

@@ -196,6 +196,9 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         config.worker.batch_size = b.max(1);
     }
     config.worker.poll_interval_ms = config.worker.poll_interval_ms.min(50);
+    // Deciding is what is measured: the esito PDFs rendered after each close (milliseconds of CPU each) would
+    // take the same cores at the same time.
+    config.worker.esito_documents = false;
     if let Some(name) = &args.join {
         // An extra instance: the leader imported and queued everything; decide until the queue is empty.
         config.instance = Some(name.clone());
@@ -218,7 +221,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     config.database.url = database.clone();
     let n = args.requests;
     outln!(
-        "bench: {n} requests, {} instance(s) x {} workers, batch {}, database {}",
+        "bench: {n} requests, {} instance(s) x {} workers, batch {}, database {} (esito PDFs not rendered)",
         args.instances.max(1),
         config.worker.workers,
         config.worker.batch_size,

@@ -142,6 +142,9 @@ pub struct WorkerConfig {
     pub retry_max_ms: i64,
     /// On SIGTERM, how long in-flight batches may take before their leases are released.
     pub shutdown_grace_seconds: u64,
+    /// Render the esito PDF of each closed request soon after its close and record its SHA-256 in the history
+    /// (the `esiti` loop). Off only to measure deciding alone (`bench` turns it off and says so).
+    pub esito_documents: bool,
 }
 
 impl Default for WorkerConfig {
@@ -155,6 +158,7 @@ impl Default for WorkerConfig {
             retry_base_ms: 2_000,
             retry_max_ms: 300_000,
             shutdown_grace_seconds: 30,
+            esito_documents: true,
         }
     }
 }
