@@ -23,7 +23,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CLIENT_ID: &str = "smart-task-console";
 const CLIENT_SECRET: &str = "segreto-di-prova";
 /// Where the provider sends the browser back, under the console's root.
-const CALLBACK: &str = "/console/accesso/callback";
+const CALLBACK: &str = "/console/callback";
 /// The task of the rule that fails, then is fixed.
 const GUASTO: &str = "PROVA_GUASTO";
 const PARKED: usize = 3;
@@ -184,12 +184,13 @@ fn protocollo(stored: &[Value]) -> String {
     stored[0]["protocollo"].as_str().expect("protocollo").to_string()
 }
 
-/// The `console:` section of the daemon's configuration (the console's contract): the provider, the client,
-/// the session key.
+/// The `console:` section of the daemon's configuration (the console's contract): served under `/console`
+/// on `api.listen`, logging operators in at the provider (code flow with PKCE), session cookies signed with the
+/// key of `session_key`.
 fn console_section(issuer: &str, redirect: &str, session_key: &Path) -> String {
     format!(
-        "console:\n  enabled: true\n  oidc:\n    issuer: {issuer}\n    client_id: {CLIENT_ID}\n    client_secret: {CLIENT_SECRET}\n    \
-         redirect_uri: {redirect}\n  session_key_file: {}\n",
+        "console:\n  path: /console\n  session_key_file: {}\n  oidc:\n    issuer: {issuer}\n    client_id: {CLIENT_ID}\n    \
+         client_secret: {CLIENT_SECRET}\n    redirect_url: {redirect}\n    scopes: [openid, sede]\n",
         session_key.display()
     )
 }
