@@ -605,19 +605,12 @@ async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
             .collect();
         outln!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
     } else {
-        use crate::ruletools::explain::named_versions;
-        let versions: Vec<&str> = decisions.iter().flat_map(|d| named_versions(&d.decision.rule_version)).collect();
-        let mut sources = store.rule_sources(&versions).await.map_err(runtime)?;
-        if versions.iter().any(|v| !sources.contains_key(*v)) {
-            // Decided before sources were kept: the rules directory may still hold that version.
-            if let Ok(rules) = daemon::load_rules(config, &daemon::evaluator(config)) {
-                for rule in rules.tasks.values() {
-                    sources.entry(rule.version.clone()).or_insert_with(|| rule.sources.clone());
-                }
-            }
-        }
-        let active = store.last_activated_versions(&config.instance_name()).await.map_err(runtime)?.unwrap_or_default();
-        out!("{}", crate::ruletools::explain::render(&decisions, &sources, &active));
+        // Decided before sources were kept: the rules directory may still hold that version.
+        let rules = daemon::load_rules(config, &daemon::evaluator(config)).ok();
+        let text = app::explanation(&store, &Actor::Cli, key, rules.as_ref(), &config.instance_name())
+            .await
+            .map_err(app_failure)?;
+        out!("{}", text.unwrap_or_default());
     }
     Ok(())
 }

@@ -216,12 +216,24 @@ pub async fn run_with(
                 })),
                 None => None,
             };
+            let console = match &config.console {
+                Some(console) => Some(Arc::new(crate::http::console::ConsoleState::new(
+                    console.clone(),
+                    pipeline.rules.clone(),
+                    pipeline.clone(),
+                    config.intake.clone(),
+                    config.instance_name(),
+                    stop_rx.clone(),
+                )?)),
+                None => None,
+            };
             metrics_handle.map(|metrics| {
                 let state = crate::http::AppState {
                     metrics,
                     store: pipeline.store.clone(),
                     health: pipeline.health.clone(),
                     api,
+                    console,
                 };
                 tokio::spawn(crate::http::serve(listener, crate::http::router(state), stop_rx.clone()))
             })

@@ -4,15 +4,19 @@
 
 mod attachments;
 mod esito;
+mod explanation;
 pub mod feeds;
 mod menu;
+mod operations;
 pub mod operator;
 mod position;
 pub mod webhooks;
 
 pub use attachments::attachment;
 pub use esito::{EsitoPdf, esito, esito_of, esito_view, record_esiti};
+pub use explanation::explanation;
 pub use menu::{MenuItem, menu};
+pub use operations::{Operations, operations, retry_notification};
 pub use position::{Riepilogo, fascicolo, riepilogo};
 use sha2::{Digest, Sha256};
 
@@ -203,7 +207,7 @@ pub async fn submit(
 }
 
 /// A refused input naming its field (`motivi[1]`: the pointer `/motivi/1` of the API's problem).
-pub(crate) fn field_refused(field: &str, problem: String) -> AppError {
+pub fn field_refused(field: &str, problem: String) -> AppError {
     AppError::Invalid(vec![IntakeError {
         source_name: "body".into(),
         position: "request 1 of 1".into(),

@@ -520,3 +520,66 @@ mod tests {
         assert!(moved_facts(&trace, &unchanged).is_empty());
     }
 }
+
+/// The requests of the actor's queue parked after rule failures, grouped by the rule version that failed
+/// (`TASK@version`, as the failure recorded it): what a bulk requeue picks from once that rule is fixed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedGroup {
+    pub versione: String,
+    /// The last failure's message of the group's newest request.
+    pub errore: String,
+    /// Protocol numbers, oldest first.
+    pub richieste: Vec<String>,
+}
+
+/// The version a parked request's recorded failure names (`REVOCA@c141d298e4d406ae: …`).
+fn failed_version(error: &str) -> Option<&str> {
+    error.split_once(": ").map(|(label, _)| label).filter(|label| label.contains('@'))
+}
+
+/// Every parked request of the actor's queue, by failing rule version (every page of the queue).
+pub async fn parked_by_version(store: &Store, actor: &Actor, now: Millis) -> Result<Vec<ParkedGroup>, AppError> {
+    let mut groups: Vec<ParkedGroup> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = queue(store, actor, QueueQuery { after, limit: MAX_PAGE, ..QueueQuery::default() }, now).await?;
+        for item in page.items.into_iter().filter(|i| i.entry.sospesa == "errore") {
+            let error = item.entry.errore.unwrap_or_default();
+            let version = failed_version(&error).unwrap_or("(versione non registrata)").to_string();
+            match groups.iter_mut().find(|g| g.versione == version) {
+                Some(group) => {
+                    group.richieste.push(item.entry.protocollo);
+                    group.errore = error;
+                }
+                None => groups.push(ParkedGroup {
+                    versione: version,
+                    errore: error,
+                    richieste: vec![item.entry.protocollo],
+                }),
+            }
+        }
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(groups),
+        }
+    }
+}
+
+/// Hands back to the workers every parked request of the actor's queue that `version` failed on; returns their
+/// protocol numbers. Each is requeued on its own (a request taken meanwhile is skipped and not counted).
+pub async fn requeue_parked(store: &Store, actor: &Actor, version: &str, now: Millis) -> Result<Vec<String>, AppError> {
+    acting(actor)?;
+    let group = parked_by_version(store, actor, now).await?.into_iter().find(|g| g.versione == version);
+    let Some(group) = group else {
+        return Err(AppError::NotFound(format!("no request parked by the rule version {version}")));
+    };
+    let mut requeued = Vec::with_capacity(group.richieste.len());
+    for protocollo in group.richieste {
+        match requeue(store, actor, &protocollo, now).await {
+            Ok(p) => requeued.push(p),
+            Err(AppError::Conflict(_) | AppError::Store(StoreError::Refused(_))) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(requeued)
+}

@@ -10,14 +10,17 @@ use serde::Deserialize;
 use crate::documents::AttachmentLimits;
 
 mod api;
+mod console;
 mod notify;
 mod schedule;
 
 pub use api::*;
+pub use console::*;
 pub use notify::*;
 pub use schedule::*;
 
 use api::{check_api_limits, check_webhooks};
+use console::check_console;
 use notify::check_notify;
 
 /// Where the configuration is looked for when `--config` is not given, in order.
@@ -70,6 +73,9 @@ pub struct Config {
     /// Webhooks: the event feed pushed to integrators' subscriptions.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// The operators' web console; absent: not served.
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
     /// Stable identity of this instance in logs, metrics and `rules status` (default: the host name). Give each
     /// instance sharing one PostgreSQL database its own.
     #[serde(default)]
@@ -360,6 +366,10 @@ impl Config {
             auth.jwks_file = base_dir(path).join(&auth.jwks_file);
         }
         check_notify(&mut config.notify, path)?;
+        let has_api_auth = config.api.auth.is_some();
+        if let Some(console) = config.console.as_mut() {
+            check_console(console, has_api_auth, path, base_dir(path))?;
+        }
         Ok(config)
     }
 

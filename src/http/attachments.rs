@@ -15,6 +15,7 @@ use super::auth::Authenticated;
 use super::problem::Problem;
 use crate::app;
 use crate::documents::attachment::{AttachmentLimits, Upload};
+use crate::store::AttachmentContent;
 
 /// The name of the parts that carry files.
 pub const FILE_PART: &str = "allegato";
@@ -148,6 +149,11 @@ pub(super) async fn download(
         .filter(|p| (1..=1000).contains(p))
         .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "no attachment with that number"))?;
     let file = app::attachment(&s.store, &actor, key, posizione).await.map_err(not_found_by_id)?;
+    Ok(file_response(file))
+}
+
+/// An attachment's bytes as a download: its content's type, never rendered as a page of this origin.
+pub(super) fn file_response(file: AttachmentContent) -> Response {
     let mut response = (StatusCode::OK, file.content).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -163,7 +169,7 @@ pub(super) async fn download(
     // A file is never rendered as a page of this origin.
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
-    Ok(no_store(response))
+    no_store(response)
 }
 
 /// `attachment` with the name as RFC 6266 allows: an ASCII fallback and the UTF-8 name percent-encoded.

@@ -32,6 +32,7 @@ pub mod api;
 mod attachments;
 pub mod auth;
 mod body;
+pub mod console;
 mod esito;
 mod fascicolo;
 mod feeds;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// The API's own state; None when `api.auth` is not configured (the API is then not served).
     pub api: Option<Arc<api::ApiState>>,
+    /// The operators' console; None when `console` is not configured.
+    pub console: Option<Arc<console::ConsoleState>>,
 }
 
 /// Binds the listener (so a busy port fails the start, before READY=1).
@@ -92,6 +95,9 @@ pub fn router(state: AppState) -> Router {
             .layer(axum::middleware::from_fn_with_state(api.limits.clone(), limits::enforce))
             .layer(CompressionLayer::new());
         app = app.nest(api::BASE, routes);
+    }
+    if let Some(console) = &state.console {
+        app = app.nest(console.base(), console::routes());
     }
     app.with_state(state).layer(layers)
 }

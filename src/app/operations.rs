@@ -1,0 +1,58 @@
+//! What the people who run the service, and the operators in their console, see of its health: the counts the
+//! dashboard shows, each instance's active rule versions with refused candidates, and the notifications that
+//! could not be delivered (an operator sees those of their sede's requests only), with a retry.
+
+use super::{Actor, AppError};
+use crate::domain::time::Millis;
+use crate::store::{NotificationView, QueueCounts, RetryTarget, RuleStatus, Store};
+
+/// The most undeliverable notifications listed.
+const DEAD_SHOWN: i64 = 100;
+
+pub struct Operations {
+    pub counts: QueueCounts,
+    pub rules: Vec<RuleStatus>,
+    /// Recipients as stored: whoever shows them masks them.
+    pub undeliverable: Vec<NotificationView>,
+}
+
+/// Whether the actor may see the operations' view: operators, the CLI, the people who run it.
+fn may_see(actor: &Actor) -> bool {
+    !matches!(actor, Actor::Richiedente { .. } | Actor::Integratore { .. })
+}
+
+pub async fn operations(store: &Store, actor: &Actor) -> Result<Operations, AppError> {
+    if !may_see(actor) {
+        return Err(AppError::Forbidden("the operations' view is for operators and operations".into()));
+    }
+    let mut undeliverable = Vec::new();
+    for n in store.list_notifications(true, DEAD_SHOWN).await? {
+        if visible(store, actor, &n).await? {
+            undeliverable.push(n);
+        }
+    }
+    Ok(Operations { counts: store.counts().await?, rules: store.rule_status().await?, undeliverable })
+}
+
+/// An operator sees the notifications of their sede's requests; the others every one.
+async fn visible(store: &Store, actor: &Actor, n: &NotificationView) -> Result<bool, AppError> {
+    Ok(match actor {
+        Actor::Operatore { .. } => store.request(&n.protocollo).await?.is_some_and(|view| actor.may_see(&view)),
+        _ => true,
+    })
+}
+
+/// Sends an undeliverable notification again (an acting operator of its request's sede, or operations).
+pub async fn retry_notification(store: &Store, actor: &Actor, id: i64, now: Millis) -> Result<(), AppError> {
+    if matches!(actor, Actor::Operatore { agisce: false, .. }) || !may_see(actor) {
+        return Err(AppError::Forbidden("a read-only operator does not send notifications again".into()));
+    }
+    let known = store.list_notifications(true, DEAD_SHOWN).await?.into_iter().find(|n| n.id == id);
+    match known {
+        Some(n) if visible(store, actor, &n).await? => {
+            store.retry_notifications(RetryTarget::One(id), now).await?;
+            Ok(())
+        }
+        _ => Err(AppError::NotFound(format!("no undeliverable notification {id}"))),
+    }
+}
