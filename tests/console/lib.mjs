@@ -42,9 +42,17 @@ function watch(page, name) {
     pageErrors.push(`${name}: ${page.url()}: ${error.message}`);
     console.error(`[${name}] page error on ${page.url()}: ${error.message}`);
   });
+  page.on('response', async (response) => {
+    const url = new URL(response.url());
+    if (response.status() < 400 || url.pathname === '/favicon.ico') return;
+    const body = await response.text().catch(() => '');
+    console.error(`[${name}] ${response.request().method()} ${url.pathname}${url.search} answered ${response.status()}: ${body.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 400)}`);
+  });
   page.on('console', (msg) => {
     // axe's own injection, refused by the page's CSP before the fallback (see axe below), is not the page's.
     if (page.injectingAxe && /Content Security Policy/.test(msg.text())) return;
+    // Failed loads are told by the response handler below, with their URL.
+    if (/^Failed to load resource/.test(msg.text())) return;
     if (msg.type() === 'error') console.error(`[${name}] console error on ${page.url()}: ${msg.text()}`);
   });
 }
