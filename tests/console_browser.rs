@@ -111,7 +111,9 @@ impl Provider {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run node ({e}): install Node.js 20+ to run the console's browser tests"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run node ({e}): install Node.js 20+ to run the console's browser tests")
+            });
         let stdout = child.stdout.take().expect("the provider's stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -200,7 +202,10 @@ fn operators_work_the_queue_in_the_console() {
     // The shipped rules plus a task whose rule fails: its requests are parked after one failure.
     let rules = tempfile::tempdir().expect("tempdir");
     common::rules_with_hostile_task(rules.path(), GUASTO, "fn decide(req, ctx) { throw \"guasto\"; }");
-    let env = Env::with(Db::Sqlite, Settings { rules_dir: rules.path().to_path_buf(), max_failures: 1, ..Default::default() });
+    let env = Env::with(
+        Db::Sqlite,
+        Settings { rules_dir: rules.path().to_path_buf(), max_failures: 1, ..Default::default() },
+    );
     env.import_examples();
 
     // Every example request, decided; then rdi-07 (referred to sede 7000) with its diffida. Last, because the
@@ -220,16 +225,20 @@ fn operators_work_the_queue_in_the_console() {
     let rdi07 = rdi07.first().expect("examples/requests/rdi-07-*");
     let pdf = repo().join("examples/allegati/diffida.pdf");
     let out = env.ok(&["submit", rdi07.to_str().expect("utf-8"), "--allegato", pdf.to_str().expect("utf-8"), "--json"]);
-    let rinvio = Some(protocollo(&serde_json::from_str::<Vec<Value>>(&out).expect("submit --json")));
-    let rinvio = rinvio.expect("examples/requests/rdi-07-*");
+    let rinvio = protocollo(&serde_json::from_str::<Vec<Value>>(&out).expect("submit --json"));
     // A referral of sede 1300 (Colombo Servizi, Milano Nord: its consultant revoked for "other" reasons).
-    let altra_sede = protocollo(&env.submit(&common::rdi(
-        "CLMNNA82R55F205H",
-        "AZIENDA",
-        "5678901234",
-        "GLLSFN88H10L219C",
-        "note: \"Revoca per altri motivi.\"\n",
-    ).replace("REVOCA\n", "ALTRO\n")));
+    let altra_sede = protocollo(
+        &env.submit(
+            &common::rdi(
+                "CLMNNA82R55F205H",
+                "AZIENDA",
+                "5678901234",
+                "GLLSFN88H10L219C",
+                "note: \"Revoca per altri motivi.\"\n",
+            )
+            .replace("REVOCA\n", "ALTRO\n"),
+        ),
+    );
     let guasti: Vec<String> = (0..PARKED).map(|_| protocollo(&env.submit(&common::hostile_request(GUASTO)))).collect();
     env.decide_all();
 
@@ -260,7 +269,8 @@ fn operators_work_the_queue_in_the_console() {
     let redirect = format!("http://127.0.0.1:{port}{CALLBACK}");
     let mut provider = Provider::start(&redirect, env.path("oidc.log"));
     let key = env.path("console-session.key");
-    std::fs::write(&key, (0..32u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect::<Vec<u8>>()).expect("the session key");
+    std::fs::write(&key, (0..32u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect::<Vec<u8>>())
+        .expect("the session key");
     with_api(&env, port);
     let jwks = repo().join("tests/support/jwt/jwks.json");
     let config = std::fs::read_to_string(&env.config).expect("config");
