@@ -235,6 +235,13 @@ try {
     await anna.locator('main').waitFor();
     await axe(anna, 'le operazioni');
     await shot(anna, 'operazioni.png');
+    // The check can fail: an image without a text alternative and a field without a label are found.
+    await anna.evaluate(() => {
+      const main = document.querySelector('main');
+      main.insertAdjacentHTML('beforeend', '<img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=" width="20" height="20"><input type="text">');
+    });
+    await assert.rejects(axe(anna, 'una pagina guastata apposta'), /image-alt[\s\S]*label|label[\s\S]*image-alt/, 'axe finds what was broken on purpose');
+    console.log('ok axe: a page broken on purpose fails the check');
   });
 
   await step("op-carla (sede 1300) sees her sede's referral and not sede 7000's", async () => {
