@@ -194,7 +194,12 @@ impl FromRequestParts<AppState> for Operator {
         let nonce = parts.extensions.get::<CspNonce>().map(|n| n.0.clone()).unwrap_or_default();
         let now = now_ms();
         let from_cookie = cookie(&parts.headers, SESSION_COOKIE).and_then(|c| console.signer.session(c, now));
-        let session = match from_cookie {
+        // A session its operator ended is refused (a database read: instances share what was ended).
+        let ended = match &from_cookie {
+            Some(s) => state.store.jti_recorded(&s.ended_id(), now / 1000).await.unwrap_or(true),
+            None => false,
+        };
+        let session = match from_cookie.filter(|_| !ended) {
             Some(s) => Some(s),
             None if console.config.trusted_proxy => from_bearer(parts, state, now),
             None => None,
@@ -215,7 +220,8 @@ fn from_bearer(parts: &Parts, state: &AppState, now: crate::domain::time::Millis
     match verified.actor {
         // The token's own expiry: the forms' CSRF token, derived from the session, stays the same per token.
         Actor::Operatore { id, sede, agisce } => {
-            Some(Session { sub: id, sede, agisce, exp: verified.exp.saturating_mul(1000) }).filter(|s| s.exp > now)
+            let sid = verified.jti.unwrap_or_default();
+            Some(Session { sid, sub: id, sede, agisce, exp: verified.exp.saturating_mul(1000) }).filter(|s| s.exp > now)
         }
         _ => None,
     }

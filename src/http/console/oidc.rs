@@ -168,7 +168,13 @@ impl Provider {
             return Err(LoginError::Token("its nonce is not this login's".into()));
         }
         let sede = claims.sede.filter(|s| crate::domain::validators::codice_sede(s)).ok_or(LoginError::NoSede)?;
-        Ok(Session { sub: claims.sub, sede, agisce: !claims.sola_lettura, exp: now + session_ms })
+        Ok(Session {
+            sid: random_token(18),
+            sub: claims.sub,
+            sede,
+            agisce: !claims.sola_lettura,
+            exp: now + session_ms,
+        })
     }
 }
 

@@ -230,6 +230,13 @@ pub async fn logout(op: Operator, body: Body) -> Response {
         return refused;
     }
     let c = &op.console;
+    let now = now_ms();
+    if let Err(e) =
+        c.pipeline.store.first_use_of_jti(&op.session.ended_id(), op.session.exp / 1000 + 1, now / 1000).await
+    {
+        tracing::error!(error = %e, "a console logout could not be recorded");
+        return (StatusCode::SERVICE_UNAVAILABLE, "Uscita non registrata: riprova tra poco.").into_response();
+    }
     let clear = set_cookie(SESSION_COOKIE, "", c.base(), 0, c.secure_cookies);
     ([(header::SET_COOKIE, clear)], Html("<!doctype html><html lang=\"it\"><head><meta charset=\"utf-8\"><title>Uscita — Smart-Task</title></head><body><main><h1>Sei uscito dalla console</h1><p><a href=\"login\">Accedi di nuovo</a></p></main></body></html>")).into_response()
 }

@@ -19,6 +19,8 @@ pub const LOGIN_COOKIE: &str = "st_console_login";
 /// An operator's session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
+    /// A random id, recorded when the operator logs out so that the cookie is refused from then on.
+    pub sid: String,
     pub sub: String,
     pub sede: String,
     pub agisce: bool,
@@ -27,6 +29,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The id under which a logout records this session (in the store's table of used token ids).
+    pub fn ended_id(&self) -> String {
+        format!("console-session:{}", self.sid)
+    }
+
     pub fn actor(&self) -> Actor {
         Actor::Operatore { id: self.sub.clone(), sede: self.sede.clone(), agisce: self.agisce }
     }
@@ -83,7 +90,7 @@ impl Signer {
 }
 
 fn csrf_material(session: &Session) -> String {
-    format!("csrf|{}|{}|{}|{}", session.sub, session.sede, session.agisce, session.exp)
+    format!("csrf|{}|{}|{}|{}|{}", session.sid, session.sub, session.sede, session.agisce, session.exp)
 }
 
 /// A random token of `bytes` bytes, base64url (state, nonce, PKCE verifier, a CSP nonce).
@@ -116,7 +123,7 @@ mod tests {
     use super::*;
 
     fn session(exp: Millis) -> Session {
-        Session { sub: "op-anna".into(), sede: "7000".into(), agisce: true, exp }
+        Session { sid: "s-1".into(), sub: "op-anna".into(), sede: "7000".into(), agisce: true, exp }
     }
 
     #[test]
@@ -128,7 +135,8 @@ mod tests {
         assert_eq!(Signer::new(b"another key, another key, another").session(&sealed, 1_000), None);
         // Another payload under the same signature (a sede changed by hand) is refused.
         let (_, tag) = sealed.split_once('.').expect("sealed");
-        let forged = format!("{}.{tag}", B64.encode(br#"{"sub":"op-anna","sede":"1300","agisce":true,"exp":2000}"#));
+        let forged =
+            format!("{}.{tag}", B64.encode(br#"{"sid":"s-1","sub":"op-anna","sede":"1300","agisce":true,"exp":2000}"#));
         assert_eq!(signer.session(&forged, 1_000), None);
     }
 

@@ -115,6 +115,18 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Whether a token id is recorded and not expired at `now` (unix seconds): a console session ended by its
+    /// operator is refused until it would have expired.
+    pub async fn jti_recorded(&self, jti: &str, now: i64) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar(self.sql("SELECT 1 FROM jti_seen WHERE jti = $1 AND expires_at >= $2"))
+                .bind(jti)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
     /// Forgets the token ids whose tokens have expired before `now` (unix seconds).
     pub async fn purge_jti(&self, now: i64) -> Result<u64> {
         let done =
