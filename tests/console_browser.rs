@@ -29,10 +29,10 @@ const GUASTO: &str = "PROVA_GUASTO";
 const PARKED: usize = 3;
 
 /// The Node packages of tests/console, installed once per test binary into `$CARGO_TARGET_TMPDIR/console-npm`;
-/// the scripts are copied beside them on every run (they resolve their imports from their own directory).
+/// the scripts are copied beside them (they resolve their imports from their own directory).
 fn node_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
+    DIR.get_or_init(|| {
         assert!(
             Path::new(CHROMIUM).exists(),
             "{CHROMIUM} is missing: install Debian's Chromium (`apt-get install chromium`; scripts/test.sh does it) \
@@ -68,15 +68,16 @@ fn node_dir() -> &'static Path {
         for file in ["node_modules/playwright-core/package.json", "node_modules/oidc-provider/package.json", "node_modules/axe-core/axe.min.js"] {
             assert!(dir.join(file).exists(), "npm ci did not install {}", dir.join(file).display());
         }
-        dir
-    });
-    for entry in std::fs::read_dir(repo().join("tests/console")).expect("read tests/console").flatten() {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "mjs") {
-            std::fs::copy(&path, dir.join(entry.file_name())).expect("copy a script of tests/console");
+        // The scripts, once per test binary: the tests run at once, and a copy under a running script would
+        // hand it a half-written file.
+        for entry in std::fs::read_dir(&src).expect("read tests/console").flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "mjs") {
+                std::fs::copy(&path, dir.join(entry.file_name())).expect("copy a script of tests/console");
+            }
         }
-    }
-    dir
+        dir
+    })
 }
 
 fn node(script: &str) -> Command {
