@@ -3,8 +3,8 @@
 # hand. What the tests need and a fresh machine may lack is brought in here or by the test harness itself:
 #   - PostgreSQL's server binaries (initdb, pg_ctl, postgres) for the throwaway server of tests/common/pg.rs,
 #     promtool (package prometheus) for the lint of a real /metrics scrape, and poppler-utils' pdftotext and
-#     pdfinfo for the esito PDFs: installed from the
-#     distribution's packages when missing (needs root; otherwise says what to install);
+#     pdfinfo for the esito PDFs, and Chromium for the console's browser tests (tests/console_browser.rs):
+#     installed from the distribution's packages when missing (needs root; otherwise says what to install);
 #   - Python's aiosmtpd for the real SMTP server of the notification tests: the harness installs it into a
 #     project-local virtual environment under the target directory (tests/common/python.rs).
 # Arguments go to `cargo test` (e.g. scripts/test.sh sqlite, scripts/test.sh --test pipeline).
@@ -22,6 +22,7 @@ command -v promtool >/dev/null || missing="$missing prometheus"    # promtool li
 if ! command -v pdftotext >/dev/null || ! command -v pdfinfo >/dev/null; then
     missing="$missing poppler-utils"                                # pdftotext and pdfinfo read the esito PDFs
 fi
+command -v chromium >/dev/null || missing="$missing chromium"      # the console's browser tests drive it
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "== installing the distribution's packages:$missing"
@@ -29,7 +30,7 @@ if [ -n "$missing" ]; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
     else
         echo "scripts/test.sh: missing packages:$missing (PostgreSQL's server binaries initdb, pg_ctl, postgres;" >&2
-        echo "  promtool; pdftotext, pdfinfo): install them (Debian/Ubuntu: sudo apt-get install$missing) and run this again" >&2
+        echo "  promtool; pdftotext, pdfinfo; chromium): install them (Debian/Ubuntu: sudo apt-get install$missing) and run this again" >&2
         exit 1
     fi
 fi
