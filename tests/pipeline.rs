@@ -64,6 +64,17 @@ fn assert_exactly_once(env: &Env, n: i64, revocations: Option<i64>) {
     );
 }
 
+/// After a batch run's end: every closed request has its esito document recorded exactly once, however many
+/// daemons were stopped or killed while rendering them.
+fn assert_each_esito_recorded_once(env: &Env, n: i64) {
+    assert_eq!(env.sql("SELECT COUNT(*) FROM events WHERE kind = 'esito_documento'")[0][0], n);
+    assert!(
+        env.sql("SELECT request_id FROM events WHERE kind = 'esito_documento' GROUP BY request_id HAVING COUNT(*) > 1")
+            .is_empty()
+    );
+    assert_eq!(env.sql("SELECT COUNT(*) FROM requests WHERE stato = 'chiusa' AND esito_sha256 IS NULL")[0][0], 0);
+}
+
 fn a_stale_worker_cannot_close_what_another_took_over(db: Db) {
     let env = Env::new(db);
     env.import_examples();
@@ -127,6 +138,7 @@ fn a_daemon_killed_mid_batch_loses_nothing_and_decides_nothing_twice(db: Db) {
     // A new daemon takes the expired leases over and finishes.
     env.decide_all();
     assert_exactly_once(&env, n as i64, None);
+    assert_each_esito_recorded_once(&env, n as i64);
 }
 
 /// A copy of the shipped rules plus a task whose rule is `body`.
@@ -213,6 +225,7 @@ fn sigterm_stops_claiming_releases_leases_and_exits_zero(db: Db) {
         .collect();
     assert_eq!(counts.get("chiusa"), Some(&1500), "{counts:?}");
     assert_exactly_once(&env, 1500, None);
+    assert_each_esito_recorded_once(&env, 1500);
 }
 
 /// Runs the daemon until nothing is left to decide, failing the test if it takes longer than `limit` (a

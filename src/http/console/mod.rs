@@ -125,6 +125,7 @@ pub fn routes() -> Router<AppState> {
         .route("/robots.txt", get(pages::robots))
         .route("/static/console.css", get(pages::stylesheet))
         .route("/static/console.js", get(pages::script))
+        .route("/static/icona.svg", get(pages::icon))
         .route("/login", get(pages::login))
         .route("/callback", get(pages::callback))
         .route("/logout", post(pages::logout))

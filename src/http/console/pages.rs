@@ -85,23 +85,30 @@ fn refused(op: &Operator, e: AppError) -> Response {
         422 | 428 => "Dati non validi",
         _ => "Errore",
     };
-    let dettaglio = match (status.as_u16(), &e) {
-        (404, _) => "Nessuna richiesta con questo identificativo è visibile dalla tua sede.".to_string(),
-        (412, _) => {
-            "Un altro operatore o la regola l'hanno cambiata dopo che l'hai aperta: riaprila, controlla e riprova."
-                .to_string()
-        }
+    // The operator reads Italian; the machinery's own words (English) follow, marked as such, for support.
+    let (dettaglio, tecnico) = match (status.as_u16(), &e) {
+        (404, _) => ("Nessuna richiesta con questo identificativo è visibile dalla tua sede.", None),
+        (412, _) => (
+            "Un altro operatore o la regola l'hanno cambiata dopo che l'hai aperta: riaprila, controlla e riprova.",
+            None,
+        ),
         (s, AppError::Store(inner)) if s >= 500 => {
             tracing::error!(error = %inner, "a console action failed in the store");
-            "Il servizio non può rispondere ora: riprova tra poco.".to_string()
+            ("Il servizio non può rispondere ora: riprova tra poco.", None)
         }
-        _ => e.to_string(),
+        (403, _) => ("Il tuo profilo non permette questa operazione su questa richiesta.", Some(e.to_string())),
+        (409, _) => (
+            "Lo stato della richiesta non lo permette ora (per esempio è in carico a un altro operatore, o i dati letti dalla regola sono cambiati: in quel caso chiedi una nuova decisione).",
+            Some(e.to_string()),
+        ),
+        (422 | 428, _) => ("Alcuni dati del modulo non sono validi: correggili e riprova.", Some(e.to_string())),
+        _ => ("L'operazione non è riuscita.", Some(e.to_string())),
     };
     let c = &op.console;
     let ctx = context! {
         base => base(c),
         operatore => context! { sub => op.session.sub, sede => op.session.sede, agisce => op.session.agisce },
-        csrf => op.csrf, nonce => op.nonce, esci => true, titolo => titolo, dettaglio => dettaglio,
+        csrf => op.csrf, nonce => op.nonce, esci => true, titolo => titolo, dettaglio => dettaglio, tecnico => tecnico,
     };
     page(c, "errore.html", ctx, status)
 }
@@ -118,6 +125,18 @@ fn done_message(code: &str) -> Option<&'static str> {
         "ritentata" => "Notifica rimessa in invio.",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn catalogue_placeholders_are_shown_as_an_ellipsis() {
+        assert_eq!(
+            super::without_placeholders("Esiste già la richiesta {{ prot }} aperta."),
+            "Esiste già la richiesta … aperta."
+        );
+        assert_eq!(super::without_placeholders("Nessun segnaposto."), "Nessun segnaposto.");
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -143,6 +162,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 pub async fn stylesheet() -> Response {
     asset("text/css; charset=utf-8", include_str!("static/console.css"))
+}
+
+pub async fn icon() -> Response {
+    asset("image/svg+xml", include_str!("static/icona.svg"))
 }
 
 pub async fn script() -> Response {
@@ -365,6 +388,28 @@ fn opaque(id: &str) -> Option<&str> {
     (!id.is_empty() && id.len() <= 19 && id.bytes().all(|b| b.is_ascii_digit())).then_some(id)
 }
 
+/// A catalogue message as the close form shows it: the template's placeholders (`{{ prot }}`, filled in by the
+/// rule that gives the reason) as "…".
+fn without_placeholders(template: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("}}") {
+            Some(end) => {
+                out.push('…');
+                rest = &rest[start + end + 2..];
+            }
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A reason of the task's catalogue, for the close form.
 #[derive(serde::Serialize)]
 struct CatalogueReason {
@@ -391,7 +436,7 @@ pub async fn request(op: Operator, Path(id): Path<String>, Query(d): Query<Done>
         .map(|rule| {
             rule.reasons
                 .iter()
-                .map(|(codice, testo)| CatalogueReason { codice: codice.clone(), testo: testo.clone() })
+                .map(|(codice, testo)| CatalogueReason { codice: codice.clone(), testo: without_placeholders(testo) })
                 .collect()
         })
         .unwrap_or_default();
