@@ -450,27 +450,8 @@ async fn dispatch(cli: Cli) -> Outcome {
                 return Ok(());
             }
             outln!("{} disaccordi tra versione attiva e candidata", found.len());
-            for d in &found {
-                let active: Vec<&str> = d.decision.reasons.iter().map(|r| r.codice.as_str()).collect();
-                let (version, outcome, reasons) =
-                    d.decision.trace.shadow.as_ref().map_or(("?".into(), "?".into(), String::new()), |s| {
-                        (
-                            s.version.clone(),
-                            s.outcome.map_or_else(
-                                || format!("errore: {}", s.error.as_deref().unwrap_or("")),
-                                |o| o.as_str().to_string(),
-                            ),
-                            s.reasons.join(", "),
-                        )
-                    });
-                outln!(
-                    "  {}  {}  attiva {} {} [{}]  candidata {version} {outcome} [{reasons}]",
-                    d.protocollo,
-                    d.task,
-                    d.decision.rule_version,
-                    d.decision.outcome.as_str(),
-                    active.join(", ")
-                );
+            for d in found.iter().map(app::ShadowDisagreement::of) {
+                outln!("  {}  {}  attiva {}  candidata {}", d.protocollo, d.task, d.attiva, d.candidata);
             }
             Ok(())
         }

@@ -92,6 +92,10 @@ fn the_console_shows_the_sede_its_queue_and_guards_every_form(db: Db) {
     assert_eq!(header(&head, "x-frame-options"), Some("DENY"));
     let (_, head2, _) = http(port, "GET", &format!("{CONSOLE}/coda"), &anna, "");
     assert_ne!(header(&head2, "content-security-policy"), Some(csp), "a fresh nonce per answer");
+    let (status, _, sorted) = http(port, "GET", &format!("{CONSOLE}/coda?ordina=recenti&assegnata=nessuno"), &anna, "");
+    assert!(status == 200 && sorted.contains(&format!("/richieste/{id}")), "filters and order in the URL");
+    let (status, _, operations) = http(port, "GET", &format!("{CONSOLE}/operazioni"), &anna, "");
+    assert!(status == 200 && operations.contains("Disaccordi delle regole candidate"), "{operations}");
     let (status, _, robots) = http(port, "GET", &format!("{CONSOLE}/robots.txt"), "", "");
     assert_eq!((status, robots.as_str()), (200, "User-agent: *\nDisallow: /\n"));
 

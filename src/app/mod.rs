@@ -16,7 +16,7 @@ pub use attachments::attachment;
 pub use esito::{EsitoPdf, esito, esito_of, esito_view, record_esiti};
 pub use explanation::explanation;
 pub use menu::{MenuItem, menu};
-pub use operations::{Operations, operations, retry_notification};
+pub use operations::{Operations, ShadowDisagreement, operations, retry_notification};
 pub use position::{Riepilogo, fascicolo, riepilogo};
 use sha2::{Digest, Sha256};
 

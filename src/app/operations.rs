@@ -4,7 +4,7 @@
 
 use super::{Actor, AppError};
 use crate::domain::time::Millis;
-use crate::store::{NotificationView, QueueCounts, RetryTarget, RuleStatus, Store};
+use crate::store::{NotificationView, QueueCounts, RetryTarget, RuleStatus, Store, StoredDecision};
 
 /// The most undeliverable notifications listed.
 const DEAD_SHOWN: i64 = 100;
@@ -12,6 +12,8 @@ const DEAD_SHOWN: i64 = 100;
 pub struct Operations {
     pub counts: QueueCounts,
     pub rules: Vec<RuleStatus>,
+    /// Requests on which a shadow candidate decided otherwise than the active rule (of the actor's sede).
+    pub shadow: Vec<ShadowDisagreement>,
     /// Recipients as stored: whoever shows them masks them.
     pub undeliverable: Vec<NotificationView>,
 }
@@ -31,7 +33,57 @@ pub async fn operations(store: &Store, actor: &Actor) -> Result<Operations, AppE
             undeliverable.push(n);
         }
     }
-    Ok(Operations { counts: store.counts().await?, rules: store.rule_status().await?, undeliverable })
+    let mut shadow = Vec::new();
+    for d in store.shadow_disagreements(None).await? {
+        if shadow.len() == SHADOW_SHOWN {
+            break;
+        }
+        let seen = match actor {
+            Actor::Operatore { .. } => {
+                store.request(&d.request_id.to_string()).await?.is_some_and(|v| actor.may_see(&v))
+            }
+            _ => true,
+        };
+        if seen {
+            shadow.push(ShadowDisagreement::of(&d));
+        }
+    }
+    Ok(Operations { counts: store.counts().await?, rules: store.rule_status().await?, shadow, undeliverable })
+}
+
+/// The most shadow disagreements listed.
+const SHADOW_SHOWN: usize = 100;
+
+/// A request the active rule and its shadow candidate decided differently: each side's version, outcome (or the
+/// candidate's error) and reason codes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShadowDisagreement {
+    pub protocollo: String,
+    pub task: String,
+    pub attiva: String,
+    pub candidata: String,
+}
+
+impl ShadowDisagreement {
+    pub fn of(d: &StoredDecision) -> ShadowDisagreement {
+        let active: Vec<&str> = d.decision.reasons.iter().map(|r| r.codice.as_str()).collect();
+        let candidata = d.decision.trace.shadow.as_ref().map_or_else(
+            || "?".to_string(),
+            |s| {
+                let outcome = s.outcome.map_or_else(
+                    || format!("errore: {}", s.error.as_deref().unwrap_or("")),
+                    |o| o.as_str().to_string(),
+                );
+                format!("{} {outcome} [{}]", s.version, s.reasons.join(", "))
+            },
+        );
+        ShadowDisagreement {
+            protocollo: d.protocollo.clone(),
+            task: d.task.clone(),
+            attiva: format!("{} {} [{}]", d.decision.rule_version, d.decision.outcome.as_str(), active.join(", ")),
+            candidata,
+        }
+    }
 }
 
 /// An operator sees the notifications of their sede's requests; the others every one.

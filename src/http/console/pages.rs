@@ -267,7 +267,19 @@ pub async fn logout(op: Operator, body: Body) -> Response {
 #[derive(Deserialize, Default)]
 pub struct QueueFilter {
     assegnata: Option<Assegnata>,
+    ordina: Option<Order>,
     fatto: Option<String>,
+}
+
+/// The queue's order (`?ordina=`): nearest to the legal limit first (the default: oldest first), newest first,
+/// or by task type.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    #[default]
+    Scadenza,
+    Recenti,
+    Task,
 }
 
 /// One row of the queue as the page shows it.
@@ -304,10 +316,16 @@ async fn queue_rows(op: &Operator, assegnata: Option<Assegnata>) -> Result<Vec<R
 }
 
 pub async fn queue(op: Operator, Query(f): Query<QueueFilter>) -> Response {
-    let rows = match queue_rows(&op, f.assegnata).await {
+    let mut rows = match queue_rows(&op, f.assegnata).await {
         Ok(rows) => rows,
         Err(e) => return refused(&op, e),
     };
+    let ordina = f.ordina.unwrap_or_default();
+    match ordina {
+        Order::Scadenza => {}
+        Order::Recenti => rows.reverse(),
+        Order::Task => rows.sort_by(|a, b| a.task.cmp(&b.task)),
+    }
     let filtro = match f.assegnata {
         Some(Assegnata::Mie) => "mie",
         Some(Assegnata::Nessuno) => "nessuno",
@@ -315,7 +333,19 @@ pub async fn queue(op: Operator, Query(f): Query<QueueFilter>) -> Response {
     };
     let eventi = format!("{}/coda/eventi", op.console.base());
     let message = f.fatto.as_deref().and_then(done_message);
-    render(&op, "coda.html", "coda", Some(eventi), message, context! { righe => rows, filtro => filtro })
+    let ordina = match ordina {
+        Order::Scadenza => "scadenza",
+        Order::Recenti => "recenti",
+        Order::Task => "task",
+    };
+    render(
+        &op,
+        "coda.html",
+        "coda",
+        Some(eventi),
+        message,
+        context! { righe => rows, filtro => filtro, ordina => ordina },
+    )
 }
 
 /// A stream that says `cambiato` whenever `fingerprint` changes, until the daemon stops or the client leaves.
