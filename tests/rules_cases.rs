@@ -173,3 +173,43 @@ fn json_report_has_cases_checks_coverage_and_summary() {
     assert_eq!(coverage["total"], 10);
     assert_eq!(coverage["not_reached"], Value::Array(vec![]));
 }
+
+#[test]
+fn the_shared_world_is_under_each_files_world_and_its_problems_are_named() {
+    let env = Env::without_db();
+    let rules = rules_copy(&env);
+    let cases = rdi_cases(&rules);
+    let text = std::fs::read_to_string(&cases).expect("cases.yaml");
+    assert!(text.contains("shared_world: world.yaml"), "the shipped cases use the shared world");
+    let run = || env.run(&["rules", "test", rules.to_str().expect("utf-8 path"), "--task", RDI]);
+
+    // The file's own world is merged over the shared one and checked with it: a company of sede 9999, which
+    // neither world has, is refused at the line of the file's `world`.
+    let own = text.replacen(
+        "shared_world: world.yaml\n",
+        "shared_world: world.yaml\nworld:\n  aziende:\n    - { matricola: \"1234567890\", cf: \"00743110157\", ragione_sociale: X, sede: \"9999\", rappresentanti_legali: [RSSMRA80A01H501U] }\n",
+        1,
+    );
+    std::fs::write(&cases, &own).expect("write cases.yaml");
+    let out = run();
+    let report = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    let line = own.lines().position(|l| l == "world:").expect("world line") + 1;
+    assert!(
+        report.contains(&format!("{}:{}:", cases.display(), line + 1))
+            || report.contains(&format!("{}:{line}:", cases.display())),
+        "{report}"
+    );
+    assert!(report.contains("sede `9999` is not in the world"), "{report}");
+
+    // A missing shared world, or a name with a directory, is a problem of the file at its line.
+    for (name, says) in [("mondo.yaml", "cannot read"), ("../world.yaml", "expected the name of a file")] {
+        std::fs::write(&cases, text.replacen("\nshared_world: world.yaml\n", &format!("\nshared_world: {name}\n"), 1))
+            .expect("write cases.yaml");
+        let out = run();
+        let report = stdout(&out);
+        assert_eq!(out.status.code(), Some(2), "{report}");
+        assert!(report.contains(&format!("{}:", cases.display())) && report.contains("`shared_world`"), "{report}");
+        assert!(report.contains(says), "{report}");
+    }
+}

@@ -7,7 +7,9 @@
 //!
 //! ```yaml
 //! today: 2026-06-01          # the decision date (ctx.today) of every case; optional, default: the real today
-//! world:                     # shared reference data, the `facts import` format (version optional, default 1)
+//! shared_world: world.yaml   # optional: the world every task's cases may share, at the rules directory's root
+//! world:                     # this file's reference data, the `facts import` format (version optional, default
+//!                            # 1), upserted by key over the shared world
 //!   sedi: [...]
 //!   aziende: [...]
 //!   persone: [...]
@@ -96,6 +98,10 @@ pub enum CasesError {
 struct CasesFile {
     #[serde(default)]
     today: Option<Spanned<String>>,
+    /// A world shared by the cases of every task: a file at the root of the rules directory (`world.yaml`),
+    /// under this file's own `world`.
+    #[serde(default)]
+    shared_world: Option<Spanned<String>>,
     #[serde(default)]
     world: Option<Spanned<WorldSpec>>,
     cases: Spanned<Vec<Spanned<CaseSpec>>>,
@@ -229,22 +235,30 @@ fn load_cases(path: &Path, rule: &TaskRule) -> Result<Vec<Case>, FileProblem> {
         problems.at(&today.referenced, format!("`today`: `{}` is not a date (expected YYYY-MM-DD)", today.value));
     }
     let empty = || ImportFile { version: IMPORT_VERSION, ..Default::default() };
-    // The shared world, normalised and checked; on a problem the cases run their checks on an empty one, so
-    // that the problem is reported once and not again for every case.
-    let shared = match file.world {
-        Some(world) => {
-            let loc = world.referenced;
-            let mut import = world.value.into_import();
-            match import.normalise_and_check().map_err(|e| e.to_string()).and_then(|()| check_references(&import)) {
-                Ok(()) => import,
-                Err(e) => {
-                    problems.at(&loc, format!("`world`: {e}"));
-                    empty()
-                }
+    // The rules directory's shared world, if the file uses one; its own `world` is upserted over it by key.
+    let base = match &file.shared_world {
+        Some(name) => match read_shared_world(path, &name.value) {
+            Ok(world) => world,
+            Err(e) => {
+                problems.at(&name.referenced, format!("`shared_world`: {e}"));
+                empty()
             }
-        }
+        },
         None => empty(),
     };
+    // The file's world, normalised and checked; on a problem the cases run their checks on an empty one, so
+    // that the problem is reported once and not again for every case.
+    let (loc, own) = match file.world {
+        Some(world) => (Some(world.referenced), world.value.into_import()),
+        None => (file.shared_world.as_ref().map(|n| n.referenced), empty()),
+    };
+    let mut shared = merge(&base, own);
+    if let Some(loc) = loc
+        && let Err(e) = shared.normalise_and_check().map_err(|e| e.to_string()).and_then(|()| check_references(&shared))
+    {
+        problems.at(&loc, format!("`world`: {e}"));
+        shared = empty();
+    }
     if file.cases.value.is_empty() {
         problems.at(&file.cases.referenced, "`cases` is empty: every task ships at least one case");
     }
@@ -361,6 +375,26 @@ fn check_expect(spec: Spanned<ExpectSpec>, rule: &TaskRule, label: &str, problem
         motivi: spec.motivi.into_iter().map(|m| m.value).collect(),
         effetti: spec.effetti.map(|e| e.into_iter().map(|m| m.value).collect()),
     }
+}
+
+/// Reads the shared world `name` of the rules directory that holds the task folder of `cases`: a plain file name
+/// (no directories: the rules directory is one bundle), in the `facts import` format.
+fn read_shared_world(cases: &Path, name: &str) -> Result<ImportFile, String> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(format!(
+            "`{name}`: expected the name of a file at the root of the rules directory (e.g. world.yaml)"
+        ));
+    }
+    let Some(dir) = cases.parent().and_then(Path::parent) else {
+        return Err("the cases file is not in a task folder of a rules directory".into());
+    };
+    let file = dir.join(name);
+    let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let world: WorldSpec = serde_saphyr::from_str(&text).map_err(|e| {
+        let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
+        format!("{}{at}: {e}", file.display())
+    })?;
+    Ok(world.into_import())
 }
 
 /// Upserts `over` into `base` by key (the same keys `facts import` uses).
