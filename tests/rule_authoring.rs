@@ -80,6 +80,27 @@ fn reason_codes_must_match_the_catalogue_both_ways() {
 }
 
 #[test]
+fn codes_of_any_shape_and_misspelt_fact_properties_are_found_where_they_are() {
+    // A code not shaped XXX-NN, given to check, is checked against the catalogue all the same.
+    let (text, code) = check(&GOOD.replace("\"P-01\"", "\"P-1\""), TASK);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("prova/rule.rhai:3:11: error: reason code `P-1` is not in the catalogue of"), "{text}");
+    // A property the fact records do not have (the host API documents theirs), with the nearest one.
+    let rule = "fn decide(req, ctx) {\n    let azienda = ctx.company(\"1234567890\");\n    if azienda.pec_reg == () { refer(\"P-02\"); return; }\n    for d in ctx.delegations(\"1234567890\") { if d.stat == \"ATTIVA\" { refer(\"P-02\"); return; } }\n    check(\"P-01\", req.valore < 10);\n}\n";
+    let (text, code) = check(rule, TASK);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(
+            "prova/rule.rhai:3:8: error: `azienda.pec_reg`: what `ctx.company(…)` returns has no field `pec_reg`"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("did you mean `pec_registro_imprese`?"), "{text}");
+    assert!(text.contains("`d.stat`: what `ctx.delegations(…)` returns has no field `stat`"), "{text}");
+    assert!(text.contains("did you mean `stato`?"), "{text}");
+}
+
+#[test]
 fn top_level_statements_forbidden_calls_and_the_entry_point() {
     let (text, _) = check(&format!("let soglia = 10;\n{GOOD}"), TASK);
     assert!(text.contains("prova/rule.rhai:1:1: error: `let…` at the top level runs on every decision"), "{text}");

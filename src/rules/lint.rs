@@ -59,6 +59,66 @@ struct Scan {
     top_level: Vec<(String, usize, usize)>,
     /// Calls of forbidden functions: (name, line, col).
     forbidden: Vec<(String, usize, usize)>,
+    /// The first argument of `check(…)` / `refer(…)` when it is a string literal: the reason code, of any
+    /// shape; inside each function (`""` for the top level).
+    code_args: Vec<(String, String, usize, usize)>,
+    /// Variables bound to what a `ctx` method returns, per function: (function, variable, what).
+    bindings: Vec<(String, String, Bound)>,
+    /// Property reads `name.prop` (not method calls), per function: (function, name, prop, line, col).
+    props: Vec<(String, String, String, usize, usize)>,
+}
+
+/// What a variable holds, as far as the scanner can follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Bound {
+    /// `let x = ctx.method(…)`: the method's result (a record, or an array of records).
+    Ctx(String),
+    /// `for x in y`: an element of what `y` holds.
+    ElementOf(String),
+}
+
+/// The identifier at `j` (after spaces), and the index after it.
+fn ident_at(chars: &[char], mut j: usize) -> (String, usize) {
+    while j < chars.len() && chars[j] == ' ' {
+        j += 1;
+    }
+    let mut word = String::new();
+    while j < chars.len() && (chars[j].is_alphanumeric() || chars[j] == '_') {
+        word.push(chars[j]);
+        j += 1;
+    }
+    (word, j)
+}
+
+/// Looks ahead of `let NAME = ctx.M(` / `for NAME in ctx.M(` / `for NAME in VAR` (the keyword just read,
+/// `j` after it): what NAME holds, if the scanner can tell.
+fn binding_at(chars: &[char], keyword: &str, j: usize) -> Option<(String, Bound)> {
+    let (name, j) = ident_at(chars, j);
+    if name.is_empty() {
+        return None;
+    }
+    let mut k = j;
+    while k < chars.len() && chars[k] == ' ' {
+        k += 1;
+    }
+    let k = match keyword {
+        "let" if chars.get(k) == Some(&'=') && chars.get(k + 1) != Some(&'=') => k + 1,
+        "for" => {
+            let (word, k) = ident_at(chars, k);
+            if word != "in" {
+                return None;
+            }
+            k
+        }
+        _ => return None,
+    };
+    let (first, after) = ident_at(chars, k);
+    if first == "ctx" && chars.get(after) == Some(&'.') {
+        let (method, after) = ident_at(chars, after + 1);
+        return (chars.get(after) == Some(&'(')).then_some((name, Bound::Ctx(method)));
+    }
+    (keyword == "for" && !first.is_empty() && chars.get(after) != Some(&'(') && chars.get(after) != Some(&'.'))
+        .then_some((name, Bound::ElementOf(first)))
 }
 
 const FORBIDDEN: &[&str] = &["eval", "sleep", "timestamp", "import", "export"];
@@ -131,6 +191,29 @@ fn scan(source: &str) -> Scan {
             }
             at_statement_start = false;
             let next = chars.get(i).copied();
+            let scope = current_fn.as_ref().map_or(String::new(), |(n, _)| n.clone());
+            if (word == "let" || word == "for")
+                && let Some((name, bound)) = binding_at(&chars, &word, i)
+            {
+                out.bindings.push((scope.clone(), name, bound));
+            }
+            if (word == "check" || word == "refer") && next == Some('(') {
+                let mut k = i + 1;
+                while k < chars.len() && chars[k].is_whitespace() {
+                    k += 1;
+                }
+                if chars.get(k) == Some(&'"') {
+                    let code: String = chars[k + 1..].iter().take_while(|c| **c != '"').collect();
+                    let col = col + (k - i);
+                    out.code_args.push((scope.clone(), code, line, col));
+                }
+            }
+            if word != "req" && word != "ctx" && next == Some('.') {
+                let (prop, after) = ident_at(&chars, i + 1);
+                if !prop.is_empty() && chars.get(after) != Some(&'(') {
+                    out.props.push((scope.clone(), word.clone(), prop, l0, c0));
+                }
+            }
             if word == "req" && next == Some('.') {
                 step(&chars, &mut i, &mut line, &mut col);
                 let mut field = String::new();
@@ -346,11 +429,18 @@ fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan
             }
         }
     }
+    // A code is a literal shaped like one anywhere, or any literal given to check/refer (whatever its shape).
     let mut used: Vec<(String, PathBuf, usize, usize)> = rule
         .strings
         .iter()
         .filter(|(s, _, _)| looks_like_code(s))
         .map(|(s, l, c)| (s.clone(), rule_path.clone(), *l, *c))
+        .chain(
+            rule.code_args
+                .iter()
+                .filter(|(_, s, ..)| !looks_like_code(s))
+                .map(|(_, s, l, c)| (s.clone(), rule_path.clone(), *l, *c)),
+        )
         .collect();
     for (path, _, scan) in lib {
         for f in &reached {
@@ -375,6 +465,7 @@ fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan
             ));
         }
     }
+    findings.extend(fact_properties(&rule_path, &rule, &record_fields(evaluator)));
     let used_codes: BTreeSet<&String> = used.iter().map(|(c, ..)| c).collect();
     for code in catalogue.iter().filter(|c| !used_codes.contains(c)) {
         let line = std::fs::read_to_string(&task_path)
@@ -394,6 +485,71 @@ fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan
         && let Err(e) = super::loader::load_task_for_lint(folder, evaluator)
     {
         findings.push(Finding::new(&task_path, 1, 1, e.to_string(), None));
+    }
+    findings
+}
+
+/// The fields of what each `ctx` method returns, read from the host API's own documentation (`#{a, b, …}`);
+/// the methods returning lists of the same records share them.
+fn record_fields(evaluator: &Evaluator) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for doc in evaluator.host_docs() {
+        let Some(method) = doc.signature.strip_prefix("ctx.").and_then(|s| s.split('(').next()) else { continue };
+        let Some(fields) = doc.doc.split_once("#{").and_then(|(_, rest)| rest.split_once('}')).map(|(f, _)| f) else {
+            continue;
+        };
+        out.insert(
+            method.to_string(),
+            fields.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect(),
+        );
+    }
+    for (list, of) in
+        [("delegations", "delegation"), ("delegations_held", "delegation"), ("position_contacts", "contacts")]
+    {
+        if let Some(fields) = out.get(of).cloned() {
+            out.entry(list.to_string()).or_insert(fields);
+        }
+    }
+    out
+}
+
+/// Property reads on what a `ctx` method returned that its records do not have (`azienda.pec_reg`), found where
+/// the scanner can follow the variable: `let x = ctx.m(…)`, `for x in ctx.m(…)`, `for x in y`.
+fn fact_properties(path: &Path, scan: &Scan, fields: &BTreeMap<String, BTreeSet<String>>) -> Vec<Finding> {
+    let method_of = |scope: &str, name: &str| -> Option<String> {
+        let mut name = name.to_string();
+        for _ in 0..4 {
+            match scan.bindings.iter().rev().find(|(s, n, _)| s == scope && *n == name).map(|(_, _, b)| b.clone())? {
+                Bound::Ctx(method) => return Some(method),
+                Bound::ElementOf(of) => name = of,
+            }
+        }
+        None
+    };
+    let mut findings = Vec::new();
+    for (scope, name, prop, line, col) in &scan.props {
+        let Some(method) = method_of(scope, name) else { continue };
+        let Some(known) = fields.get(&method) else { continue };
+        if !known.contains(prop) {
+            // A shortened name (`pec_reg`) is suggested by its prefix, a misspelt one by its distance.
+            let nearest = known.iter().find(|k| k.starts_with(prop.as_str())).or_else(|| closest(prop, known.iter()));
+            let help = nearest.map_or_else(
+                || format!("its records have: {}", known.iter().cloned().collect::<Vec<_>>().join(", ")),
+                |c| {
+                    format!(
+                        "did you mean `{c}`? (its records have: {})",
+                        known.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                },
+            );
+            findings.push(Finding::new(
+                path,
+                *line,
+                *col,
+                format!("`{name}.{prop}`: what `ctx.{method}(…)` returns has no field `{prop}`"),
+                Some(help),
+            ));
+        }
     }
     findings
 }
@@ -457,6 +613,27 @@ mod tests {
         assert!(s.functions["decide"].2.contains("helper"));
         assert_eq!(s.forbidden[0].0, "sleep");
         assert!(s.literals_in["decide"].iter().any(|(t, _, _)| t == "AB-01"));
+    }
+
+    #[test]
+    fn codes_given_to_check_and_properties_of_facts_are_found() {
+        let s = scan(
+            "fn decide(req, ctx) {\n  let azienda = ctx.company(req.matricola);\n  check(\"RDI-6\", azienda.pec_reg != ());\n  for d in ctx.delegations(req.matricola) { refer(\"altro\"); d.stato; }\n}",
+        );
+        let codes: Vec<&str> = s.code_args.iter().map(|(_, c, ..)| c.as_str()).collect();
+        assert_eq!(codes, ["RDI-6", "altro"]);
+        assert!(s.bindings.contains(&("decide".into(), "azienda".into(), Bound::Ctx("company".into()))));
+        assert!(s.bindings.contains(&("decide".into(), "d".into(), Bound::Ctx("delegations".into()))));
+        let fields = BTreeMap::from([
+            ("company".to_string(), BTreeSet::from(["pec_registro_imprese".to_string(), "sede".to_string()])),
+            ("delegations".to_string(), BTreeSet::from(["stato".to_string()])),
+        ]);
+        let found = fact_properties(Path::new("rule.rhai"), &s, &fields);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].message.contains("azienda.pec_reg")
+                && found[0].help.as_deref().is_some_and(|h| h.contains("pec_registro_imprese"))
+        );
     }
 
     #[test]
