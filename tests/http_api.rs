@@ -249,7 +249,10 @@ fn hold_lock(env: &Env, hold: &'static str) -> (std::sync::mpsc::Sender<()>, std
             sqlx::query(hold).execute(&mut conn).await.expect("hold intake");
             held.send(()).expect("held");
             let _ = released.recv();
-            // Closing the connection ends the transaction or the session's lock.
+            // Ended here, before the holder returns: a closed connection's backend may let its locks go a
+            // moment after the client has gone, and the test would race it.
+            let unhold = if url.starts_with("sqlite") { "ROLLBACK" } else { "SELECT pg_advisory_unlock_all()" };
+            sqlx::query(unhold).execute(&mut conn).await.expect("release the lock");
             let _ = conn.close().await;
         })
     });
