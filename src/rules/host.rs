@@ -373,7 +373,7 @@ fn date<T>(r: Result<T, String>) -> Result<T, Box<EvalAltResult>> {
 }
 
 fn register_dates(api: &mut Api) {
-    api.doc("dates", "is_date(s)", "Whether `s` is a date \"YYYY-MM-DD\" (zero-padded, a real day): false for anything else, () included, so `is_date(req.data ?? ())` tests an optional field.")
+    api.doc("dates", "is_date(s)", "Whether `s` is a date \"YYYY-MM-DD\" (zero-padded, a real day): false for anything else, () included: `is_date(req.data_decorrenza)` is false when the optional field was not given.")
         .register_fn("is_date", |s: Dynamic| s.into_immutable_string().is_ok_and(|s| dates::is_date(&s)));
     api.doc(
         "dates",
