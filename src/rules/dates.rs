@@ -172,7 +172,7 @@ pub fn add_working_days(date: &str, n: i64) -> Result<String, String> {
     let step = n.signum();
     let mut left = n.abs();
     while left > 0 {
-        // Each step is bounded by the range check of `format`: a None ends the walk with an error.
+        // Stepping past year 9999 (or before year 1) ends the walk with the same error as the other functions.
         match shift_days(d, step).filter(|d| (1..=9999).contains(&d.year())) {
             Some(next) => d = next,
             None => return formatted("add_working_days", date, None),
