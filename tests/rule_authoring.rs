@@ -298,6 +298,15 @@ fn dry_run_mode_records_the_rules_decision_and_leaves_closing_to_an_operator(db:
     );
 }
 
+/// The date functions are host functions like the others: `rules check` has nothing to say about them.
+#[test]
+fn a_rule_using_the_date_functions_has_no_findings() {
+    let rule = "fn decide(req, ctx) {\n    let d = add_working_days(ctx.today, 10);\n    if !is_working_day(d) || working_days_between(ctx.today, d) != 10 { refer(\"P-02\"); return; }\n    check(\"P-01\", is_date(d) && d <= add_years(ctx.today, 1) && days_between(ctx.today, add_months(add_days(d, req.valore), -1)) < 366);\n}\n";
+    let (text, code) = check(rule, TASK);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.ends_with(": 0 finding(s)\n"), "{text}");
+}
+
 #[test]
 fn the_reference_in_docs_rules_md_is_the_generated_one() {
     let env = Env::without_db();
@@ -312,6 +321,8 @@ fn the_reference_in_docs_rules_md_is_the_generated_one() {
         "check(code, cond)",
         "refer(code)",
         "same_person(a, b)",
+        "add_years(date, n)",
+        "working_days_between(a, b)",
         "`revoke_delegation`",
     ] {
         assert!(generated.contains(function), "{function}");

@@ -135,3 +135,26 @@ fn loader_errors_name_the_file_and_what_to_do() {
     let err = load_error(TASK_YAML, "fn decide(req, ctx) {\n  let x = 1\n  let y = 2;\n}");
     assert!(err.contains("rule.rhai") && err.contains("line"), "{err}");
 }
+
+/// Issue 15: "at most a year ahead" without a hard-coded date. The decision's day is 2026-05-28, a Thursday.
+#[test]
+fn date_functions_decide_relative_to_the_day_of_the_decision() {
+    let rule = "fn decide(req, ctx) {\n  let d = add_working_days(ctx.today, req.valore);\n  check(\"P-01\", is_date(d) && is_working_day(d) && working_days_between(ctx.today, d) == req.valore\n    && d <= add_years(ctx.today, 1) && days_between(ctx.today, d) >= req.valore, #{ valore: d });\n}";
+    let Evaluation::Decided(ok) = evaluate(rule, 2) else { panic!("decided") };
+    assert_eq!(ok.outcome, Outcome::Accolta, "{ok:?}");
+    // 300 working days ahead is past 2027-05-28: refused, and the message shows the date the rule computed.
+    let Evaluation::Decided(no) = evaluate(rule, 300) else { panic!("decided") };
+    assert_eq!(no.outcome, Outcome::NonAccolta);
+    assert!(no.reasons[0].messaggio.starts_with("Valore troppo alto: 2027-"), "{}", no.reasons[0].messaggio);
+    // Two working days after Thursday 28 May 2026 is Monday 1 June (2 June, a holiday, is not reached).
+    let probe = "fn decide(req, ctx) {\n  check(\"P-01\", add_working_days(ctx.today, 2) == \"2026-06-01\" && add_working_days(\"2026-06-01\", 1) == \"2026-06-03\"\n    && add_months(\"2026-01-31\", 1) == \"2026-02-28\" && !is_date(()) && !is_date(\"2026-02-29\"));\n  if false { refer(\"P-02\"); }\n}";
+    let Evaluation::Decided(probed) = evaluate(probe, 0) else { panic!("decided") };
+    assert_eq!(probed.outcome, Outcome::Accolta, "{probed:?}");
+    // A malformed date or an absurd n stops the rule with an error that says what is wrong.
+    let (kind, msg) = failure("fn decide(req, ctx) { check(\"P-01\", add_days(\"2026-13-01\", 1) > ctx.today); }");
+    assert_eq!(kind, FailureKind::Error);
+    assert!(msg.contains("add_days: \"2026-13-01\" is not a date: expected YYYY-MM-DD"), "{msg}");
+    let (kind, msg) = failure("fn decide(req, ctx) { check(\"P-01\", add_days(ctx.today, 1000000) > ctx.today); }");
+    assert_eq!(kind, FailureKind::Error);
+    assert!(msg.contains("add_days: 1000000 days is out of range: expected at most 36600"), "{msg}");
+}

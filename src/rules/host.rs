@@ -1,5 +1,5 @@
 //! The host API rules see: `ctx` (facts, recorded with their versions) and the global functions `check`,
-//! `refer`, `effect` and the validators of domain.md §6.
+//! `refer`, `effect`, the validators of domain.md §6 and the date functions of [`super::dates`].
 //!
 //! Rhai gives registered functions no per-call context, so the collector of the running evaluation lives in
 //! a thread-local: an evaluation runs start to finish on one thread.
@@ -15,6 +15,8 @@ use crate::domain::closing::normalise_contact;
 use crate::domain::decision::{CheckRecord, EFFECT_KINDS, FactRead};
 use crate::domain::facts::{Delega, StatoDelega, Subject, SubjectFacts, TipoContatto, TipoDelega};
 use crate::domain::validators;
+
+use super::dates;
 
 /// Loads facts the batch did not prefetch (called on the evaluation thread, may block).
 pub trait FactLoader: Send + Sync {
@@ -360,5 +362,43 @@ pub(super) fn register(engine: &mut Engine) -> Vec<HostDoc> {
         "An Italian mobile number normalised to E.164 (\"+393...\"), or () — §6.5.",
     )
     .register_fn("mobile_e164", |s: &str| validators::mobile_e164(s).map_or(Dynamic::UNIT, Dynamic::from));
+
+    register_dates(&mut api);
     api.docs
+}
+
+/// A date function's error (it names the function, the bad value and what is expected) as a runtime error.
+fn date<T>(r: Result<T, String>) -> Result<T, Box<EvalAltResult>> {
+    r.map_err(Into::into)
+}
+
+fn register_dates(api: &mut Api) {
+    api.doc("dates", "is_date(s)", "Whether `s` is a date \"YYYY-MM-DD\" (zero-padded, a real day): false for anything else, () included: `is_date(req.data_decorrenza)` is false when the optional field was not given.")
+        .register_fn("is_date", |s: Dynamic| s.into_immutable_string().is_ok_and(|s| dates::is_date(&s)));
+    api.doc(
+        "dates",
+        "add_days(date, n)",
+        "`date` plus `n` days (`n` may be negative, |n| ≤ 36600): add_days(\"2026-12-31\", 1) = \"2027-01-01\".",
+    )
+    .register_fn("add_days", |d: &str, n: rhai::INT| date(dates::add_days(d, n)));
+    api.doc("dates", "add_months(date, n)", "`date` plus `n` months (|n| ≤ 1200), clamped to the end of the month: add_months(\"2026-01-31\", 1) = \"2026-02-28\".")
+        .register_fn("add_months", |d: &str, n: rhai::INT| date(dates::add_months(d, n)));
+    api.doc("dates", "add_years(date, n)", "`date` plus `n` years (|n| ≤ 100); 29 February becomes 28 February in a common year. \"At most a year ahead\": d <= add_years(ctx.today, 1).")
+        .register_fn("add_years", |d: &str, n: rhai::INT| date(dates::add_years(d, n)));
+    api.doc(
+        "dates",
+        "days_between(a, b)",
+        "`b - a` in days: days_between(\"2026-03-01\", \"2026-03-31\") = 30; negative when `b` is earlier.",
+    )
+    .register_fn("days_between", |a: &str, b: &str| date(dates::days_between(a, b)));
+    api.doc("dates", "is_working_day(date)", "Not a Saturday, a Sunday or an Italian national holiday (1 and 6 January, Easter Monday, 25 April, 1 May, 2 June, 15 August, 1 November, 8, 25 and 26 December). Patron saints' days are not counted: they differ by comune.")
+        .register_fn("is_working_day", |d: &str| date(dates::is_working_day(d)));
+    api.doc("dates", "add_working_days(date, n)", "The `n`-th working day after `date` (before it when `n` < 0, |n| ≤ 36600); `date` itself when `n` = 0. E.g. a deadline of 30 working days: add_working_days(ctx.today, 30).")
+        .register_fn("add_working_days", |d: &str, n: rhai::INT| date(dates::add_working_days(d, n)));
+    api.doc(
+        "dates",
+        "working_days_between(a, b)",
+        "The working days in (a, b] — after `a`, up to and including `b`; negative when `b` is earlier.",
+    )
+    .register_fn("working_days_between", |a: &str, b: &str| date(dates::working_days_between(a, b)));
 }

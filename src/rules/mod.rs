@@ -1,6 +1,7 @@
 //! Rules: one folder per task type (`task.yaml`, `rule.rhai`, `cases.yaml`) plus shared Rhai modules in
 //! `lib/`, compiled once per version by one shared, sandboxed engine, and swapped atomically on reload.
 
+mod dates;
 mod engine;
 mod host;
 mod lint;
