@@ -101,6 +101,23 @@ fn codes_of_any_shape_and_misspelt_fact_properties_are_found_where_they_are() {
 }
 
 #[test]
+fn a_message_value_the_check_does_not_pass_is_found_at_the_check() {
+    let task = TASK.replace("\"Valore troppo alto.\"", "\"Valore {{ valore }} troppo alto.\"");
+    let (text, code) = check(GOOD, &task);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(
+            "prova/rule.rhai:3:11: error: the message of `P-01` uses {{ valore }}, which this call does not pass"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("= help: pass it: `#{ valore: … }` as the message's values"), "{text}");
+    let passing = GOOD.replace("req.valore < 10);", "req.valore < 10, #{ valore: req.valore });");
+    let (text, code) = check(&passing, &task);
+    assert_eq!((code, text.contains("0 finding")), (Some(0), true), "{text}");
+}
+
+#[test]
 fn top_level_statements_forbidden_calls_and_the_entry_point() {
     let (text, _) = check(&format!("let soglia = 10;\n{GOOD}"), TASK);
     assert!(text.contains("prova/rule.rhai:1:1: error: `let…` at the top level runs on every decision"), "{text}");

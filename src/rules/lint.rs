@@ -62,10 +62,75 @@ struct Scan {
     /// The first argument of `check(…)` / `refer(…)` when it is a string literal: the reason code, of any
     /// shape; inside each function (`""` for the top level).
     code_args: Vec<(String, String, usize, usize)>,
+    /// What each of those calls passes for its message's template, in the same order.
+    code_params: Vec<Params>,
     /// Variables bound to what a `ctx` method returns, per function: (function, variable, what).
     bindings: Vec<(String, String, Bound)>,
     /// Property reads `name.prop` (not method calls), per function: (function, name, prop, line, col).
     props: Vec<(String, String, String, usize, usize)>,
+}
+
+/// The values a `check`/`refer` call passes to its reason's message, as far as the scanner can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Params {
+    /// No map argument.
+    None,
+    /// A literal map `#{ a: …, b: … }`: its keys.
+    Keys(Vec<String>),
+    /// Something else (a variable): not followed.
+    Unknown,
+}
+
+/// The parameters of the call whose code literal ends at `q` (its closing quote): the argument after the
+/// condition for `check`, after the code for `refer`.
+fn params_after(chars: &[char], q: usize, word: &str) -> Params {
+    let wanted = if word == "check" { 2 } else { 1 };
+    let (mut depth, mut commas, mut j) = (0i32, 0, q + 1);
+    let mut start = None;
+    while j < chars.len() {
+        match chars[j] {
+            '"' | '`' => {
+                let quote = chars[j];
+                j += 1;
+                while j < chars.len() && chars[j] != quote {
+                    j += if chars[j] == '\\' { 2 } else { 1 };
+                }
+            }
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' if depth == 0 => break,
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                commas += 1;
+                if commas == wanted {
+                    start = Some(j + 1);
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    let Some(start) = start else { return Params::None };
+    let arg: String = chars[start..j.min(chars.len())].iter().collect();
+    let arg = arg.trim();
+    let Some(body) = arg.strip_prefix("#{").and_then(|b| b.strip_suffix('}')) else { return Params::Unknown };
+    // Keys at the map's own level: split on commas outside nested brackets.
+    let (mut keys, mut depth, mut current) = (Vec::new(), 0i32, String::new());
+    for c in body.chars().chain([',']) {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                if let Some((key, _)) = current.split_once(':') {
+                    keys.push(key.trim().trim_matches('"').to_string());
+                }
+                current.clear();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    Params::Keys(keys)
 }
 
 /// What a variable holds, as far as the scanner can follow.
@@ -205,6 +270,7 @@ fn scan(source: &str) -> Scan {
                 if chars.get(k) == Some(&'"') {
                     let code: String = chars[k + 1..].iter().take_while(|c| **c != '"').collect();
                     let col = col + (k - i);
+                    out.code_params.push(params_after(&chars, k + 1 + code.chars().count(), &word));
                     out.code_args.push((scope.clone(), code, line, col));
                 }
             }
@@ -466,6 +532,7 @@ fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan
         }
     }
     findings.extend(fact_properties(&rule_path, &rule, &record_fields(evaluator)));
+    findings.extend(template_params(&rule_path, &rule, &task));
     let used_codes: BTreeSet<&String> = used.iter().map(|(c, ..)| c).collect();
     for code in catalogue.iter().filter(|c| !used_codes.contains(c)) {
         let line = std::fs::read_to_string(&task_path)
@@ -554,6 +621,41 @@ fn fact_properties(path: &Path, scan: &Scan, fields: &BTreeMap<String, BTreeSet<
     findings
 }
 
+/// The reasons whose message uses a value that the rule's `check`/`refer` call does not pass (`{{ prot }}` with
+/// no `#{ prot: … }`): the message would fail to render on the day that reason is given.
+fn template_params(path: &Path, scan: &Scan, task: &serde_json::Value) -> Vec<Finding> {
+    let messages = task.get("reasons").and_then(|r| r.as_object());
+    let env = minijinja::Environment::new();
+    let mut findings = Vec::new();
+    for ((_, code, line, col), params) in scan.code_args.iter().zip(&scan.code_params) {
+        let passed: BTreeSet<&str> = match params {
+            Params::None => BTreeSet::new(),
+            Params::Keys(keys) => keys.iter().map(String::as_str).collect(),
+            Params::Unknown => continue,
+        };
+        let Some(message) = messages.and_then(|m| m.get(code)).and_then(|m| m.as_str()) else { continue };
+        let Ok(template) = env.template_from_str(message) else { continue };
+        let mut missing: Vec<String> =
+            template.undeclared_variables(false).into_iter().filter(|v| !passed.contains(v.as_str())).collect();
+        if missing.is_empty() {
+            continue;
+        }
+        missing.sort();
+        let pass: Vec<String> = missing.iter().map(|m| format!("{m}: …")).collect();
+        findings.push(Finding::new(
+            path,
+            *line,
+            *col,
+            format!(
+                "the message of `{code}` uses {}, which this call does not pass",
+                missing.iter().map(|m| format!("{{{{ {m} }}}}")).collect::<Vec<_>>().join(", ")
+            ),
+            Some(format!("pass it: `#{{ {} }}` as the message's values", pass.join(", "))),
+        ));
+    }
+    findings
+}
+
 /// Lints every task folder of a rules directory (and its `lib/`).
 pub fn check_rules(dir: &Path, evaluator: &Evaluator) -> Result<Vec<Finding>, std::io::Error> {
     let mut lib = Vec::new();
@@ -634,6 +736,19 @@ mod tests {
             found[0].message.contains("azienda.pec_reg")
                 && found[0].help.as_deref().is_some_and(|h| h.contains("pec_registro_imprese"))
         );
+    }
+
+    #[test]
+    fn the_values_passed_to_a_message_are_read_from_the_call() {
+        let s = scan(
+            "fn decide(req, ctx) {\n  check(\"A-01\", f(1, 2), #{ prot: x, \"campo\": [1, 2] });\n  check(\"A-02\", true);\n  refer(\"A-03\", m);\n}",
+        );
+        assert_eq!(s.code_params, [Params::Keys(vec!["prot".into(), "campo".into()]), Params::None, Params::Unknown]);
+        let task =
+            serde_json::json!({ "reasons": { "A-01": "n. {{ prot }}", "A-02": "il {{ campo }}", "A-03": "{{ x }}" } });
+        let found = template_params(Path::new("rule.rhai"), &s, &task);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].message.contains("`A-02` uses {{ campo }}"), "{}", found[0].message);
     }
 
     #[test]
