@@ -118,6 +118,15 @@ fn a_message_value_the_check_does_not_pass_is_found_at_the_check() {
 }
 
 #[test]
+fn a_task_yaml_typo_is_named_once_where_it_is() {
+    let (text, code) = check(GOOD, &TASK.replace("reasons:", "reason:"));
+    assert_eq!(code, Some(2), "{text}");
+    assert_eq!(text.matches("error:").count(), 1, "one finding, not one per code: {text}");
+    assert!(text.contains("prova/task.yaml:7:1: error:") && text.contains("reason"), "{text}");
+    assert!(text.contains("fix task.yaml first"), "{text}");
+}
+
+#[test]
 fn top_level_statements_forbidden_calls_and_the_entry_point() {
     let (text, _) = check(&format!("let soglia = 10;\n{GOOD}"), TASK);
     assert!(text.contains("prova/rule.rhai:1:1: error: `let…` at the top level runs on every decision"), "{text}");

@@ -414,6 +414,19 @@ fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan
         Ok(v) => v,
         Err(e) => return vec![Finding::new(&task_path, 1, 1, e, None)],
     };
+    // A typo in task.yaml (`reason:` for `reasons:`) is named once, where it is, rather than as every finding it
+    // would cause in the rule (each code "not in the catalogue").
+    if let Some((line, col, message)) =
+        std::fs::read_to_string(&task_path).ok().and_then(|t| super::loader::task_file_problem(&t))
+    {
+        return vec![Finding::new(
+            &task_path,
+            line,
+            col,
+            message,
+            Some("fix task.yaml first: the rule is checked once its task file reads".into()),
+        )];
+    }
     let catalogue: BTreeSet<String> =
         task.get("reasons").and_then(|r| r.as_object()).map(|r| r.keys().cloned().collect()).unwrap_or_default();
     let mut fields: BTreeSet<String> = task

@@ -187,6 +187,21 @@ fn load_lib(dir: &Path, evaluator: &Evaluator) -> Result<Lib, LoadError> {
     Ok(Lib { ast, hash: hasher.finalize().to_vec(), sources })
 }
 
+/// Reads a task.yaml as the loader will (unknown keys refused): the first problem with its line and column.
+pub(crate) fn task_file_problem(text: &str) -> Option<(usize, usize, String)> {
+    let e = serde_saphyr::from_str::<TaskFile>(text).err()?;
+    let (line, col) = e.location().map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
+    // The library's message repeats the location and quotes the text: its first line is the problem.
+    let first = e.to_string().lines().next().unwrap_or_default().to_string();
+    let message = first.strip_prefix("error: ").unwrap_or(&first);
+    // `line 7 column 1: unknown field …`: the location is given apart.
+    let message = match message.split_once(": ") {
+        Some((at, rest)) if at.starts_with("line ") && at.contains(" column ") => rest,
+        _ => message,
+    };
+    Some((line, col, message.to_string()))
+}
+
 /// Loads one task folder with the shared library of its rules directory, for `rules check`.
 pub(crate) fn load_task_for_lint(folder: &Path, evaluator: &Evaluator) -> Result<TaskRule, LoadError> {
     let lib_dir = folder.parent().map(|p| p.join("lib")).unwrap_or_default();
