@@ -40,32 +40,17 @@ fn node_dir() -> &'static Path {
         );
         let src = repo().join("tests/console");
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-npm");
-        std::fs::create_dir_all(&dir).expect("create the console's npm directory");
-        let lock = std::fs::read(src.join("package-lock.json")).expect("read tests/console/package-lock.json");
-        let marker = dir.join("node_modules/playwright-core/package.json");
-        // `npm ci` deletes node_modules and installs again: only when the pinned versions changed.
-        let installed = std::fs::read(dir.join("package-lock.json")).is_ok_and(|l| l == lock) && marker.exists();
-        if !installed {
-            for file in ["package.json", "package-lock.json"] {
-                std::fs::copy(src.join(file), dir.join(file)).expect("copy tests/console/package*.json");
-            }
-            let npm = Command::new("npm")
-                .args(["ci", "--prefer-offline", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run npm ({e}): install Node.js 20+ and npm (e.g. `apt-get install nodejs npm`) to run the console's browser tests")
-                });
-            assert!(
-                npm.status.success(),
-                "`npm ci` in {} failed ({}):\n{}{}",
-                dir.display(),
-                npm.status,
-                String::from_utf8_lossy(&npm.stdout),
-                String::from_utf8_lossy(&npm.stderr)
-            );
-        }
-        for file in ["node_modules/playwright-core/package.json", "node_modules/oidc-provider/package.json", "node_modules/axe-core/axe.min.js"] {
+        common::npm::install(
+            &src,
+            &dir,
+            "node_modules/playwright-core/package.json",
+            "run the console's browser tests",
+        );
+        for file in [
+            "node_modules/playwright-core/package.json",
+            "node_modules/oidc-provider/package.json",
+            "node_modules/axe-core/axe.min.js",
+        ] {
             assert!(dir.join(file).exists(), "npm ci did not install {}", dir.join(file).display());
         }
         // The scripts, once per test binary: the tests run at once, and a copy under a running script would

@@ -3,6 +3,8 @@
 //! spectral/package-lock.json, installed with `npm ci` under the cargo target directory (once; again when the
 //! lock file changes). Needs node and npm: without them the test fails, because a skipped lint is a silent gate.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,33 +21,8 @@ fn spectral() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("spectral");
-        std::fs::create_dir_all(&dir).expect("create the Spectral install directory");
-        let lock = std::fs::read(root().join("spectral/package-lock.json")).expect("read spectral/package-lock.json");
-        let bin = dir.join("node_modules/.bin/spectral");
-        // `npm ci` deletes node_modules and installs again: only when the pinned versions changed.
-        let installed = std::fs::read(dir.join("package-lock.json")).is_ok_and(|l| l == lock) && bin.exists();
-        if !installed {
-            for file in ["package.json", "package-lock.json"] {
-                std::fs::copy(root().join("spectral").join(file), dir.join(file)).expect("copy spectral/package*.json");
-            }
-            let npm = Command::new("npm")
-                .args(["ci", "--prefer-offline", "--no-audit", "--no-fund"])
-                .current_dir(&dir)
-                .output()
-                .unwrap_or_else(|e| {
-                    panic!("cannot run npm ({e}): install Node.js 18+ and npm (e.g. `apt-get install nodejs npm`) to lint the OpenAPI document")
-                });
-            assert!(
-                npm.status.success(),
-                "`npm ci` in {} failed ({}):\n{}{}",
-                dir.display(),
-                npm.status,
-                String::from_utf8_lossy(&npm.stdout),
-                String::from_utf8_lossy(&npm.stderr)
-            );
-        }
-        assert!(bin.exists(), "npm ci did not install {}", bin.display());
-        bin
+        common::npm::install(&root().join("spectral"), &dir, "node_modules/.bin/spectral", "lint the OpenAPI document");
+        dir.join("node_modules/.bin/spectral")
     })
 }
 

@@ -67,12 +67,13 @@ pub(super) async fn read_parts(
     let (mut text, mut files) = (None::<String>, Vec::new());
     while let Some(mut field) = multipart.next_field().await.map_err(|e| refused_body(&e, whole))? {
         let is_file = field.name() == Some(FILE_PART);
-        let cap = if is_file { limits.max_file_bytes.saturating_add(1) } else { text_limit };
+        // Each part is read to one byte past its limit: enough to know it is over, never more.
+        let cap = if is_file { limits.max_file_bytes } else { text_limit }.saturating_add(1);
         let mut bytes = Vec::new();
         while let Some(chunk) = field.chunk().await.map_err(|e| refused_body(&e, whole))? {
             let room = usize::try_from(cap).unwrap_or(usize::MAX).saturating_sub(bytes.len());
             bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if bytes.len() as u64 >= cap && (is_file || chunk.len() > room) {
+            if bytes.len() as u64 >= cap {
                 break;
             }
         }
@@ -88,7 +89,7 @@ pub(super) async fn read_parts(
             if text.is_some() {
                 return Err(part_problem(format!("send one part `{text_part}`, not several")));
             }
-            if bytes.len() as u64 >= text_limit {
+            if bytes.len() as u64 > text_limit {
                 return Err(Problem::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the part `{text_part}` is larger than {text_limit} bytes"),

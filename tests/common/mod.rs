@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod daemon;
+pub mod npm;
 pub mod pg;
 pub mod python;
 

@@ -43,6 +43,19 @@ fn render(
     messaggio: Option<&str>,
     extra: minijinja::Value,
 ) -> Response {
+    render_status(op, template, StatusCode::OK, sezione, eventi, messaggio, extra)
+}
+
+/// A page with the operator's header, navigation and forms' token, answered with `status`.
+fn render_status(
+    op: &Operator,
+    template: &str,
+    status: StatusCode,
+    sezione: &str,
+    eventi: Option<String>,
+    messaggio: Option<&str>,
+    extra: minijinja::Value,
+) -> Response {
     let c = &op.console;
     let ctx = context! {
         base => base(c),
@@ -55,7 +68,7 @@ fn render(
         messaggio => messaggio,
         ..extra
     };
-    page(c, template, ctx, StatusCode::OK)
+    page(c, template, ctx, status)
 }
 
 /// The path prefix for the templates, unescaped: `console.path` is checked to hold only letters, digits, `-`,
@@ -104,13 +117,8 @@ fn refused(op: &Operator, e: AppError) -> Response {
         (422 | 428, _) => ("Alcuni dati del modulo non sono validi: correggili e riprova.", Some(e.to_string())),
         _ => ("L'operazione non è riuscita.", Some(e.to_string())),
     };
-    let c = &op.console;
-    let ctx = context! {
-        base => base(c),
-        operatore => context! { sub => op.session.sub, sede => op.session.sede, agisce => op.session.agisce },
-        csrf => op.csrf, nonce => op.nonce, esci => true, titolo => titolo, dettaglio => dettaglio, tecnico => tecnico,
-    };
-    page(c, "errore.html", ctx, status)
+    let extra = context! { titolo => titolo, dettaglio => dettaglio, tecnico => tecnico };
+    render_status(op, "errore.html", status, "", None, None, extra)
 }
 
 /// What a `?fatto=` code says.
