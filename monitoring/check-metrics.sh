@@ -30,6 +30,11 @@ sed -i "s/^  listen: .*/  listen: \"127.0.0.1:$port\"/" "$tmp/config/smart-task.
 grep -q "listen: \"127.0.0.1:$port\"" "$tmp/config/smart-task.yaml" \
     || { echo "check-metrics.sh: cannot set api.listen in the configuration" >&2; exit 2; }
 
+# The shipped configuration runs promoted rule sets: promote the shipped rules first.
+env -u SMART_TASK_DATABASE_URL -u RUST_LOG "$bin" --config "$tmp/config/smart-task.yaml" migrate >/dev/null
+env -u SMART_TASK_DATABASE_URL -u RUST_LOG "$bin" --config "$tmp/config/smart-task.yaml" \
+    rules promote --author check-metrics --reason "monitoring check" >"$tmp/promote.log" 2>&1 \
+    || { cat "$tmp/promote.log" >&2; exit 2; }
 env -u SMART_TASK_DATABASE_URL -u RUST_LOG "$bin" --config "$tmp/config/smart-task.yaml" run >"$tmp/daemon.log" 2>&1 &
 pid=$!
 

@@ -26,6 +26,11 @@ run migrate
 run facts import examples/facts.yaml
 
 echo
+echo "== the rules (rules/), vetted by every gate and promoted: the daemon runs what was promoted, not what is saved"
+run rules promote rules --author demo --reason "Le regole di esempio dei cinque Smart-Task"
+run rules versions
+
+echo
 echo "== the example requests (examples/requests)"
 declare -A protocollo
 for f in examples/requests/*; do

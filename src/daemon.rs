@@ -11,10 +11,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
+use crate::activation::{RulesRefused, load_rules, metric_tasks, record_status, refresh};
 use crate::clock::now_ms;
+use crate::config::Activation;
 use crate::config::Config;
 use crate::notify::Dispatcher;
-use crate::rules::{Evaluator, Limits, RuleSet, load_rule_set};
+use crate::rules::{Evaluator, Limits, RuleSet};
 use crate::store::{Dialect, Store, StoreError};
 use crate::worker::Pipeline;
 
@@ -26,76 +28,13 @@ pub fn evaluator(config: &Config) -> Evaluator {
     })
 }
 
-/// Loads the rules directory named by the configuration, compiling it only (tools that take a directory as
-/// it is: `bench`, the library tests). The daemon and intake use [`active_rules`] and [`intake_rules`].
-pub fn load_rules(config: &Config, evaluator: &Evaluator) -> anyhow::Result<RuleSet> {
-    load_rule_set(&config.rules.dir, evaluator)
-        .with_context(|| format!("cannot load the rules (rules.dir = {})", config.rules.dir.display()))
-}
-
-/// A rules directory refused by the vetting of a reload: every problem, one per line.
-#[derive(Debug, thiserror::Error)]
-#[error("the rules in {dir} are refused ({} problem(s)):\n  {}", problems.len(), problems.join("\n  "))]
-pub struct RulesRefused {
-    pub dir: std::path::PathBuf,
-    pub problems: Vec<String>,
-}
-
-/// Vets the rules directory exactly as a reload does: compiles, `rules check` clean, every case passes.
-pub fn vet_rules(config: &Config, evaluator: &Evaluator) -> Result<RuleSet, RulesRefused> {
-    crate::reload::vet(&config.rules.dir, evaluator, &config.intake.sede_predefinita, now_ms())
-        .map_err(|problems| RulesRefused { dir: config.rules.dir.clone(), problems })
-}
-
-/// The rules a starting daemon runs: its directory if it passes the vetting of a reload (its sources are then
-/// recorded in the database), else the set last activated, rebuilt from the database — returned with the
-/// directory's problems, which the daemon reports loudly. With no activated set to fall back on, the refusal.
-pub async fn active_rules(
-    config: &Config,
-    evaluator: &Evaluator,
-    store: &Store,
-) -> anyhow::Result<(RuleSet, Option<RulesRefused>)> {
-    match vet_rules(config, evaluator) {
-        Ok(rules) => {
-            record_sources(store, &rules).await?;
-            Ok((rules, None))
-        }
-        Err(refused) => match stored_rules(evaluator, store, &config.instance_name()).await? {
-            Some(rules) => Ok((rules, Some(refused))),
-            None => Err(anyhow::Error::new(refused)
-                .context("no rule set was ever activated on this database to fall back on: fix the rules")),
-        },
-    }
-}
-
-/// The rules intake validates submissions with (and operators close with): the set last activated, from the
-/// database, so a candidate left on disk that a reload refused changes nothing; before any activation (a fresh
-/// install) the rules directory, vetted as a reload would.
-pub async fn intake_rules(config: &Config, evaluator: &Evaluator, store: &Store) -> anyhow::Result<RuleSet> {
-    match stored_rules(evaluator, store, &config.instance_name()).await? {
-        Some(rules) => Ok(rules),
-        None => Ok(vet_rules(config, evaluator)?),
-    }
-}
-
-async fn stored_rules(evaluator: &Evaluator, store: &Store, instance: &str) -> anyhow::Result<Option<RuleSet>> {
-    let Some((versions, files)) = store.last_activated_rules(instance).await? else { return Ok(None) };
-    let rules = crate::rules::load_rule_set_from_sources(&files, evaluator)
-        .context("cannot rebuild the last activated rule set from the database")?;
-    let rebuilt: std::collections::BTreeMap<String, String> =
-        rules.tasks.values().map(|r| (r.id.clone(), r.version.clone())).collect();
-    anyhow::ensure!(
-        rebuilt == versions,
-        "the last activated rule set rebuilt from the database has other versions ({rebuilt:?}, expected {versions:?})"
-    );
-    Ok(Some(rules))
-}
-
-/// Keeps the sources of every version of `rules` in the database (explain, restarts).
-pub async fn record_sources(store: &Store, rules: &RuleSet) -> anyhow::Result<()> {
-    let versions: Vec<(&str, &str, &crate::rules::Sources)> =
-        rules.tasks.values().map(|r| (r.version.as_str(), r.id.as_str(), &r.sources)).collect();
-    store.record_rule_sources(&versions, now_ms()).await.context("cannot record the rules' sources")
+/// What a daemon knows about the rules it starts with (`activation::Active` without the rules).
+#[derive(Debug, Default)]
+pub struct Started {
+    /// The promoted rule set it runs.
+    pub rule_set: Option<i64>,
+    /// Directory mode: the directory was refused and the last activated set runs instead.
+    pub refused: Option<RulesRefused>,
 }
 
 /// Opens the configured database and applies pending migrations.
@@ -177,7 +116,7 @@ pub fn pipeline_with(config: &Config, store: Store, evaluator: Evaluator, rules:
 /// Runs the workers until a shutdown signal (or, with `exit_when_idle`, until nothing is left to decide),
 /// sending no notification (the benchmark; `run_with` for the daemon).
 pub async fn run(config: &Config, pipeline: Arc<Pipeline>, exit_when_idle: bool) -> anyhow::Result<()> {
-    run_with(config, pipeline, None, exit_when_idle, None).await
+    run_with(config, pipeline, None, exit_when_idle, Started::default()).await
 }
 
 /// The notification dispatcher the configuration describes (None when no channel is configured).
@@ -192,7 +131,7 @@ pub async fn run_with(
     pipeline: Arc<Pipeline>,
     dispatcher: Option<Arc<Dispatcher>>,
     exit_when_idle: bool,
-    refused: Option<RulesRefused>,
+    started: Started,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     // The operations endpoint and the cron jobs belong to the daemon, not to a batch run.
@@ -292,7 +231,7 @@ pub async fn run_with(
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    let problems = refused.map(|r| r.problems).unwrap_or_default();
+    let problems = started.refused.map(|r| r.problems).unwrap_or_default();
     crate::telemetry::metrics::rules_fallback(!problems.is_empty());
     if let Some(first) = problems.first() {
         error!(
@@ -305,8 +244,14 @@ pub async fn run_with(
             problems.len()
         )));
     }
-    let mut status =
-        crate::reload::active_status(&pipeline.instance, &pipeline.rules.load(), now_ms(), problems, now_ms());
+    let mut status = crate::reload::active_status(
+        &pipeline.instance,
+        &pipeline.rules.load(),
+        now_ms(),
+        problems,
+        now_ms(),
+        started.rule_set,
+    );
     record_status(&pipeline, &status).await;
     let watch_every = Duration::from_millis(config.rules.watch_interval_ms.max(1));
     let mut watch = tokio::time::interval(watch_every);
@@ -329,7 +274,8 @@ pub async fn run_with(
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the configuration, the rules and the templates");
                 reload_config(config, &mut live_level);
-                status = reload(config, &pipeline, status).await;
+                seen = crate::reload::fingerprint(&config.rules.dir);
+                status = refresh(config, &pipeline, status, true).await;
                 if let Some(d) = &dispatcher {
                     match d.reload_templates() {
                         Ok(()) => info!("SIGHUP: notification templates reloaded"),
@@ -338,12 +284,11 @@ pub async fn run_with(
                 }
             }
             _ = watch.tick(), if config.rules.watch_interval_ms > 0 => {
-                let now_seen = crate::reload::fingerprint(&config.rules.dir);
-                if now_seen != seen {
-                    seen = now_seen;
-                    info!("the rules directory changed: vetting the new rules");
-                    status = reload(config, &pipeline, status).await;
-                }
+                let changed = config.rules.activation == Activation::Directory && {
+                    let now_seen = crate::reload::fingerprint(&config.rules.dir);
+                    std::mem::replace(&mut seen, now_seen) != now_seen
+                };
+                status = refresh(config, &pipeline, status, changed).await;
             }
             done = workers.join_next(), if !decided => {
                 if done.is_none() || exit_when_idle && workers.is_empty() {
@@ -468,64 +413,4 @@ fn reload_config(config: &Config, live_level: &mut String) {
     if !restart_needed.is_empty() {
         warn!(sections = ?restart_needed, "SIGHUP: these settings changed and apply at the next restart");
     }
-}
-
-/// Vets the rules directory and activates it if it passes (compiles, lints clean, cases pass); otherwise
-/// the running rules stay. Either way the outcome is logged and recorded for `rules status`.
-async fn reload(
-    config: &Config,
-    pipeline: &Arc<Pipeline>,
-    previous: crate::store::RuleStatus,
-) -> crate::store::RuleStatus {
-    let mut reloading = vec![sd_notify::NotifyState::Reloading];
-    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
-    let _ = sd_notify::notify(&reloading);
-    let previous_versions = previous.active.clone();
-    let (dir, sede, p, prev) =
-        (config.rules.dir.clone(), config.intake.sede_predefinita.clone(), pipeline.clone(), previous.clone());
-    let status = tokio::task::spawn_blocking(move || {
-        crate::reload::reload(&dir, &p.evaluator, &p.rules, &prev, &sede, now_ms())
-    })
-    .await
-    .unwrap_or(previous);
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    crate::telemetry::metrics::reload(status.candidate_errors.is_empty());
-    if status.candidate_errors.is_empty() {
-        let active = pipeline.rules.load();
-        if let Err(e) = record_sources(&pipeline.store, &active).await {
-            warn!(error = %e, "cannot record the sources of the activated rules");
-        }
-        crate::telemetry::metrics::rules_fallback(false);
-        pipeline.health.set_degraded(None);
-        crate::telemetry::metrics::rules_activated(&metric_tasks(&active), Some(&previous_versions));
-        let versions: Vec<String> = status.active.iter().map(|(t, v)| format!("{t}@{v}")).collect();
-        info!(?versions, "rules activated");
-    } else {
-        error!(
-            problems = status.candidate_errors.len(),
-            first = %status.candidate_errors[0],
-            "new rules refused: the running ones stay (see `smart-taskd rules status`)"
-        );
-    }
-    record_status(pipeline, &status).await;
-    status
-}
-
-async fn record_status(pipeline: &Pipeline, status: &crate::store::RuleStatus) {
-    if let Err(e) = pipeline.store.record_rule_status(status).await {
-        warn!(error = %e, "cannot record the rule status");
-    }
-}
-
-/// What the metrics register of a rule set (telemetry does not read the rules).
-fn metric_tasks(rules: &RuleSet) -> Vec<crate::telemetry::metrics::ActiveTask<'_>> {
-    rules
-        .tasks
-        .iter()
-        .map(|(task, rule)| crate::telemetry::metrics::ActiveTask {
-            task,
-            version: &rule.version,
-            reason_codes: rule.reasons.keys().map(String::as_str).collect(),
-        })
-        .collect()
 }

@@ -4,6 +4,7 @@
 //! (persistence), [`rules`] (the sandboxed rule engine), [`intake`], [`worker`] (the pipeline),
 //! [`daemon`] (lifecycle and signals), [`bench`], and [`cli`] at the top.
 
+pub mod activation;
 pub mod app;
 pub mod bench;
 pub mod cli;

@@ -84,9 +84,10 @@ pub fn active_status(
     now: i64,
     candidate_errors: Vec<String>,
     activated_at: i64,
+    rule_set: Option<i64>,
 ) -> RuleStatus {
     let active: BTreeMap<String, String> = rules.tasks.values().map(|r| (r.id.clone(), r.version.clone())).collect();
-    RuleStatus { instance: instance.to_string(), active, activated_at, candidate_errors, checked_at: now }
+    RuleStatus { instance: instance.to_string(), active, activated_at, candidate_errors, checked_at: now, rule_set }
 }
 
 /// Vets the rules directory and, when it passes, swaps it in. Returns the new status to record.
@@ -100,7 +101,7 @@ pub fn reload(
 ) -> RuleStatus {
     match vet(dir, evaluator, sede_predefinita, now) {
         Ok(rules) => {
-            let status = active_status(&previous.instance, &rules, now, Vec::new(), now);
+            let status = active_status(&previous.instance, &rules, now, Vec::new(), now, None);
             running.store(Arc::new(rules));
             status
         }

@@ -125,7 +125,7 @@ fn every_case_of_the_rule_pack_holds(db: Db) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let config = Config::load(Some(&env.config)).expect("config");
     let evaluator = daemon::evaluator(&config);
-    let rules = daemon::load_rules(&config, &evaluator).expect("rules");
+    let rules = smart_task::activation::load_rules(&config, &evaluator).expect("rules");
     let mut failures = Vec::new();
     let mut ran = 0;
     for rule in rules.tasks.values() {

@@ -10,6 +10,7 @@ mod menu;
 mod operations;
 pub mod operator;
 mod position;
+pub mod rule_sets;
 pub mod webhooks;
 
 pub use attachments::attachment;

@@ -12,11 +12,13 @@ use crate::documents::AttachmentLimits;
 mod api;
 mod console;
 mod notify;
+mod rules;
 mod schedule;
 
 pub use api::*;
 pub use console::*;
 pub use notify::*;
+pub use rules::*;
 pub use schedule::*;
 
 use api::{check_api_limits, check_webhooks};
@@ -104,31 +106,6 @@ fn default_time_zone() -> String {
 
 fn default_max_connections() -> u32 {
     4
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RulesConfig {
-    /// The rules directory: one folder per task type, plus `lib/`.
-    pub dir: PathBuf,
-    /// Rhai operation budget per decision (a loop iteration or a call is a few operations).
-    pub max_operations: u64,
-    /// Wall-clock deadline per decision.
-    pub deadline_ms: u64,
-    /// How often the daemon looks for edits in the rules directory (0: only on SIGHUP). A changed rule set
-    /// is activated only if it compiles, passes `rules check` and its cases pass.
-    pub watch_interval_ms: u64,
-}
-
-impl Default for RulesConfig {
-    fn default() -> Self {
-        RulesConfig {
-            dir: PathBuf::from("../rules"),
-            max_operations: 100_000,
-            deadline_ms: 250,
-            watch_interval_ms: 2_000,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

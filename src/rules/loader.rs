@@ -335,27 +335,6 @@ pub fn is_group_name(name: &str) -> bool {
 /// into a private directory and loaded as any rules directory, so it compiles to the same versions. The
 /// directory is removed once loaded (the rules keep their sources in memory).
 pub fn load_rule_set_from_sources(sources: &Sources, evaluator: &Evaluator) -> Result<RuleSet, LoadError> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "smart-task-rules-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let write = |name: &str, text: &str| -> Result<(), LoadError> {
-        let relative = Path::new(name);
-        if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            return Err(invalid(relative, "a recorded rule file must have a plain relative path"));
-        }
-        let path = dir.join(relative);
-        let io = |error| LoadError::Read { path: path.clone(), error };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        std::fs::write(&path, text).map_err(io)
-    };
-    let loaded =
-        sources.iter().try_for_each(|(name, text)| write(name, text)).and_then(|()| load_rule_set(&dir, evaluator));
-    let _ = std::fs::remove_dir_all(&dir);
-    loaded
+    let dir = super::sources::SourcesDir::write(sources)?;
+    load_rule_set(dir.path(), evaluator)
 }

@@ -7,6 +7,7 @@ mod host;
 mod lint;
 mod loader;
 mod reference;
+mod sources;
 
 pub use engine::{Evaluator, Limits};
 pub use host::{FactLoader, FactsView, HostDoc};
@@ -15,3 +16,4 @@ pub use loader::{
     Candidate, LoadError, Mode, RuleSet, Sources, TaskRule, is_group_name, load_rule_set, load_rule_set_from_sources,
 };
 pub use reference::reference_markdown;
+pub use sources::{SourcesDir, SourcesError, check_path as check_rule_path, read_sources};

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::closing::Evaluation;
 use crate::domain::decision::Outcome;
@@ -13,7 +13,7 @@ use crate::rules::{Evaluator, FactLoader, FactsView, RuleSet};
 use crate::store::{Store, StoreError};
 
 /// A request whose outcome or reasons the candidate changes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Change {
     pub protocollo: String,
     pub task: String,
@@ -22,7 +22,7 @@ pub struct Change {
     pub motivi_prima: Vec<String>,
     pub motivi_dopo: Vec<String>,
     /// Facts the candidate read that the original decision had not: answered from the current data.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fatti_non_registrati: Vec<String>,
 }
 

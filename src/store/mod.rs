@@ -298,6 +298,98 @@ pub struct RuleStatus {
     /// Empty when the last candidate was activated.
     pub candidate_errors: Vec<String>,
     pub checked_at: Millis,
+    /// The promoted rule set it runs (None: a rules directory, `rules.activation: directory`).
+    pub rule_set: Option<i64>,
+}
+
+/// Where a promoted rule set stands (`rule_sets.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSetState {
+    /// Vetted; waits for a second person's approval before it runs.
+    AwaitingApproval,
+    /// The set every instance runs (at most one).
+    Active,
+    /// Ran once; replaced by a later one.
+    Retired,
+    /// A gate refused it (compile, lint, cases, coverage): recorded with why, never run.
+    Refused,
+    /// Awaited approval while another set was activated: its replay and diff compared it with a set that no
+    /// longer runs, so it must be promoted again.
+    Superseded,
+}
+
+impl RuleSetState {
+    pub const ALL: [RuleSetState; 5] = [
+        RuleSetState::AwaitingApproval,
+        RuleSetState::Active,
+        RuleSetState::Retired,
+        RuleSetState::Refused,
+        RuleSetState::Superseded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleSetState::AwaitingApproval => "awaiting_approval",
+            RuleSetState::Active => "active",
+            RuleSetState::Retired => "retired",
+            RuleSetState::Refused => "refused",
+            RuleSetState::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RuleSetState> {
+        RuleSetState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// In Italian, for the console and `rules versions`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RuleSetState::AwaitingApproval => "in attesa di approvazione",
+            RuleSetState::Active => "attiva",
+            RuleSetState::Retired => "ritirata",
+            RuleSetState::Refused => "rifiutata",
+            RuleSetState::Superseded => "superata",
+        }
+    }
+}
+
+/// A promoted rule set as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleSetRecord {
+    pub id: i64,
+    pub digest: String,
+    /// Relative path → text: every file of the candidate directory.
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Task → task version (empty when it did not compile).
+    pub tasks: std::collections::BTreeMap<String, String>,
+    pub author: String,
+    pub reason: String,
+    pub diff: String,
+    /// Every gate's result (`ruletools::promote::Gates`).
+    pub results: serde_json::Value,
+    pub state: RuleSetState,
+    pub based_on: Option<i64>,
+    pub submitted_at: Millis,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<Millis>,
+    pub activated_at: Option<Millis>,
+    pub retired_at: Option<Millis>,
+}
+
+/// A vetted candidate to record.
+#[derive(Debug)]
+pub struct NewRuleSet<'a> {
+    pub digest: &'a str,
+    pub files: &'a std::collections::BTreeMap<String, String>,
+    pub tasks: &'a std::collections::BTreeMap<String, String>,
+    pub author: &'a str,
+    pub reason: &'a str,
+    pub diff: &'a str,
+    pub results: &'a serde_json::Value,
+    /// `Active`, `AwaitingApproval` or `Refused`.
+    pub state: RuleSetState,
+    pub based_on: Option<i64>,
 }
 
 /// A decision as recorded, with the request it is about.

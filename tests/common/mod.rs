@@ -111,6 +111,8 @@ pub struct Settings {
     pub max_operations: u64,
     pub deadline_ms: u64,
     pub watch_interval_ms: u64,
+    /// `rules.activation`: `directory` (the tests' default: the rules directory as it is) or `promoted`.
+    pub activation: &'static str,
 }
 
 impl Default for Settings {
@@ -124,6 +126,7 @@ impl Default for Settings {
             max_operations: 100_000,
             deadline_ms: 250,
             watch_interval_ms: 100,
+            activation: "directory",
         }
     }
 }
@@ -149,10 +152,11 @@ impl Env {
             Db::Postgres => database.url(),
         };
         let text = format!(
-            "database:\n  url: {url}\nrules:\n  dir: {}\n  max_operations: {}\n  deadline_ms: {}\n  watch_interval_ms: {}\n\
+            "database:\n  url: {url}\nrules:\n  dir: {}\n  activation: {}\n  max_operations: {}\n  deadline_ms: {}\n  watch_interval_ms: {}\n\
              worker:\n  workers: {}\n  batch_size: {}\n  lease_seconds: {}\n  poll_interval_ms: 50\n  max_failures: {}\n  retry_base_ms: 20\n  retry_max_ms: 100\n\
              intake:\n  sede_predefinita: \"7000\"\nlog:\n  level: info\napi:\n  listen: null\n",
             s.rules_dir.display(),
+            s.activation,
             s.max_operations,
             s.deadline_ms,
             s.watch_interval_ms,

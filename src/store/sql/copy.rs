@@ -25,7 +25,7 @@ use crate::store::{CopiedTable, CopyReport, Result, StoreError};
 /// Every table of the schema but `_sqlx_migrations`, in an order that satisfies the foreign keys: sedi
 /// before aziende, requests before deleghe (`revocata_da`), events and decisions; events before outbox.
 /// (`deleghe.padre` refers to deleghe itself: see [`copy_deleghe`].)
-const TABLES: [&str; 22] = [
+const TABLES: [&str; 23] = [
     "sedi",
     "aziende",
     "persone",
@@ -41,6 +41,7 @@ const TABLES: [&str; 22] = [
     "outbox",
     "protocol_counters",
     "subject_versions",
+    "rule_sets",
     "rule_status",
     "rule_sources",
     "cron_jobs",
@@ -51,7 +52,8 @@ const TABLES: [&str; 22] = [
 ];
 
 /// The tables whose ids come from an identity sequence on PostgreSQL.
-const IDENTITIES: [&str; 6] = ["requests", "events", "decisions", "applied_effects", "attachments", "outbox"];
+const IDENTITIES: [&str; 7] =
+    ["requests", "events", "decisions", "applied_effects", "attachments", "outbox", "rule_sets"];
 
 /// Rows read from the source at a time, and written per `INSERT` (fewer when a table is wide: PostgreSQL
 /// takes at most 65,535 parameters per statement).

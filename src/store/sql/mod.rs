@@ -48,6 +48,7 @@ mod operator;
 mod outbox;
 mod pilot;
 mod reads;
+mod rule_sets;
 mod rule_status;
 mod schedule;
 mod webhooks;

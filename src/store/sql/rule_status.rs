@@ -76,16 +76,18 @@ impl Store {
         let errors =
             (!s.candidate_errors.is_empty()).then(|| serde_json::to_string(&s.candidate_errors).unwrap_or_default());
         sqlx::query(self.sql(
-            "INSERT INTO rule_status (instance, active, activated_at, candidate_errors, checked_at)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO rule_status (instance, active, activated_at, candidate_errors, checked_at, rule_set)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (instance) DO UPDATE SET active = excluded.active, activated_at = excluded.activated_at,
-                 candidate_errors = excluded.candidate_errors, checked_at = excluded.checked_at",
+                 candidate_errors = excluded.candidate_errors, checked_at = excluded.checked_at,
+                 rule_set = excluded.rule_set",
         ))
         .bind(&s.instance)
         .bind(serde_json::to_string(&s.active).unwrap_or_default())
         .bind(s.activated_at)
         .bind(errors)
         .bind(s.checked_at)
+        .bind(s.rule_set)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -106,6 +108,7 @@ impl Store {
                         None => Vec::new(),
                     },
                     checked_at: r.try_get("checked_at")?,
+                    rule_set: r.try_get("rule_set")?,
                 })
             })
             .collect()

@@ -14,7 +14,9 @@ use crate::documents::attachment::Upload;
 use crate::domain::request::{ATTACHMENTS_FIELD, Stato};
 use crate::output::{StdoutError, out, outln};
 use crate::store::{ListFilter, RequestView, Submitted};
-use crate::{bench, daemon, intake, telemetry};
+use crate::{activation, bench, daemon, intake, telemetry};
+
+mod rule_sets;
 
 #[derive(Debug, Parser)]
 #[command(name = "smart-taskd", version, about = "Decides INPS Smart-Task requests with Rhai rules", long_about = None)]
@@ -137,8 +139,11 @@ enum Command {
     /// report what would change
     Replay {
         /// The candidate rules directory
-        #[arg(long, value_name = "DIR")]
-        rules: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "version", conflicts_with = "version")]
+        rules: Option<PathBuf>,
+        /// A promoted rule set instead, by its number (`rules versions`): an active, retired or refused one
+        #[arg(long, value_name = "N")]
+        version: Option<i64>,
         /// Only requests submitted on or after this date (YYYY-MM-DD)
         #[arg(long)]
         since: Option<String>,
@@ -323,9 +328,49 @@ enum RulesCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The rule versions each daemon instance runs, when they were activated, and why the last candidate
-    /// was refused
+    /// The rule versions each daemon instance runs (the promoted rule set's number), when they were
+    /// activated, and why the last candidate was refused
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Vet a rules directory through every gate (compile, lint, cases, reason-code coverage, a replay of
+    /// recent decisions) and record it as a rule set: active at once, awaiting a second person's approval, or
+    /// refused (exit 2) with each gate's findings
+    Promote {
+        /// The candidate rules directory [default: rules.dir of the configuration]
+        dir: Option<PathBuf>,
+        /// Why: recorded with the rule set
+        #[arg(long)]
+        reason: String,
+        /// Who promotes it [default: the login name]
+        #[arg(long)]
+        author: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a rule set awaiting approval (someone other than its author): it becomes active
+    Approve {
+        id: i64,
+        /// Who approves it [default: the login name]
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every rule set promoted, newest first: state, author, reason
+    Versions {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One rule set: who, when, why, its gates' results and its diff; or its files (`--files DIR`)
+    Show {
+        id: i64,
+        /// Write its files into DIR (new or empty) instead
+        #[arg(long, value_name = "DIR")]
+        files: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -414,10 +459,11 @@ async fn dispatch(cli: Cli) -> Outcome {
         Command::Run { exit_when_idle } => {
             let store = daemon::open_store_waiting(&config).await.map_err(runtime)?;
             let evaluator = daemon::evaluator(&config);
-            let (rules, refused) = daemon::active_rules(&config, &evaluator, &store).await.map_err(input)?;
-            let pipeline = daemon::pipeline_with(&config, store, evaluator, rules);
+            let active = activation::active_rules(&config, &evaluator, &store).await.map_err(input)?;
+            let pipeline = daemon::pipeline_with(&config, store, evaluator, active.rules);
             let dispatcher = daemon::dispatcher(&config, &pipeline).map_err(input)?;
-            daemon::run_with(&config, pipeline, dispatcher, exit_when_idle, refused).await.map_err(runtime)
+            let started = daemon::Started { rule_set: active.rule_set, refused: active.refused };
+            daemon::run_with(&config, pipeline, dispatcher, exit_when_idle, started).await.map_err(runtime)
         }
         Command::Submit { file, allegati, json } => submit(&config, &file, &allegati, json).await,
         Command::Purge { older_than_days } => purge(&config, older_than_days).await,
@@ -455,41 +501,24 @@ async fn dispatch(cli: Cli) -> Outcome {
             }
             Ok(())
         }
-        Command::Rules { command: RulesCommand::Status { json } } => {
-            let store = existing_store(&config).await?;
-            let statuses = store.rule_status().await.map_err(runtime)?;
-            if json {
-                outln!("{}", serde_json::to_string_pretty(&statuses).map_err(runtime)?);
-                return Ok(());
-            }
-            if statuses.is_empty() {
-                outln!("no daemon has started on this database yet");
-            }
-            for s in statuses {
-                let rfc = crate::domain::time::rfc3339;
-                outln!(
-                    "istanza {} — regole attivate il {}, verificate il {}",
-                    s.instance,
-                    rfc(s.activated_at),
-                    rfc(s.checked_at)
-                );
-                for (task, version) in &s.active {
-                    outln!("  {task:<36} {version}");
-                }
-                if s.candidate_errors.is_empty() {
-                    outln!("  ultima versione candidata: attivata");
-                } else {
-                    outln!("  ultima versione candidata RIFIUTATA ({} problemi):", s.candidate_errors.len());
-                    for e in &s.candidate_errors {
-                        outln!("    - {e}");
-                    }
-                }
-            }
-            Ok(())
+        Command::Rules { command: RulesCommand::Status { json } } => rule_sets::status(&config, json).await,
+        Command::Rules { command: RulesCommand::Promote { dir, reason, author, json } } => {
+            rule_sets::promote(&config, dir, author, &reason, json).await
+        }
+        Command::Rules { command: RulesCommand::Approve { id, by, json } } => {
+            rule_sets::approve(&config, id, by, json).await
+        }
+        Command::Rules { command: RulesCommand::Versions { limit, json } } => {
+            rule_sets::versions(&config, limit, json).await
+        }
+        Command::Rules { command: RulesCommand::Show { id, files, json } } => {
+            rule_sets::show(&config, id, files.as_deref(), json).await
         }
         Command::Operator { command } => operator(&config, command).await,
         Command::Explain { id_or_protocollo, json } => explain(&config, &id_or_protocollo, json).await,
-        Command::Replay { rules, since, task, json } => replay(&config, rules, since, task, json).await,
+        Command::Replay { rules, version, since, task, json } => {
+            replay(&config, rules, version, since, task, json).await
+        }
         Command::Annulla { id_or_protocollo, richiedente } => {
             let store = existing_store(&config).await?;
             let view = app::withdraw(&store, &Actor::Cli, &id_or_protocollo, &richiedente, now_ms())
@@ -587,7 +616,7 @@ async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
         outln!("{}", serde_json::to_string_pretty(&out).map_err(runtime)?);
     } else {
         // Decided before sources were kept: the rules directory may still hold that version.
-        let rules = daemon::load_rules(config, &daemon::evaluator(config)).ok();
+        let rules = activation::load_rules(config, &daemon::evaluator(config)).ok();
         let text = app::explanation(&store, &Actor::Cli, key, rules.as_ref(), &config.instance_name())
             .await
             .map_err(app_failure)?;
@@ -596,7 +625,14 @@ async fn explain(config: &Config, key: &str, json: bool) -> Outcome {
     Ok(())
 }
 
-async fn replay(config: &Config, dir: PathBuf, since: Option<String>, task: Option<String>, json: bool) -> Outcome {
+async fn replay(
+    config: &Config,
+    dir: Option<PathBuf>,
+    version: Option<i64>,
+    since: Option<String>,
+    task: Option<String>,
+    json: bool,
+) -> Outcome {
     let since = since
         .map(|d| {
             chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
@@ -607,10 +643,19 @@ async fn replay(config: &Config, dir: PathBuf, since: Option<String>, task: Opti
         })
         .transpose()?;
     let evaluator = std::sync::Arc::new(daemon::evaluator(config));
-    let candidate = crate::rules::load_rule_set(&dir, &evaluator)
-        .with_context(|| format!("cannot load the candidate rules in {}", dir.display()))
-        .map_err(input)?;
     let store = existing_store(config).await?;
+    let candidate = match (dir, version) {
+        (Some(dir), _) => crate::rules::load_rule_set(&dir, &evaluator)
+            .with_context(|| format!("cannot load the candidate rules in {}", dir.display()))
+            .map_err(input)?,
+        (None, Some(id)) => {
+            let set = app::rule_sets::rule_set(&store, &Actor::Cli, id).await.map_err(app_failure)?;
+            app::rule_sets::compile(&set, &evaluator).map_err(app_failure)?
+        }
+        (None, None) => {
+            return Err(input(anyhow::anyhow!("replay: name the candidate with --rules DIR or --version N")));
+        }
+    };
     let loader = std::sync::Arc::new(crate::worker::StoreLoader::new(store.clone()));
     let report = crate::ruletools::replay::replay(
         &store,
@@ -679,7 +724,7 @@ async fn check_task(config: &Config, store: &crate::store::Store, task: &str) ->
     if known.contains(task) {
         return Ok(());
     }
-    let rules = daemon::load_rules(config, &daemon::evaluator(config)).map_err(input)?;
+    let rules = activation::load_rules(config, &daemon::evaluator(config)).map_err(input)?;
     known.extend(rules.tasks.keys().cloned());
     if known.contains(task) {
         return Ok(());
@@ -756,7 +801,7 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
         }
         OperatorCommand::Close { id_or_protocollo, esito, motivi, motivi_liberi, nota, operatore } => {
             let evaluator = daemon::evaluator(config);
-            let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
+            let rules = activation::intake_rules(config, &evaluator, &store).await.map_err(input)?;
             let decision = OperatorDecision {
                 accolta: esito == "accolta",
                 codes: motivi,
@@ -773,7 +818,7 @@ async fn operator(config: &Config, command: OperatorCommand) -> Outcome {
         }
         OperatorCommand::Redecide { id_or_protocollo, operatore } => {
             let evaluator = daemon::evaluator(config);
-            let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
+            let rules = activation::intake_rules(config, &evaluator, &store).await.map_err(input)?;
             let pipeline = daemon::pipeline_with(config, store.clone(), evaluator, rules);
             let done = operator::redecide(
                 &store,
@@ -965,7 +1010,7 @@ async fn pilot(config: &Config, command: PilotCommand) -> Outcome {
 async fn menu(config: &Config, richiedente: String, profilo: String, json: bool) -> Outcome {
     let store = existing_store(config).await?;
     let evaluator = daemon::evaluator(config);
-    let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
+    let rules = activation::intake_rules(config, &evaluator, &store).await.map_err(input)?;
     let actor = Actor::Richiedente { cf: richiedente.trim().to_uppercase(), profilo: profilo.trim().to_uppercase() };
     let items = app::menu(&store, &rules, &actor).await.map_err(app_failure)?;
     if json {
@@ -1018,7 +1063,7 @@ async fn submit(config: &Config, file: &str, attachments: &[String], json: bool)
     let name = if file == "-" { "<stdin>" } else { file };
     let store = daemon::open_store(config).await.map_err(runtime)?;
     let evaluator = daemon::evaluator(config);
-    let rules = daemon::intake_rules(config, &evaluator, &store).await.map_err(input)?;
+    let rules = activation::intake_rules(config, &evaluator, &store).await.map_err(input)?;
     let submission = app::Submission { text: &text, source_name: name, files: &uploads };
     let stored =
         app::submit(&store, &rules, &config.intake, &Actor::Cli, &submission, now_ms()).await.map_err(|e| match e {
@@ -1263,7 +1308,7 @@ fn check_config(config: &Config) -> Outcome {
     }
     let evaluator = daemon::evaluator(config);
     // Vetted as a reload or a start would: a directory that passes here is one the daemon activates.
-    match daemon::vet_rules(config, &evaluator) {
+    match activation::vet_rules(config, &evaluator) {
         Ok(rules) => {
             outln!("rules:   {} — {} task(s)", config.rules.dir.display(), rules.tasks.len());
             for r in rules.tasks.values() {
