@@ -109,6 +109,21 @@ impl Gates {
                 let _ = writeln!(s, "    {d}");
             }
         }
+        if let Some(replay) = self.replay.as_ref().filter(|r| !r.esempi.is_empty()) {
+            let _ = writeln!(s, "esiti ribaltati (i primi {}):", replay.esempi.len());
+            for c in &replay.esempi {
+                let _ = writeln!(
+                    s,
+                    "    {}  {}  {} [{}] → {} [{}]",
+                    c.protocollo,
+                    c.task,
+                    c.prima,
+                    c.motivi_prima.join(", "),
+                    c.dopo,
+                    c.motivi_dopo.join(", ")
+                );
+            }
+        }
         if let Some(why) = &self.approval_needed {
             let _ = writeln!(s, "approvazione richiesta: {why}");
         }
