@@ -152,6 +152,7 @@ pub async fn run_with(
                     pipeline: pipeline.clone(),
                     stop: stop_rx.clone(),
                     webhooks: config.webhooks.clone(),
+                    promotion: config.rules.promotion.clone(),
                 })),
                 None => None,
             };

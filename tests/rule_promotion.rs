@@ -206,7 +206,86 @@ fn a_flipping_candidate_waits_for_approval_then_goes_live_everywhere_and_survive
     assert!(flipped.contains(&after.as_str()) && flipped.contains(&later.as_str()), "{replayed}");
 }
 
+/// A rules directory's files as `POST /regole/versioni` takes them: relative path → text.
+fn files_of(dir: &Path) -> serde_json::Map<String, Value> {
+    let mut files = serde_json::Map::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rhai" || e == "yaml") {
+                let name = path.strip_prefix(dir).expect("relative").to_string_lossy().into_owned();
+                files.insert(name, Value::String(std::fs::read_to_string(&path).expect("read")));
+            }
+        }
+    }
+    files
+}
+
+fn through_the_api_a_promotion_waits_for_another_person_and_then_runs(db: Db) {
+    use common::api::{BASE, bearer, daemon, token};
+    use common::daemon::http;
+    let (rules, env) = promoted_env(db);
+    assert!(promote(&env, rules.path(), "anna").status.success());
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let text =
+        text.replace("  activation: promoted\n", "  activation: promoted\n  promotion: { require_approval: true }\n");
+    std::fs::write(&env.config, text).expect("config");
+    let (node, port) = daemon(&env);
+    let as_who =
+        |claims: Value| format!("{}Content-Type: application/json\r\n", bearer(&token("portale.key.pem", claims)));
+    let (anna, marco) = (
+        as_who(serde_json::json!({"ruolo": "operazioni", "sub": "anna"})),
+        as_who(serde_json::json!({"ruolo": "operazioni", "sub": "marco"})),
+    );
+    let requester = as_who(serde_json::json!({}));
+    let weak = candidate(RULE, |t| t.replace(STRICT, WEAK));
+    let body = serde_json::json!({"motivo": "RDI-05 senza il vincolo di retroattività", "file": files_of(weak.path())});
+    let url = format!("{BASE}/regole/versioni");
+
+    let (status, _, _) = http(port, "POST", &url, &requester, &body.to_string());
+    assert_eq!(status, 403, "a requester does not govern the rules");
+    let mut bad = body.clone();
+    bad["file"]["../fuori.rhai"] = Value::String(String::new());
+    let (status, _, answer) = http(port, "POST", &url, &anna, &bad.to_string());
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.contains("../fuori.rhai"), "the path is named: {answer}");
+
+    let (status, head, answer) = http(port, "POST", &url, &anna, &body.to_string());
+    assert_eq!(status, 201, "{answer}");
+    assert!(head.to_ascii_lowercase().contains(&format!("location: {url}/2")), "{head}");
+    let promoted: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!(promoted["stato"], "awaiting_approval", "{promoted}");
+    assert!(promoted["diff"].as_str().is_some_and(|d| d.contains(&format!("+    {WEAK}"))), "{promoted}");
+
+    let approval = format!("{url}/2/approvazione");
+    let (status, _, answer) = http(port, "POST", &approval, &anna, "");
+    assert_eq!(status, 409, "the author cannot approve: {answer}");
+    let (status, _, answer) = http(port, "POST", &approval, &marco, "");
+    assert_eq!(status, 200, "{answer}");
+    let approved: Value = serde_json::from_str(&answer).expect("json");
+    assert_eq!((approved["stato"].as_str(), approved["approvata_da"].as_str()), (Some("active"), Some("marco")));
+    wait_for("the daemon on rule set 2", 30, || {
+        let statuses: Vec<Value> = serde_json::from_str(&env.ok(&["rules", "status", "--json"])).expect("status");
+        statuses.iter().any(|s| s["rule_set"] == 2)
+    });
+    let (status, _, answer) = http(port, "GET", &url, &marco, "");
+    assert_eq!(status, 200, "{answer}");
+    let list: Value = serde_json::from_str(&answer).expect("json");
+    let states: Vec<&str> =
+        list["items"].as_array().expect("items").iter().filter_map(|v| v["stato"].as_str()).collect();
+    assert_eq!(states, ["active", "retired"], "{list}");
+    let (status, _, answer) = http(port, "GET", &format!("{url}/1"), &marco, "");
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"esiti_verifiche\"") && answer.contains("\"ritirata_il\""), "{answer}");
+    assert_eq!(http(port, "GET", &format!("{url}/99"), &marco, "").0, 404);
+    stop(node);
+}
+
 backends!(
     each_gate_refuses_its_candidate_and_records_why,
-    a_flipping_candidate_waits_for_approval_then_goes_live_everywhere_and_survives_a_restart
+    a_flipping_candidate_waits_for_approval_then_goes_live_everywhere_and_survives_a_restart,
+    through_the_api_a_promotion_waits_for_another_person_and_then_runs
 );

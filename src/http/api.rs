@@ -47,6 +47,8 @@ pub struct ApiState {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// Webhook settings (the URLs subscriptions accept).
     pub webhooks: crate::config::WebhooksConfig,
+    /// The gates of a promotion through `POST /regole/versioni`.
+    pub promotion: crate::config::PromotionConfig,
 }
 
 pub fn routes() -> Router<AppState> {
@@ -59,6 +61,7 @@ pub fn routes() -> Router<AppState> {
         .route("/posizioni/{matricola}/riepilogo", get(riepilogo))
         .merge(super::feeds::routes())
         .merge(super::operator::routes())
+        .merge(super::rule_sets::routes())
         .route("/openapi.json", get(super::openapi::serve))
 }
 

@@ -43,6 +43,7 @@ pub mod openapi;
 mod operator;
 mod ops;
 pub mod problem;
+mod rule_sets;
 mod webhooks;
 
 /// How long a request may take before it is answered 503.

@@ -16,4 +16,7 @@ pub use loader::{
     Candidate, LoadError, Mode, RuleSet, Sources, TaskRule, is_group_name, load_rule_set, load_rule_set_from_sources,
 };
 pub use reference::reference_markdown;
-pub use sources::{SourcesDir, SourcesError, check_path as check_rule_path, read_sources};
+pub use sources::{
+    MAX_BYTES as MAX_RULE_BYTES, MAX_FILES as MAX_RULE_FILES, SourcesDir, SourcesError, check_path as check_rule_path,
+    read_sources,
+};
