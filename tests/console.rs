@@ -96,6 +96,7 @@ fn the_console_shows_the_sede_its_queue_and_guards_every_form(db: Db) {
     assert!(status == 200 && sorted.contains(&format!("/richieste/{id}")), "filters and order in the URL");
     let (status, _, operations) = http(port, "GET", &format!("{CONSOLE}/operazioni"), &anna, "");
     assert!(status == 200 && operations.contains("Disaccordi delle regole candidate"), "{operations}");
+    assert!(operations.contains("Versioni promosse delle regole") && operations.contains("Nessuna versione promossa"));
     let (status, _, robots) = http(port, "GET", &format!("{CONSOLE}/robots.txt"), "", "");
     assert_eq!((status, robots.as_str()), (200, "User-agent: *\nDisallow: /\n"));
 

@@ -1,10 +1,10 @@
 //! What the people who run the service, and the operators in their console, see of its health: the counts the
-//! dashboard shows, each instance's active rule versions with refused candidates, and the notifications that
+//! dashboard shows, each instance's active rule versions with refused candidates, the promoted rule sets, and the notifications that
 //! could not be delivered (an operator sees those of their sede's requests only), with a retry.
 
 use super::{Actor, AppError};
 use crate::domain::time::Millis;
-use crate::store::{NotificationView, QueueCounts, RetryTarget, RuleStatus, Store, StoredDecision};
+use crate::store::{NotificationView, QueueCounts, RetryTarget, RuleSetRecord, RuleStatus, Store, StoredDecision};
 
 /// The most undeliverable notifications listed.
 const DEAD_SHOWN: i64 = 100;
@@ -16,7 +16,12 @@ pub struct Operations {
     pub shadow: Vec<ShadowDisagreement>,
     /// Recipients as stored: whoever shows them masks them.
     pub undeliverable: Vec<NotificationView>,
+    /// The most recent promoted rule sets (who promoted and approved them, and why).
+    pub rule_sets: Vec<RuleSetRecord>,
 }
+
+/// The most recent rule sets listed.
+const RULE_SETS_SHOWN: i64 = 10;
 
 /// Whether the actor may see the operations' view: operators, the CLI, the people who run it.
 fn may_see(actor: &Actor) -> bool {
@@ -48,7 +53,13 @@ pub async fn operations(store: &Store, actor: &Actor) -> Result<Operations, AppE
             shadow.push(ShadowDisagreement::of(&d));
         }
     }
-    Ok(Operations { counts: store.counts().await?, rules: store.rule_status().await?, shadow, undeliverable })
+    Ok(Operations {
+        counts: store.counts().await?,
+        rules: store.rule_status().await?,
+        shadow,
+        undeliverable,
+        rule_sets: store.rule_sets(RULE_SETS_SHOWN).await?,
+    })
 }
 
 /// The most shadow disagreements listed.

@@ -622,9 +622,21 @@ pub async fn requeue_parked(op: Operator, body: Body) -> Response {
 #[derive(serde::Serialize)]
 struct RuleRow {
     istanza: String,
+    insieme: String,
     attivata_il: String,
     versioni: String,
     rifiutate: String,
+}
+
+/// A row of the promoted rule sets' table.
+#[derive(serde::Serialize)]
+struct RuleSetRow {
+    numero: i64,
+    stato: &'static str,
+    autore: String,
+    promossa_il: String,
+    motivo: String,
+    approvata_da: String,
 }
 
 /// An undeliverable notification, its recipient masked.
@@ -654,9 +666,22 @@ pub async fn operations(op: Operator, Query(d): Query<Done>) -> Response {
         .iter()
         .map(|s| RuleRow {
             istanza: s.instance.clone(),
+            insieme: s.rule_set.map_or("cartella delle regole".to_string(), |n| n.to_string()),
             attivata_il: crate::domain::time::rfc3339(s.activated_at),
             versioni: s.active.iter().map(|(t, v)| format!("{t} {v}")).collect::<Vec<_>>().join(", "),
             rifiutate: s.candidate_errors.join("; "),
+        })
+        .collect();
+    let versioni: Vec<RuleSetRow> = view
+        .rule_sets
+        .iter()
+        .map(|r| RuleSetRow {
+            numero: r.id,
+            stato: r.state.label(),
+            autore: r.author.clone(),
+            promossa_il: crate::domain::time::rfc3339(r.submitted_at),
+            motivo: r.reason.clone(),
+            approvata_da: r.approved_by.clone().unwrap_or_default(),
         })
         .collect();
     let morte: Vec<DeadRow> = view
@@ -678,7 +703,7 @@ pub async fn operations(op: Operator, Query(d): Query<Done>) -> Response {
         "operazioni",
         None,
         message,
-        context! { conteggi => conteggi, regole => regole, morte => morte },
+        context! { conteggi => conteggi, regole => regole, versioni => versioni, ombra => view.shadow, morte => morte },
     )
 }
 
