@@ -74,7 +74,7 @@ fn daemon_config(config: &Config, database: &str, port: u16, jwks: &Path) -> Str
     format!(
         "time_zone: {zone}\n\
          database: {{ url: {db}, max_connections: {conns} }}\n\
-         rules: {{ dir: {rules}, max_operations: {ops}, deadline_ms: {deadline} }}\n\
+         rules: {{ dir: {rules}, activation: directory, max_operations: {ops}, deadline_ms: {deadline} }}\n\
          worker: {{ workers: {workers}, batch_size: {batch}, poll_interval_ms: {poll}, esito_documents: false }}\n\
          intake: {{ sede_predefinita: {sede} }}\n\
          log: {{ level: warn }}\n\
