@@ -188,7 +188,7 @@ fn the_candidate_of_a_shadow_task_is_linted_against_its_catalogue() {
     let (text, code) = check_files(&[("task.yaml", SHADOW_TASK), ("rule.rhai", &active), ("candidate.rhai", candidate)]);
     assert_eq!(code, Some(2), "{text}");
     assert!(
-        text.contains("prova/rule.rhai:3:44: error: reason code `P-10` is in `candidate_reasons`: only the candidate may use it"),
+        text.contains("prova/rule.rhai:3:43: error: reason code `P-10` is in `candidate_reasons`: only the candidate may use it"),
         "{text}"
     );
     // The message values the candidate's codes need are checked with the candidate's catalogue.
