@@ -156,6 +156,28 @@ impl Evaluator {
         Evaluation::Decided(Box::new(decision))
     }
 
+    /// Decides one request with the task's shadow candidate alone, as the active rule would be run: what the
+    /// candidate's cases compare. `None` when the task has no candidate.
+    pub fn evaluate_candidate(
+        &self,
+        rule: &TaskRule,
+        req: &ClaimedRequest,
+        view: Arc<FactsView>,
+        now: Millis,
+    ) -> Option<Evaluation> {
+        let candidate = rule.candidate.as_ref()?;
+        let version = Version {
+            ast: &candidate.ast,
+            version: &candidate.version,
+            reasons: &candidate.reasons,
+            templates: &candidate.templates,
+        };
+        Some(match self.decide(rule, version, req, view, now) {
+            Ok(d) => Evaluation::Decided(Box::new(d)),
+            Err(f) => Evaluation::Failed(f),
+        })
+    }
+
     /// Runs one version of a task's rule on a request.
     fn decide(
         &self,
