@@ -54,9 +54,11 @@ pub fn fingerprint(dir: &Path) -> u64 {
 pub fn vet(dir: &Path, evaluator: &Evaluator, sede_predefinita: &str, now: i64) -> Result<RuleSet, Vec<String>> {
     let rules = load_rule_set(dir, evaluator).map_err(|e| vec![e.to_string()])?;
     let findings = check_rules(dir, evaluator).map_err(|e| vec![format!("cannot read {}: {e}", dir.display())])?;
-    if !findings.is_empty() {
+    // Notices say what the linter could not verify: they are for the author, not a reason to refuse.
+    if findings.iter().any(|f| f.is_error()) {
         return Err(findings
             .iter()
+            .filter(|f| f.is_error())
             .map(|f| format!("{}:{}:{}: {}", f.file.display(), f.line, f.col, f.message))
             .collect());
     }

@@ -14,10 +14,16 @@ const TASK: &str = "id: PROVA\nlabel: Prova\nschema:\n  type: object\n  properti
 
 /// A rules directory with one task whose rule is `rule`; returns the `rules check` output and exit code.
 fn check(rule: &str, task: &str) -> (String, Option<i32>) {
+    check_files(&[("task.yaml", task), ("rule.rhai", rule)])
+}
+
+/// As [`check`], with any files in the task folder (a shadow candidate beside rule.rhai).
+fn check_files(files: &[(&str, &str)]) -> (String, Option<i32>) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("prova")).expect("mkdir");
-    std::fs::write(dir.path().join("prova/task.yaml"), task).expect("task.yaml");
-    std::fs::write(dir.path().join("prova/rule.rhai"), rule).expect("rule.rhai");
+    for (name, text) in files {
+        std::fs::write(dir.path().join("prova").join(name), text).expect("write a task file");
+    }
     let env = Env::without_db();
     let out = env.run(&["rules", "check", dir.path().to_str().expect("path")]);
     let text = String::from_utf8_lossy(&out.stdout).replace(&format!("{}/", dir.path().display()), "");
@@ -31,10 +37,10 @@ fn the_shipped_rules_and_a_clean_task_have_no_findings() {
     let env = Env::without_db();
     let out = env.run(&["rules", "check"]);
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("0 finding(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": 0 finding(s): 0 error(s), 0 notice(s)\n"));
     let (text, code) = check(GOOD, TASK);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.ends_with(": 0 finding(s)\n"), "{text}");
+    assert!(text.ends_with(": 0 finding(s): 0 error(s), 0 notice(s)\n"), "{text}");
 }
 
 #[test]
@@ -115,6 +121,93 @@ fn a_message_value_the_check_does_not_pass_is_found_at_the_check() {
     let passing = GOOD.replace("req.valore < 10);", "req.valore < 10, #{ valore: req.valore });");
     let (text, code) = check(&passing, &task);
     assert_eq!((code, text.contains("0 finding")), (Some(0), true), "{text}");
+}
+
+#[test]
+fn a_code_the_scanner_cannot_read_is_a_notice_and_an_unknown_literal_an_error() {
+    let rule = "fn decide(req, ctx) {\n    let codice = if req.valore == 7 { \"P-02\" } else { \"P-01\" };\n    check(codice, req.valore < 10);\n}\n";
+    let (text, code) = check(rule, TASK);
+    assert_eq!(code, Some(0), "a notice passes: {text}");
+    assert!(
+        text.contains("prova/rule.rhai:3:11: notice: the reason code is not a literal: rules check cannot verify it against task.yaml's reasons"),
+        "{text}"
+    );
+    assert!(text.contains("= help: use a literal"), "{text}");
+    assert!(text.ends_with(": 1 finding(s): 0 error(s), 1 notice(s)\n"), "{text}");
+    let (text, code) = check(&rule.replace("check(codice,", "check(\"P-09\","), TASK);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("prova/rule.rhai:3:11: error: reason code `P-09` is not in the catalogue"), "{text}");
+
+    // The values for a message that uses some, given as a variable: the scanner cannot tell they are there.
+    let task = TASK.replace("\"Valore troppo alto.\"", "\"Valore {{ valore }} troppo alto.\"");
+    let passing = GOOD.replace("check(\"P-01\", req.valore < 10);", "let v = #{ valore: req.valore };\n    check(\"P-01\", req.valore < 10, v);");
+    let (text, code) = check(&passing, &task);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("prova/rule.rhai:4:11: notice: the values for the message of `P-01` are not a literal map"), "{text}");
+    assert!(text.contains("= help: pass them as `#{ valore: … }` in the call"), "{text}");
+}
+
+#[test]
+fn the_json_findings_have_a_severity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("prova")).expect("mkdir");
+    std::fs::write(dir.path().join("prova/task.yaml"), TASK).expect("task.yaml");
+    let rule = "fn decide(req, ctx) {\n    let c = \"P-01\";\n    check(c, req.valore < 10);\n    check(\"P-03\", true);\n    refer(\"P-02\");\n}\n";
+    std::fs::write(dir.path().join("prova/rule.rhai"), rule).expect("rule.rhai");
+    let out = Env::without_db().run(&["rules", "check", "--json", dir.path().to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let findings: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let severities: Vec<&str> =
+        findings.as_array().expect("list").iter().filter_map(|f| f["severity"].as_str()).collect();
+    assert_eq!(severities, ["notice", "error"], "{findings:#}");
+}
+
+const SHADOW_TASK: &str = "id: PROVA\nlabel: Prova\nmode: shadow\ncandidate: candidate.rhai\nschema:\n  type: object\n  properties:\n    valore: { type: integer }\nreasons:\n  P-01: \"Valore troppo alto.\"\n  P-02: \"Da verificare.\"\ncandidate_reasons:\n  P-10: \"Valore {{ valore }} fuori soglia.\"\n";
+
+#[test]
+fn the_candidate_of_a_shadow_task_is_linted_against_its_catalogue() {
+    let candidate = "fn decide(req, ctx) {\n    if req.valore == 7 { refer(\"P-02\"); return; }\n    check(\"P-10\", req.valore < 20, #{ valore: req.valore });\n}\n";
+    let (text, code) = check_files(&[("task.yaml", SHADOW_TASK), ("rule.rhai", GOOD), ("candidate.rhai", candidate)]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.ends_with(": 0 finding(s): 0 error(s), 0 notice(s)\n"), "{text}");
+
+    // A misspelt fact property in the candidate is found in the candidate.
+    let misspelt = candidate.replace(
+        "    check(\"P-10\"",
+        "    let azienda = ctx.company(\"1234567890\");\n    if azienda.pec_reg == () { return; }\n    check(\"P-10\"",
+    );
+    let (text, code) = check_files(&[("task.yaml", SHADOW_TASK), ("rule.rhai", GOOD), ("candidate.rhai", &misspelt)]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("prova/candidate.rhai:4:8: error: `azienda.pec_reg`: what `ctx.company(…)` returns has no field `pec_reg`"),
+        "{text}"
+    );
+
+    // The candidate's own codes are not the active rule's.
+    let active = GOOD.replace("\"P-01\", req.valore < 10", "\"P-01\", req.valore < 10); check(\"P-10\", true");
+    let (text, code) = check_files(&[("task.yaml", SHADOW_TASK), ("rule.rhai", &active), ("candidate.rhai", candidate)]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("prova/rule.rhai:3:43: error: reason code `P-10` is in `candidate_reasons`: only the candidate may use it"),
+        "{text}"
+    );
+    // The message values the candidate's codes need are checked with the candidate's catalogue.
+    let (text, code) = check_files(&[
+        ("task.yaml", SHADOW_TASK),
+        ("rule.rhai", GOOD),
+        ("candidate.rhai", &candidate.replace(", #{ valore: req.valore }", "")),
+    ]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("prova/candidate.rhai:3:11: error: the message of `P-10` uses {{ valore }}"), "{text}");
+
+    // `candidate_reasons` belongs to shadow mode.
+    let enforce = SHADOW_TASK.replace("mode: shadow\ncandidate: candidate.rhai\n", "");
+    let (text, code) = check_files(&[("task.yaml", &enforce), ("rule.rhai", GOOD)]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("prova/task.yaml:10:1: error: `candidate_reasons` is only used with `mode: shadow`"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -330,7 +423,7 @@ fn a_rule_using_the_date_functions_has_no_findings() {
     let rule = "fn decide(req, ctx) {\n    let d = add_working_days(ctx.today, 10);\n    if !is_working_day(d) || working_days_between(ctx.today, d) != 10 { refer(\"P-02\"); return; }\n    check(\"P-01\", is_date(d) && d <= add_years(ctx.today, 1) && days_between(ctx.today, add_months(add_days(d, req.valore), -1)) < 366);\n}\n";
     let (text, code) = check(rule, TASK);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.ends_with(": 0 finding(s)\n"), "{text}");
+    assert!(text.ends_with(": 0 finding(s): 0 error(s), 0 notice(s)\n"), "{text}");
 }
 
 #[test]

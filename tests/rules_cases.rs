@@ -213,3 +213,93 @@ fn the_shared_world_is_under_each_files_world_and_its_problems_are_named() {
         assert!(report.contains(says), "{report}");
     }
 }
+
+const PROVA_TASK: &str = "id: PROVA\nlabel: Prova\nschema:\n  type: object\n  properties:\n    valore: { type: integer }\nreasons:\n  P-01: \"Valore troppo alto.\"\n  P-02: \"Da verificare.\"\n";
+const PROVA_RULE: &str = "fn decide(req, ctx) {\n    if req.valore == 7 { refer(\"P-02\"); return; }\n    check(\"P-01\", req.valore < 10);\n}\n";
+
+/// A case of the PROVA task: `valore`, then the YAML of its `expect` (and anything after it).
+fn prova_case(valore: i64, expect: &str) -> String {
+    format!(
+        "  - name: \"valore {valore}\"\n    request: {{ richiedente_cf: RSSMRA80A01H501U, profilo_richiedente: AZIENDA, valore: {valore} }}\n    expect: {expect}\n"
+    )
+}
+
+/// A rules directory with the one task PROVA: its task.yaml, rule.rhai, cases and any other files.
+fn prova_rules(env: &Env, task: &str, cases: &[String], others: &[(&str, &str)]) -> PathBuf {
+    let dir = env.path("prova_rules");
+    let folder = dir.join("prova");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(folder.join("task.yaml"), task).expect("task.yaml");
+    std::fs::write(folder.join("rule.rhai"), PROVA_RULE).expect("rule.rhai");
+    std::fs::write(folder.join("cases.yaml"), format!("cases:\n{}", cases.concat())).expect("cases.yaml");
+    for (name, text) in others {
+        std::fs::write(folder.join(name), text).expect("write");
+    }
+    dir
+}
+
+#[test]
+fn a_reason_code_no_case_reaches_fails_the_run() {
+    let env = Env::without_db();
+    let cases = [prova_case(1, "{ esito: accolta }"), prova_case(12, "{ esito: non_accolta, motivi: [P-01] }")];
+    let dir = prova_rules(&env, PROVA_TASK, &cases, &[]);
+    let out = env.run(&["rules", "test", dir.to_str().expect("utf-8 path")]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains("FAIL"), "every case passes: {text}");
+    assert!(text.contains("coverage PROVA: 1/2 reason codes; not reached: P-02\n"), "{text}");
+    assert!(text.ends_with("2 passed, 0 failed, 1 reason code(s) not reached\n"), "{text}");
+
+    let all = [cases[0].clone(), cases[1].clone(), prova_case(7, "{ esito: rinvio, motivi: [P-02] }")];
+    let dir = prova_rules(&env, PROVA_TASK, &all, &[]);
+    let out = env.run(&["rules", "test", dir.to_str().expect("utf-8 path")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn the_cases_run_against_a_shadow_candidate_too() {
+    let env = Env::without_db();
+    let task = PROVA_TASK.replace("schema:", "mode: shadow\ncandidate: candidate.rhai\nschema:")
+        + "candidate_reasons:\n  P-10: \"Valore {{ valore }} fuori soglia.\"\n";
+    let candidate = "fn decide(req, ctx) {\n    if req.valore == 7 { refer(\"P-02\"); return; }\n    check(\"P-01\", req.valore < 20);\n    check(\"P-10\", req.valore != 15, #{ valore: req.valore });\n}\n";
+    let mut cases = vec![
+        prova_case(1, "{ esito: accolta }"),
+        prova_case(7, "{ esito: rinvio, motivi: [P-02] }"),
+        prova_case(12, "{ esito: non_accolta, motivi: [P-01] }\n    candidate: { esito: accolta }"),
+        prova_case(25, "{ esito: non_accolta, motivi: [P-01] }"),
+        prova_case(15, "{ esito: non_accolta, motivi: [P-01] }\n    candidate: { esito: non_accolta, motivi: [P-10] }"),
+    ];
+    let dir = prova_rules(&env, &task, &cases, &[("candidate.rhai", candidate)]);
+    let run = || env.run(&["rules", "test", dir.to_str().expect("utf-8 path")]);
+    let out = run();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("ok   PROVA (candidate)  valore 15\n"), "{text}");
+    assert!(text.contains("coverage PROVA: 2/2 reason codes\n"), "{text}");
+    assert!(text.contains("coverage PROVA (candidate): 3/3 reason codes\n"), "{text}");
+    assert!(text.ends_with("10 passed, 0 failed\n"), "{text}");
+
+    // Without its own expectation, the candidate must give what the active rule gives.
+    cases[2] = prova_case(12, "{ esito: non_accolta, motivi: [P-01] }");
+    let dir = prova_rules(&env, &task, &cases, &[("candidate.rhai", candidate)]);
+    let out = run();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("ok   PROVA  valore 12\n"), "{text}");
+    assert!(text.contains("FAIL PROVA (candidate)  valore 12\n"), "{text}");
+    assert!(text.ends_with("9 passed, 1 failed\n"), "{text}");
+    let out = env.run(&["rules", "test", dir.to_str().expect("utf-8 path"), "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let failed: Vec<&Value> =
+        report["candidate_cases"].as_array().expect("candidate cases").iter().filter(|c| c["status"] == "fail").collect();
+    assert_eq!(failed.len(), 1, "{report:#}");
+    assert_eq!(failed[0]["name"], "valore 12");
+    assert_eq!(report["candidate_coverage"][0]["total"], 3, "{report:#}");
+
+    // A `candidate:` expectation on a task without a candidate is a problem of the file.
+    let dir = prova_rules(&env, PROVA_TASK, &cases[4..], &[]);
+    let out = run();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("`candidate`: PROVA has no shadow candidate"), "{text}");
+}

@@ -1259,9 +1259,18 @@ fn rules_check(config: &Config, dir: Option<PathBuf>, json: bool) -> Outcome {
         for f in &findings {
             outln!("{}", f.render());
         }
-        outln!("{}: {} finding(s)", dir.display(), findings.len());
     }
-    if findings.is_empty() { Ok(()) } else { Err(input(anyhow::anyhow!("rules check: {} finding(s)", findings.len()))) }
+    // Notices (what the scanner could not verify) are printed and counted, and pass.
+    let errors = findings.iter().filter(|f| f.is_error()).count();
+    if !json {
+        outln!(
+            "{}: {} finding(s): {errors} error(s), {} notice(s)",
+            dir.display(),
+            findings.len(),
+            findings.len() - errors
+        );
+    }
+    if errors == 0 { Ok(()) } else { Err(input(anyhow::anyhow!("rules check: {errors} error(s)"))) }
 }
 
 fn rules_test(config: &Config, dir: Option<PathBuf>, task: Option<String>, json: bool) -> Outcome {

@@ -126,18 +126,25 @@ impl Evaluator {
     /// Decides one request. Runs synchronously: call it off the async runtime.
     pub fn evaluate(&self, rule: &TaskRule, req: &ClaimedRequest, view: Arc<FactsView>, now: Millis) -> Evaluation {
         let started = Instant::now();
-        let active = Version { ast: &rule.ast, version: &rule.version };
+        let active =
+            Version { ast: &rule.ast, version: &rule.version, reasons: &rule.reasons, templates: &rule.templates };
         let mut decision = match self.decide(rule, active, req, view.clone(), now) {
             Ok(d) => d,
             Err(f) => return Evaluation::Failed(f),
         };
         // Shadow: the candidate decides the same request from the same facts; only the active decision counts.
         if let (Mode::Shadow, Some(candidate)) = (rule.mode, &rule.candidate) {
-            let shadow =
-                match self.decide(rule, Version { ast: &candidate.ast, version: &candidate.version }, req, view, now) {
-                    Ok(d) => ShadowDecision::compare(&decision, &candidate.version, Ok(&d)),
-                    Err(f) => ShadowDecision::compare(&decision, &candidate.version, Err(&f)),
-                };
+            // The candidate gives its reasons with its own catalogue (the shadow catalogue over the task's).
+            let version = Version {
+                ast: &candidate.ast,
+                version: &candidate.version,
+                reasons: &candidate.reasons,
+                templates: &candidate.templates,
+            };
+            let shadow = match self.decide(rule, version, req, view, now) {
+                Ok(d) => ShadowDecision::compare(&decision, &candidate.version, Ok(&d)),
+                Err(f) => ShadowDecision::compare(&decision, &candidate.version, Err(&f)),
+            };
             decision.trace.shadow = Some(shadow);
         }
         // Dry run: the rule decides and its decision is recorded, but an operator closes the request.
@@ -147,6 +154,28 @@ impl Evaluator {
         }
         decision.duration_us = started.elapsed().as_micros() as u64;
         Evaluation::Decided(Box::new(decision))
+    }
+
+    /// Decides one request with the task's shadow candidate alone, as the active rule would be run: what the
+    /// candidate's cases compare. `None` when the task has no candidate.
+    pub fn evaluate_candidate(
+        &self,
+        rule: &TaskRule,
+        req: &ClaimedRequest,
+        view: Arc<FactsView>,
+        now: Millis,
+    ) -> Option<Evaluation> {
+        let candidate = rule.candidate.as_ref()?;
+        let version = Version {
+            ast: &candidate.ast,
+            version: &candidate.version,
+            reasons: &candidate.reasons,
+            templates: &candidate.templates,
+        };
+        Some(match self.decide(rule, version, req, view, now) {
+            Ok(d) => Evaluation::Decided(Box::new(d)),
+            Err(f) => Evaluation::Failed(f),
+        })
     }
 
     /// Runs one version of a task's rule on a request.
@@ -174,7 +203,7 @@ impl Evaluator {
         let input = request_dynamic(rule, req).map_err(|e| fail(FailureKind::Error, e))?;
         COLLECTOR.with(|c| {
             *c.borrow_mut() =
-                Some(Collector { known_codes: rule.reasons.keys().cloned().collect(), ..Default::default() })
+                Some(Collector { known_codes: version.reasons.keys().cloned().collect(), ..Default::default() })
         });
         DEADLINE.with(|d| d.set(Some(started + self.limits.deadline)));
         OPERATIONS.with(|o| o.set(0));
@@ -201,7 +230,7 @@ impl Evaluator {
             };
             return Err(fail(kind, message));
         }
-        build_decision(rule, version.version, collected, today, operations).map_err(|e| fail(FailureKind::Error, e))
+        build_decision(version, collected, today, operations).map_err(|e| fail(FailureKind::Error, e))
     }
 }
 
@@ -210,6 +239,9 @@ impl Evaluator {
 struct Version<'a> {
     ast: &'a rhai::AST,
     version: &'a str,
+    /// The catalogue this version gives reasons from, and its compiled messages.
+    reasons: &'a std::collections::BTreeMap<String, String>,
+    templates: &'a minijinja::Environment<'static>,
 }
 
 /// The request as the rule sees it: every envelope field and every field the schema declares is present
@@ -237,8 +269,8 @@ fn attachments_dynamic(req: &ClaimedRequest) -> Result<rhai::Array, String> {
     }
 }
 
-fn render(rule: &TaskRule, code: &str, params: &Value) -> Result<Reason, String> {
-    let template = rule.templates.get_template(code).map_err(|e| e.to_string())?;
+fn render(templates: &minijinja::Environment<'static>, code: &str, params: &Value) -> Result<Reason, String> {
+    let template = templates.get_template(code).map_err(|e| e.to_string())?;
     let messaggio = template.render(params).map_err(|e| {
         let mut names: Vec<String> = template.undeclared_variables(false).into_iter().collect();
         names.sort();
@@ -253,16 +285,15 @@ fn render(rule: &TaskRule, code: &str, params: &Value) -> Result<Reason, String>
 }
 
 fn build_decision(
-    rule: &TaskRule,
-    version: &str,
+    version: Version<'_>,
     c: Collector,
     today: String,
     operations: u64,
 ) -> Result<Decision, String> {
     let (outcome, reasons) = if !c.referrals.is_empty() {
-        (Outcome::Rinvio, c.referrals.iter().map(|(code, p)| render(rule, code, p)).collect::<Result<Vec<_>, _>>()?)
+        (Outcome::Rinvio, c.referrals.iter().map(|(code, p)| render(version.templates, code, p)).collect::<Result<Vec<_>, _>>()?)
     } else if !c.failed.is_empty() {
-        (Outcome::NonAccolta, c.failed.iter().map(|(code, p)| render(rule, code, p)).collect::<Result<Vec<_>, _>>()?)
+        (Outcome::NonAccolta, c.failed.iter().map(|(code, p)| render(version.templates, code, p)).collect::<Result<Vec<_>, _>>()?)
     } else {
         (Outcome::Accolta, Vec::new())
     };
@@ -278,7 +309,7 @@ fn build_decision(
         outcome,
         reasons,
         effects,
-        rule_version: version.to_string(),
+        rule_version: version.version.to_string(),
         trace: Trace {
             checks: c.checks,
             facts: c.facts,

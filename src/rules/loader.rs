@@ -45,6 +45,10 @@ pub enum Mode {
 pub struct Candidate {
     pub version: String,
     pub ast: rhai::AST,
+    /// The catalogue the candidate decides with: the task's `reasons` and its own `candidate_reasons`.
+    pub reasons: BTreeMap<String, String>,
+    /// Those messages, compiled (template name = reason code).
+    pub templates: minijinja::Environment<'static>,
 }
 
 /// `task.yaml`.
@@ -76,6 +80,9 @@ struct TaskFile {
     schema: serde_json::Value,
     /// Reason code → Italian message template (minijinja, e.g. `{{ prot }}`).
     reasons: BTreeMap<String, String>,
+    /// In shadow mode: reason codes only the candidate gives (the shadow catalogue), in the same form.
+    #[serde(default)]
+    candidate_reasons: Option<BTreeMap<String, String>>,
 }
 
 /// One task type, ready to decide.
@@ -189,7 +196,10 @@ fn load_lib(dir: &Path, evaluator: &Evaluator) -> Result<Lib, LoadError> {
 
 /// Reads a task.yaml as the loader will (unknown keys refused): the first problem with its line and column.
 pub(crate) fn task_file_problem(text: &str) -> Option<(usize, usize, String)> {
-    let e = serde_saphyr::from_str::<TaskFile>(text).err()?;
+    let e = match serde_saphyr::from_str::<TaskFile>(text) {
+        Ok(task) => return task_file_meaning(text, &task),
+        Err(e) => e,
+    };
     let (line, col) = e.location().map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
     // The library's message repeats the location and quotes the text: its first line is the problem.
     let first = e.to_string().lines().next().unwrap_or_default().to_string();
@@ -200,6 +210,32 @@ pub(crate) fn task_file_problem(text: &str) -> Option<(usize, usize, String)> {
         _ => message,
     };
     Some((line, col, message.to_string()))
+}
+
+/// What task.yaml's keys mean together, beyond their types: `candidate_reasons` only in shadow mode, and no code
+/// in both catalogues (a code means one message). The problem with its line and column.
+fn task_file_meaning(text: &str, task: &TaskFile) -> Option<(usize, usize, String)> {
+    let candidate = task.candidate_reasons.as_ref()?;
+    let key_line = |key: &str, from: usize| {
+        text.lines().enumerate().skip(from).find(|(_, l)| l.trim_start().starts_with(&format!("{key}:"))).map(|(n, _)| n)
+    };
+    let section = key_line("candidate_reasons", 0).unwrap_or(0);
+    if task.mode != Mode::Shadow {
+        return Some((
+            section + 1,
+            1,
+            "`candidate_reasons` is only used with `mode: shadow`: they are the shadow candidate's own reason \
+             codes (move them to `reasons`, or set `mode: shadow` with `candidate: FILE`)"
+                .into(),
+        ));
+    }
+    let code = candidate.keys().find(|c| task.reasons.contains_key(*c))?;
+    let line = key_line(code, section + 1).unwrap_or(section);
+    Some((
+        line + 1,
+        3,
+        format!("`candidate_reasons.{code}`: `{code}` is already in `reasons` (a code has one message): give the candidate's a new code"),
+    ))
 }
 
 /// Loads one task folder with the shared library of its rules directory, for `rules check`.
@@ -217,6 +253,9 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
     let task_text = read(&task_path)?;
     let rule_text = read(&rule_path)?;
     let task: TaskFile = serde_saphyr::from_str(&task_text).map_err(|e| invalid(&task_path, e.to_string()))?;
+    if let Some((line, col, message)) = task_file_meaning(&task_text, &task) {
+        return Err(invalid(&task_path, format!("line {line} column {col}: {message}")));
+    }
     if task.id.is_empty() || !task.id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
         return Err(invalid(
             &task_path,
@@ -245,13 +284,7 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
         .and_then(|p| p.as_object())
         .map(|p| p.keys().cloned().collect())
         .unwrap_or_default();
-    let mut templates = minijinja::Environment::new();
-    templates.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    for (code, message) in &task.reasons {
-        templates
-            .add_template_owned(code.clone(), message.clone())
-            .map_err(|e| invalid(&task_path, format!("`reasons.{code}`: the message is not a valid template: {e}")))?;
-    }
+    let templates = compile_messages(&task_path, [("reasons", &task.reasons)])?;
     let rule_ast = evaluator.compile(&rule_text).map_err(|e| invalid(&rule_path, e.to_string()))?;
     if !rule_ast.iter_functions().any(|f| f.name == "decide" && f.params.len() == 2) {
         return Err(invalid(
@@ -291,7 +324,12 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
             h.update(lib_hash);
             let version = crate::domain::hex_prefix(&h.finalize(), 8);
             candidate_source = Some((file.clone(), text));
-            Some(Candidate { version, ast: lib.merge(&ast) })
+            // The candidate's catalogue: the task's, with its own codes (task.yaml, hashed above, holds both).
+            let own = task.candidate_reasons.clone().unwrap_or_default();
+            let templates = compile_messages(&task_path, [("reasons", &task.reasons), ("candidate_reasons", &own)])?;
+            let mut reasons = task.reasons.clone();
+            reasons.extend(own);
+            Some(Candidate { version, ast: lib.merge(&ast), reasons, templates })
         }
         (_, Some(_)) => return Err(invalid(&task_path, "`candidate` is only used with `mode: shadow`")),
         (_, None) => None,
@@ -323,6 +361,23 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
         candidate,
         sources,
     })
+}
+
+/// The reason messages of task.yaml's catalogues (by key: `reasons`, `candidate_reasons`), compiled.
+fn compile_messages<'a>(
+    task_path: &Path,
+    catalogues: impl IntoIterator<Item = (&'static str, &'a BTreeMap<String, String>)>,
+) -> Result<minijinja::Environment<'static>, LoadError> {
+    let mut templates = minijinja::Environment::new();
+    templates.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    for (key, messages) in catalogues {
+        for (code, message) in messages {
+            templates.add_template_owned(code.clone(), message.clone()).map_err(|e| {
+                invalid(task_path, format!("`{key}.{code}`: the message is not a valid template: {e}"))
+            })?;
+        }
+    }
+    Ok(templates)
 }
 
 /// A pilot group's name: 1–64 of `a-z 0-9 - _`.

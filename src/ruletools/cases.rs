@@ -154,6 +154,9 @@ struct CaseSpec {
     open_requests: Vec<Spanned<String>>,
     request: Spanned<Map<String, Value>>,
     expect: Spanned<ExpectSpec>,
+    /// In shadow mode: what the candidate must give, where it differs from `expect` (absent: the same).
+    #[serde(default)]
+    candidate: Option<Spanned<ExpectSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +182,9 @@ pub struct Case {
     pub open_requests: Vec<String>,
     pub request: Map<String, Value>,
     pub expected: Expected,
+    /// What the task's shadow candidate must give (`expected` unless the case says otherwise); `None` without a
+    /// candidate.
+    pub candidate_expected: Option<Expected>,
 }
 
 impl Case {
@@ -324,7 +330,23 @@ fn load_cases(path: &Path, rule: &TaskRule) -> Result<Vec<Case>, FileProblem> {
                 ),
             ),
         }
-        let expected = check_expect(spec.expect, rule, &label, &mut problems);
+        let expected = check_expect(spec.expect, "expect", &rule.id, &rule.reasons, &label, &mut problems);
+        let candidate_expected = match (&rule.candidate, spec.candidate) {
+            (Some(c), Some(own)) => Some(check_expect(own, "candidate", &rule.id, &c.reasons, &label, &mut problems)),
+            (Some(_), None) => Some(expected.clone()),
+            (None, Some(own)) => {
+                problems.at(
+                    &own.referenced,
+                    format!(
+                        "{label}: `candidate`: {} has no shadow candidate (task.yaml `mode: shadow` with \
+                         `candidate: FILE`): remove it, or put the task in shadow mode",
+                        rule.id
+                    ),
+                );
+                None
+            }
+            (None, None) => None,
+        };
         cases.push(Case {
             name,
             line: loc.line(),
@@ -333,25 +355,33 @@ fn load_cases(path: &Path, rule: &TaskRule) -> Result<Vec<Case>, FileProblem> {
             open_requests: spec.open_requests.into_iter().map(|o| o.value.trim().to_string()).collect(),
             request,
             expected,
+            candidate_expected,
         });
     }
     if problems.found.is_empty() { Ok(cases) } else { Err(FileProblem::Invalid(problems.found)) }
 }
 
-/// Checks an expectation against the task's catalogue and the outcome it names.
-fn check_expect(spec: Spanned<ExpectSpec>, rule: &TaskRule, label: &str, problems: &mut Problems) -> Expected {
+/// Checks an expectation (under `key`: `expect`, or `candidate` for a shadow candidate) against the catalogue
+/// of the version it is for and the outcome it names.
+fn check_expect(
+    spec: Spanned<ExpectSpec>,
+    key: &str,
+    task: &str,
+    reasons: &std::collections::BTreeMap<String, String>,
+    label: &str,
+    problems: &mut Problems,
+) -> Expected {
     let loc = spec.referenced;
     let spec = spec.value;
     let esito = spec.esito.value;
     for code in &spec.motivi {
-        if !rule.reasons.contains_key(&code.value) {
-            let known: Vec<&str> = rule.reasons.keys().map(String::as_str).collect();
+        if !reasons.contains_key(&code.value) {
+            let known: Vec<&str> = reasons.keys().map(String::as_str).collect();
             problems.at(
                 &code.referenced,
                 format!(
-                    "{label}: `expect.motivi`: `{}` is not in the reason catalogue of {} (known: {})",
+                    "{label}: `{key}.motivi`: `{}` is not in the reason catalogue of {task} (known: {})",
                     code.value,
-                    rule.id,
                     known.join(", ")
                 ),
             );
@@ -360,14 +390,14 @@ fn check_expect(spec: Spanned<ExpectSpec>, rule: &TaskRule, label: &str, problem
     match esito {
         Outcome::Accolta if !spec.motivi.is_empty() => problems.at(
             &loc,
-            format!("{label}: `expect`: an accolta has no motivi: remove them, or expect non_accolta or rinvio"),
+            format!("{label}: `{key}`: an accolta has no motivi: remove them, or expect non_accolta or rinvio"),
         ),
         Outcome::NonAccolta | Outcome::Rinvio if spec.motivi.is_empty() => problems.at(
             &loc,
-            format!("{label}: `expect.motivi`: a {} needs its reason codes, e.g. motivi: [GEN-01]", esito.as_str()),
+            format!("{label}: `{key}.motivi`: a {} needs its reason codes, e.g. motivi: [GEN-01]", esito.as_str()),
         ),
         Outcome::NonAccolta if spec.effetti.as_ref().is_some_and(|e| !e.is_empty()) => problems
-            .at(&loc, format!("{label}: `expect.effetti`: a non_accolta has no effects (the daemon applies none)")),
+            .at(&loc, format!("{label}: `{key}.effetti`: a non_accolta has no effects (the daemon applies none)")),
         _ => {}
     }
     Expected {
@@ -478,6 +508,14 @@ fn facts_of(world: &ImportFile, open: Subject, open_requests: Vec<OpenRequest>) 
     facts
 }
 
+/// Which version of a task's rule a case runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Active,
+    /// The shadow candidate, decided alone as if it were active.
+    Candidate,
+}
+
 /// Decides one case's request as the daemon would, from intake to the rule's decision.
 fn decide(
     case: &Case,
@@ -486,6 +524,7 @@ fn decide(
     rules: &RuleSet,
     evaluator: &Evaluator,
     options: &CaseOptions,
+    version: Run,
 ) -> Actual {
     let now = case.now(options.now);
     let new = match intake::validate(case.request.clone(), rules) {
@@ -532,7 +571,14 @@ fn decide(
     };
     let open = Subject::Open { task: claimed.task.clone(), soggetto: claimed.soggetto.clone() };
     let view = Arc::new(FactsView::new(facts_of(&case.world, open, open_requests), None));
-    match evaluator.evaluate(rule, &claimed, view, now) {
+    let evaluation = match version {
+        Run::Active => evaluator.evaluate(rule, &claimed, view, now),
+        Run::Candidate => match evaluator.evaluate_candidate(rule, &claimed, view, now) {
+            Some(evaluation) => evaluation,
+            None => return Actual::default(),
+        },
+    };
+    match evaluation {
         Evaluation::Decided(d) => Actual {
             // In dry-run mode the rule's own outcome is what its cases state (an operator closes the request).
             esito: Some(d.trace.dry_run.unwrap_or(d.outcome)),
@@ -698,8 +744,12 @@ pub struct Coverage {
 
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Summary {
+    /// Cases passed, the candidates' included.
     pub passed: usize,
+    /// Cases failed, the candidates' included, and cases files that could not run.
     pub failed: usize,
+    /// Catalogued reason codes no case reaches, over every coverage (the candidates' included).
+    pub not_reached: usize,
 }
 
 /// The whole run, in task order.
@@ -708,6 +758,10 @@ pub struct Report {
     pub cases: Vec<CaseReport>,
     pub files: Vec<FileReport>,
     pub coverage: Vec<Coverage>,
+    /// The same cases run against the shadow candidates (their `candidate:` expectation, else `expect`).
+    pub candidate_cases: Vec<CaseReport>,
+    /// Each shadow candidate's coverage, over its catalogue (`reasons` and `candidate_reasons`).
+    pub candidate_coverage: Vec<Coverage>,
     pub summary: Summary,
 }
 
@@ -733,6 +787,7 @@ pub fn run_cases(dir: &Path, evaluator: &Evaluator, options: &CaseOptions) -> Re
     for rule in selected {
         let file = rule.dir.join(CASES_FILE);
         let mut reached = BTreeSet::new();
+        let mut candidate_reached = BTreeSet::new();
         match load_cases(&file, rule) {
             Err(problem) => {
                 let (problem, errors) = match problem {
@@ -744,54 +799,91 @@ pub fn run_cases(dir: &Path, evaluator: &Evaluator, options: &CaseOptions) -> Re
             Ok(cases) => {
                 for case in cases {
                     number += 1;
-                    let actual = decide(&case, number, rule, &rules, evaluator, options);
-                    reached.extend(actual.checks.iter().filter(|c| !c.passed).map(|c| c.codice.clone()));
-                    reached.extend(actual.motivi.iter().map(|r| r.codice.clone()));
-                    let differences = compare(&case.expected, &actual);
-                    let status = if differences.is_empty() { Status::Ok } else { Status::Fail };
-                    report.cases.push(CaseReport {
-                        task: rule.id.clone(),
-                        name: case.name,
-                        file: file.clone(),
-                        line: case.line,
-                        status,
-                        expected: case.expected,
-                        actual,
-                        differences,
-                    });
+                    let actual = decide(&case, number, rule, &rules, evaluator, options, Run::Active);
+                    report.cases.push(case_report(rule, &file, &case, case.expected.clone(), actual, &mut reached));
+                    if let Some(expected) = case.candidate_expected.clone() {
+                        let actual = decide(&case, number, rule, &rules, evaluator, options, Run::Candidate);
+                        let r = case_report(rule, &file, &case, expected, actual, &mut candidate_reached);
+                        report.candidate_cases.push(r);
+                    }
                 }
             }
         }
-        let (reached, not_reached): (Vec<String>, Vec<String>) =
-            rule.reasons.keys().cloned().partition(|code| reached.contains(code));
-        report.coverage.push(Coverage { task: rule.id.clone(), total: rule.reasons.len(), reached, not_reached });
+        report.coverage.push(coverage(&rule.id, &rule.reasons, &reached));
+        if let Some(candidate) = &rule.candidate {
+            report.candidate_coverage.push(coverage(&rule.id, &candidate.reasons, &candidate_reached));
+        }
     }
-    let passed = report.cases.iter().filter(|c| c.status == Status::Ok).count();
-    report.summary = Summary { passed, failed: report.cases.len() - passed + report.files.len() };
+    let all = report.cases.iter().chain(&report.candidate_cases);
+    let passed = all.clone().filter(|c| c.status == Status::Ok).count();
+    report.summary = Summary {
+        passed,
+        failed: all.count() - passed + report.files.len(),
+        not_reached: report.coverage.iter().chain(&report.candidate_coverage).map(|c| c.not_reached.len()).sum(),
+    };
     Ok(report)
 }
 
+/// One case's result against one version, adding the codes its decision gives to `reached`.
+fn case_report(
+    rule: &TaskRule,
+    file: &Path,
+    case: &Case,
+    expected: Expected,
+    actual: Actual,
+    reached: &mut BTreeSet<String>,
+) -> CaseReport {
+    reached.extend(actual.checks.iter().filter(|c| !c.passed).map(|c| c.codice.clone()));
+    reached.extend(actual.motivi.iter().map(|r| r.codice.clone()));
+    let differences = compare(&expected, &actual);
+    let status = if differences.is_empty() { Status::Ok } else { Status::Fail };
+    CaseReport {
+        task: rule.id.clone(),
+        name: case.name.clone(),
+        file: file.to_path_buf(),
+        line: case.line,
+        status,
+        expected,
+        actual,
+        differences,
+    }
+}
+
+/// Which codes of a catalogue the cases reached.
+fn coverage(task: &str, catalogue: &std::collections::BTreeMap<String, String>, reached: &BTreeSet<String>) -> Coverage {
+    let (reached, not_reached): (Vec<String>, Vec<String>) =
+        catalogue.keys().cloned().partition(|code| reached.contains(code));
+    Coverage { task: task.to_string(), total: catalogue.len(), reached, not_reached }
+}
+
 impl Report {
-    /// True when every case passed and every task had a valid cases file.
+    /// True when every case passed (the candidates' too), every task had a valid cases file, and every
+    /// catalogued reason code is reached by some case: a code no case reaches is a decision no one has seen.
     pub fn all_passed(&self) -> bool {
-        self.summary.failed == 0
+        self.summary.failed == 0 && self.summary.not_reached == 0
     }
 
-    /// The readable report: one line per case, a diff under each failure, coverage per task, the summary.
+    /// The readable report: one line per case (a candidate's marked as such), a diff under each failure,
+    /// coverage per task and candidate, the summary.
     pub fn render(&self) -> String {
         let mut s = String::new();
         // In task order (the coverage list has one entry per task run): a file problem, or the task's cases.
         for task in self.coverage.iter().map(|c| c.task.as_str()) {
             self.render_task(&mut s, task);
         }
-        for c in &self.coverage {
-            let _ = write!(s, "coverage {}: {}/{} reason codes", c.task, c.reached.len(), c.total);
+        let candidates = self.candidate_coverage.iter().map(|c| (c, " (candidate)"));
+        for (c, version) in self.coverage.iter().map(|c| (c, "")).chain(candidates) {
+            let _ = write!(s, "coverage {}{version}: {}/{} reason codes", c.task, c.reached.len(), c.total);
             if !c.not_reached.is_empty() {
                 let _ = write!(s, "; not reached: {}", c.not_reached.join(", "));
             }
             s.push('\n');
         }
-        let _ = writeln!(s, "{} passed, {} failed", self.summary.passed, self.summary.failed);
+        let _ = write!(s, "{} passed, {} failed", self.summary.passed, self.summary.failed);
+        if self.summary.not_reached > 0 {
+            let _ = write!(s, ", {} reason code(s) not reached", self.summary.not_reached);
+        }
+        s.push('\n');
         s
     }
 
@@ -811,13 +903,14 @@ impl Report {
                 }
             }
         }
-        for c in self.cases.iter().filter(|c| c.task == task) {
+        let candidates = self.candidate_cases.iter().map(|c| (c, " (candidate)"));
+        for (c, version) in self.cases.iter().map(|c| (c, "")).chain(candidates).filter(|(c, _)| c.task == task) {
             match c.status {
                 Status::Ok => {
-                    let _ = writeln!(s, "ok   {}  {}", c.task, c.name);
+                    let _ = writeln!(s, "ok   {}{version}  {}", c.task, c.name);
                 }
                 Status::Fail => {
-                    let _ = writeln!(s, "FAIL {}  {}", c.task, c.name);
+                    let _ = writeln!(s, "FAIL {}{version}  {}", c.task, c.name);
                     render_failure(s, c);
                 }
             }
