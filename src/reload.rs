@@ -10,8 +10,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use crate::rules::{Evaluator, RuleSet, check_rules, load_rule_set};
-use crate::ruletools::{CaseOptions, run_cases};
+use crate::rules::{Evaluator, RuleSet};
 use crate::store::RuleStatus;
 
 /// How deep below the rules directory the fingerprint looks: the loader reads task folders and `lib/` (one
@@ -50,33 +49,16 @@ pub fn fingerprint(dir: &Path) -> u64 {
     h.finish()
 }
 
-/// Everything wrong with a candidate rules directory: compile and load errors, lint findings, failing cases.
+/// Everything wrong with a candidate rules directory, by the gates of a promotion that need no database:
+/// compile and load errors, lint errors (notices pass), failing cases (the shadow candidates' too), reason
+/// codes no case reaches.
 pub fn vet(dir: &Path, evaluator: &Evaluator, sede_predefinita: &str, now: i64) -> Result<RuleSet, Vec<String>> {
-    let rules = load_rule_set(dir, evaluator).map_err(|e| vec![e.to_string()])?;
-    let findings = check_rules(dir, evaluator).map_err(|e| vec![format!("cannot read {}: {e}", dir.display())])?;
-    // Notices say what the linter could not verify: they are for the author, not a reason to refuse.
-    if findings.iter().any(|f| f.is_error()) {
-        return Err(findings
-            .iter()
-            .filter(|f| f.is_error())
-            .map(|f| format!("{}:{}:{}: {}", f.file.display(), f.line, f.col, f.message))
-            .collect());
+    let (rules, gates) = crate::ruletools::promote::vet_offline(dir, evaluator, sede_predefinita, now);
+    let problems: Vec<String> = gates.gates.into_iter().filter(|g| !g.passed).flat_map(|g| g.details).collect();
+    match rules {
+        Some(rules) if problems.is_empty() => Ok(rules),
+        _ => Err(problems),
     }
-    let options = CaseOptions { task: None, sede_predefinita: sede_predefinita.to_string(), now };
-    let report = run_cases(dir, evaluator, &options).map_err(|e| vec![e.to_string()])?;
-    if !report.all_passed() {
-        let mut errors: Vec<String> = report
-            .cases
-            .iter()
-            .filter(|c| !c.differences.is_empty())
-            .map(|c| format!("{}:{}: case `{}` fails: {}", c.file.display(), c.line, c.name, c.differences.join("; ")))
-            .collect();
-        errors.extend(
-            report.files.iter().map(|f| format!("{}: {} {}", f.file.display(), f.problem, f.errors.join("; "))),
-        );
-        return Err(errors);
-    }
-    Ok(rules)
 }
 
 /// The status row for a rule set that is now active.

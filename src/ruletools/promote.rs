@@ -14,7 +14,7 @@ use super::replay::{Change, replay};
 use super::{CaseOptions, run_cases};
 use crate::config::PromotionConfig;
 use crate::domain::time::Millis;
-use crate::rules::{Evaluator, FactLoader, RuleSet, Sources, check_rules, load_rule_set};
+use crate::rules::{Evaluator, FactLoader, Finding, RuleSet, Sources, check_rules, load_rule_set};
 use crate::store::{RuleSetState, Store, StoreError};
 
 /// The gates, in the order they run.
@@ -180,12 +180,16 @@ pub fn vet_offline(dir: &Path, evaluator: &Evaluator, sede_predefinita: &str, no
         details: vec![format!("{} task(s)", rules.tasks.len())],
     });
     let lint = match check_rules(dir, evaluator) {
+        // Notices (what the scanner cannot follow) are shown, not refused: only errors stop a promotion.
         Ok(findings) => GateResult {
             gate: Gate::Lint,
-            passed: findings.is_empty(),
+            passed: !findings.iter().any(Finding::is_error),
             details: findings
                 .iter()
-                .map(|f| format!("{}:{}:{}: {}", relative(dir, &f.file), f.line, f.col, f.message))
+                .map(|f| {
+                    let at = relative(dir, &f.file);
+                    format!("{at}:{}:{}: {}: {}", f.line, f.col, f.severity.as_str(), f.message)
+                })
                 .collect(),
         },
         Err(e) => GateResult { gate: Gate::Lint, passed: false, details: vec![e.to_string()] },
@@ -194,13 +198,16 @@ pub fn vet_offline(dir: &Path, evaluator: &Evaluator, sede_predefinita: &str, no
     let options = CaseOptions { task: None, sede_predefinita: sede_predefinita.to_string(), now };
     match run_cases(dir, evaluator, &options) {
         Ok(report) => {
+            let candidates = report.candidate_cases.iter().map(|c| (c, " against the shadow candidate"));
             let mut failures: Vec<String> = report
                 .cases
                 .iter()
-                .filter(|c| !c.differences.is_empty())
-                .map(|c| {
+                .map(|c| (c, ""))
+                .chain(candidates)
+                .filter(|(c, _)| !c.differences.is_empty())
+                .map(|(c, version)| {
                     format!(
-                        "{}:{}: case `{}` fails: {}",
+                        "{}:{}: case `{}` fails{version}: {}",
                         relative(dir, &c.file),
                         c.line,
                         c.name,
@@ -219,14 +226,17 @@ pub fn vet_offline(dir: &Path, evaluator: &Evaluator, sede_predefinita: &str, no
                 failures.push(format!("{} case(s) passed", report.summary.passed));
             }
             gates.gates.push(GateResult { gate: Gate::Cases, passed, details: failures });
-            let unreached: Vec<String> = report
-                .coverage
+            let candidates = report.candidate_coverage.iter().map(|c| (c, " (shadow candidate)"));
+            let coverages: Vec<_> = report.coverage.iter().map(|c| (c, "")).chain(candidates).collect();
+            let unreached: Vec<String> = coverages
                 .iter()
-                .filter(|c| !c.not_reached.is_empty())
-                .map(|c| format!("{}: reason code(s) no case reaches: {}", c.task, c.not_reached.join(", ")))
+                .filter(|(c, _)| !c.not_reached.is_empty())
+                .map(|(c, version)| {
+                    format!("{}{version}: reason code(s) no case reaches: {}", c.task, c.not_reached.join(", "))
+                })
                 .collect();
-            let reached: usize = report.coverage.iter().map(|c| c.reached.len()).sum();
-            let total: usize = report.coverage.iter().map(|c| c.total).sum();
+            let reached: usize = coverages.iter().map(|(c, _)| c.reached.len()).sum();
+            let total: usize = coverages.iter().map(|(c, _)| c.total).sum();
             gates.gates.push(GateResult {
                 gate: Gate::Coverage,
                 passed: unreached.is_empty(),
