@@ -10,6 +10,7 @@ mod menu;
 mod operations;
 pub mod operator;
 mod position;
+pub mod questionnaire;
 pub mod webhooks;
 
 pub use attachments::attachment;

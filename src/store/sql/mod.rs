@@ -47,6 +47,7 @@ mod intake;
 mod operator;
 mod outbox;
 mod pilot;
+pub(crate) mod questionnaire;
 mod reads;
 mod rule_status;
 mod schedule;
