@@ -156,8 +156,11 @@ fn small_groups_are_withheld(backend: Db) {
         assert_eq!(r.gruppi.len(), 1, "{r:?}");
         let g = &r.gruppi[0];
         assert_eq!((g.task.as_str(), g.mese.as_str(), g.risposte), ("GRANDE", "2026-11", 3));
-        assert_eq!(serde_json::to_value(&g.domande).expect("json"), json!({
-            "soddisfazione": {"5": 2}, "tempi": {"NO": 1, "SI": 1}
-        }));
+        assert_eq!(
+            serde_json::to_value(&g.domande).expect("json"),
+            json!({
+                "soddisfazione": {"5": 2}, "tempi": {"NO": 1, "SI": 1}
+            })
+        );
     });
 }

@@ -160,15 +160,14 @@ pub async fn results(store: &Store, config: &QuestionnaireConfig) -> Result<Resu
     let mut groups: BTreeMap<(String, String, String), GroupResult> = BTreeMap::new();
     for row in store.questionnaire_answers().await? {
         let answers: Map<String, Value> = serde_json::from_str(&row.risposte)?;
-        let group = groups.entry((row.task.clone(), row.categoria.clone(), row.mese.clone())).or_insert_with(|| {
-            GroupResult {
+        let group =
+            groups.entry((row.task.clone(), row.categoria.clone(), row.mese.clone())).or_insert_with(|| GroupResult {
                 task: row.task,
                 categoria: row.categoria,
                 mese: row.mese,
                 risposte: 0,
                 domande: BTreeMap::new(),
-            }
-        });
+            });
         group.risposte += 1;
         for (id, value) in answers {
             let value = match value {

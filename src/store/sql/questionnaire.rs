@@ -84,9 +84,9 @@ impl Store {
 
     /// Whether a token names an invitation that exists, valid or expired (to tell "used" from "expired").
     pub async fn questionnaire_invitation_expired(&self, token_sha256: &str, today: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(self.sql(
-            "SELECT COUNT(*) FROM questionnaire_invitations WHERE token_sha256 = $1 AND expires_day < $2",
-        ))
+        let n: i64 = sqlx::query_scalar(
+            self.sql("SELECT COUNT(*) FROM questionnaire_invitations WHERE token_sha256 = $1 AND expires_day < $2"),
+        )
         .bind(token_sha256)
         .bind(today)
         .fetch_one(&self.pool)
