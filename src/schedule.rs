@@ -119,7 +119,9 @@ async fn perform_store(store: &Store, work: JobKind, now: Millis) -> Result<Stri
         }
         JobKind::RetentionPurge { older_than_days } => {
             let cutoff = now - i64::from(older_than_days) * 86_400_000;
-            format!("{} closed request(s) purged", store.purge_closed(cutoff).await?)
+            let purged = store.purge_closed(cutoff).await?;
+            let invitations = store.questionnaire_purge(&crate::domain::time::iso_date(now)).await?;
+            format!("{purged} closed request(s), {invitations} expired questionnaire invitation(s) purged")
         }
     })
 }

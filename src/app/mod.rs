@@ -11,6 +11,7 @@ mod operations;
 pub mod operator;
 mod position;
 pub mod rule_sets;
+pub mod questionnaire;
 pub mod webhooks;
 
 pub use attachments::attachment;

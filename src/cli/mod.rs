@@ -1087,6 +1087,9 @@ async fn purge(config: &Config, older_than_days: u32) -> Outcome {
     let cutoff = now_ms() - i64::from(older_than_days) * 86_400_000;
     let purged = store.purge_closed(cutoff).await.map_err(|e| app_failure(e.into()))?;
     outln!("{purged} closed request(s) purged (closed more than {older_than_days} day(s) ago)");
+    let today = crate::domain::time::iso_date(now_ms());
+    let invitations = store.questionnaire_purge(&today).await.map_err(|e| app_failure(e.into()))?;
+    outln!("{invitations} expired questionnaire invitation(s) purged");
     Ok(())
 }
 

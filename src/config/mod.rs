@@ -13,17 +13,20 @@ mod api;
 mod console;
 mod notify;
 mod rules;
+mod questionnaire;
 mod schedule;
 
 pub use api::*;
 pub use console::*;
 pub use notify::*;
 pub use rules::*;
+pub use questionnaire::*;
 pub use schedule::*;
 
 use api::{check_api_limits, check_webhooks};
 use console::check_console;
 use notify::check_notify;
+use questionnaire::check_questionnaire;
 
 /// Where the configuration is looked for when `--config` is not given, in order.
 pub const DEFAULT_PATHS: &[&str] = &["config/smart-task.yaml", "/etc/smart-task/config.yaml"];
@@ -78,6 +81,9 @@ pub struct Config {
     /// The operators' web console; absent: not served.
     #[serde(default)]
     pub console: Option<ConsoleConfig>,
+    /// The satisfaction questionnaire of professional requesters; absent: not offered.
+    #[serde(default)]
+    pub questionario: Option<QuestionnaireConfig>,
     /// Stable identity of this instance in logs, metrics and `rules status` (default: the host name). Give each
     /// instance sharing one PostgreSQL database its own.
     #[serde(default)]
@@ -343,6 +349,9 @@ impl Config {
             auth.jwks_file = base_dir(path).join(&auth.jwks_file);
         }
         check_notify(&mut config.notify, path)?;
+        if let Some(q) = &config.questionario {
+            check_questionnaire(q, path)?;
+        }
         let has_api_auth = config.api.auth.is_some();
         if let Some(console) = config.console.as_mut() {
             check_console(console, has_api_auth, path, base_dir(path))?;

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::domain::request::{Envelope, Stato};
 use crate::domain::time::Millis;
 
+pub use sql::questionnaire::StoredAnswers;
 pub use sql::{Dialect, ESITO_NOT_RENDERED, OUTBOX_CHANNEL, REQUESTS_CHANNEL, Store, dialect_of_url};
 
 #[derive(Debug, thiserror::Error)]

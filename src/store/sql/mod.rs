@@ -47,6 +47,7 @@ mod intake;
 mod operator;
 mod outbox;
 mod pilot;
+pub(crate) mod questionnaire;
 mod reads;
 mod rule_sets;
 mod rule_status;
