@@ -64,6 +64,8 @@ async fn send_summary(store: &Store, mail: &Mailer, now: Millis) -> Result<Strin
         sede_email: None,
         event_detail: serde_json::Value::Null,
         event_at: now,
+        profilo_richiedente: String::new(),
+        categoria_intermediario: None,
     };
     let content = crate::notify::templates::EmailContent {
         subject: format!("Smart-Task: riepilogo del {day}"),

@@ -140,10 +140,16 @@ fn a_code_the_scanner_cannot_read_is_a_notice_and_an_unknown_literal_an_error() 
 
     // The values for a message that uses some, given as a variable: the scanner cannot tell they are there.
     let task = TASK.replace("\"Valore troppo alto.\"", "\"Valore {{ valore }} troppo alto.\"");
-    let passing = GOOD.replace("check(\"P-01\", req.valore < 10);", "let v = #{ valore: req.valore };\n    check(\"P-01\", req.valore < 10, v);");
+    let passing = GOOD.replace(
+        "check(\"P-01\", req.valore < 10);",
+        "let v = #{ valore: req.valore };\n    check(\"P-01\", req.valore < 10, v);",
+    );
     let (text, code) = check(&passing, &task);
     assert_eq!(code, Some(0), "{text}");
-    assert!(text.contains("prova/rule.rhai:4:11: notice: the values for the message of `P-01` are not a literal map"), "{text}");
+    assert!(
+        text.contains("prova/rule.rhai:4:11: notice: the values for the message of `P-01` are not a literal map"),
+        "{text}"
+    );
     assert!(text.contains("= help: pass them as `#{ valore: … }` in the call"), "{text}");
 }
 
@@ -179,16 +185,21 @@ fn the_candidate_of_a_shadow_task_is_linted_against_its_catalogue() {
     let (text, code) = check_files(&[("task.yaml", SHADOW_TASK), ("rule.rhai", GOOD), ("candidate.rhai", &misspelt)]);
     assert_eq!(code, Some(2), "{text}");
     assert!(
-        text.contains("prova/candidate.rhai:4:8: error: `azienda.pec_reg`: what `ctx.company(…)` returns has no field `pec_reg`"),
+        text.contains(
+            "prova/candidate.rhai:4:8: error: `azienda.pec_reg`: what `ctx.company(…)` returns has no field `pec_reg`"
+        ),
         "{text}"
     );
 
     // The candidate's own codes are not the active rule's.
     let active = GOOD.replace("\"P-01\", req.valore < 10", "\"P-01\", req.valore < 10); check(\"P-10\", true");
-    let (text, code) = check_files(&[("task.yaml", SHADOW_TASK), ("rule.rhai", &active), ("candidate.rhai", candidate)]);
+    let (text, code) =
+        check_files(&[("task.yaml", SHADOW_TASK), ("rule.rhai", &active), ("candidate.rhai", candidate)]);
     assert_eq!(code, Some(2), "{text}");
     assert!(
-        text.contains("prova/rule.rhai:3:43: error: reason code `P-10` is in `candidate_reasons`: only the candidate may use it"),
+        text.contains(
+            "prova/rule.rhai:3:43: error: reason code `P-10` is in `candidate_reasons`: only the candidate may use it"
+        ),
         "{text}"
     );
     // The message values the candidate's codes need are checked with the candidate's catalogue.

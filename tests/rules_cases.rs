@@ -290,8 +290,12 @@ fn the_cases_run_against_a_shadow_candidate_too() {
     assert!(text.ends_with("9 passed, 1 failed\n"), "{text}");
     let out = env.run(&["rules", "test", dir.to_str().expect("utf-8 path"), "--json"]);
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
-    let failed: Vec<&Value> =
-        report["candidate_cases"].as_array().expect("candidate cases").iter().filter(|c| c["status"] == "fail").collect();
+    let failed: Vec<&Value> = report["candidate_cases"]
+        .as_array()
+        .expect("candidate cases")
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .collect();
     assert_eq!(failed.len(), 1, "{report:#}");
     assert_eq!(failed[0]["name"], "valore 12");
     assert_eq!(report["candidate_coverage"][0]["total"], 3, "{report:#}");

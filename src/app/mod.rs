@@ -10,8 +10,8 @@ mod menu;
 mod operations;
 pub mod operator;
 mod position;
-pub mod rule_sets;
 pub mod questionnaire;
+pub mod rule_sets;
 pub mod webhooks;
 
 pub use attachments::attachment;

@@ -12,15 +12,15 @@ use crate::documents::AttachmentLimits;
 mod api;
 mod console;
 mod notify;
-mod rules;
 mod questionnaire;
+mod rules;
 mod schedule;
 
 pub use api::*;
 pub use console::*;
 pub use notify::*;
-pub use rules::*;
 pub use questionnaire::*;
+pub use rules::*;
 pub use schedule::*;
 
 use api::{check_api_limits, check_webhooks};

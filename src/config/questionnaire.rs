@@ -28,23 +28,53 @@ pub struct QuestionnaireConfig {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "QuestionSpec")]
 pub struct Question {
     pub id: String,
     /// The question, in Italian.
     pub testo: String,
-    #[serde(flatten)]
     pub kind: QuestionKind,
 }
 
 /// The closed set of question kinds.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "tipo", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuestionKind {
     /// An integer from 1 to 5.
     Scala,
     /// One of the options.
     Scelta { opzioni: Vec<String> },
+}
+
+/// A question as written: `tipo` and, for `scelta` only, `opzioni` (serde cannot refuse unknown keys of a
+/// flattened internally tagged enum, so the kind is built after reading).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuestionSpec {
+    id: String,
+    testo: String,
+    tipo: QuestionType,
+    opzioni: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum QuestionType {
+    Scala,
+    Scelta,
+}
+
+impl TryFrom<QuestionSpec> for Question {
+    type Error = &'static str;
+
+    fn try_from(spec: QuestionSpec) -> Result<Question, &'static str> {
+        let kind = match (spec.tipo, spec.opzioni) {
+            (QuestionType::Scala, None) => QuestionKind::Scala,
+            (QuestionType::Scala, Some(_)) => return Err("`opzioni` belongs to `tipo: scelta` (a scala is 1 to 5)"),
+            (QuestionType::Scelta, Some(opzioni)) => QuestionKind::Scelta { opzioni },
+            (QuestionType::Scelta, None) => return Err("`tipo: scelta` needs its `opzioni`"),
+        };
+        Ok(Question { id: spec.id, testo: spec.testo, kind })
+    }
 }
 
 fn default_min_group() -> u32 {

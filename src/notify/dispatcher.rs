@@ -18,8 +18,9 @@ use super::email::Document;
 use super::privacy::Masked;
 use super::templates::{Context, TemplateError, Templates};
 use super::{Channels, Delivery, load_templates};
+use crate::app::questionnaire;
 use crate::clock::now_ms;
-use crate::config::{Config, NotifyConfig};
+use crate::config::{Config, NotifyConfig, QuestionnaireConfig};
 use crate::domain::closing::RetryPolicy;
 use crate::domain::event::EventKind;
 use crate::domain::time::Millis;
@@ -47,6 +48,8 @@ pub struct Dispatcher {
     /// The running rules, for the tasks' labels.
     rules: Arc<ArcSwap<RuleSet>>,
     config: NotifyConfig,
+    /// The satisfaction questionnaire whose link the chiusura e-mails of invited requesters carry.
+    questionario: Option<QuestionnaireConfig>,
     message_id_domain: String,
     owner: String,
     /// Wakes an idle dispatcher.
@@ -86,6 +89,7 @@ impl Dispatcher {
                 .as_ref()
                 .map_or_else(|| "smart-task".into(), |e| e.message_id_domain.clone()),
             config: notify.clone(),
+            questionario: config.questionario.clone(),
             owner: format!("{}/notify", config.lease_owner()),
             wake: Notify::new(),
         })))
@@ -143,9 +147,31 @@ impl Dispatcher {
         }
     }
 
+    /// The questionnaire link of the chiusura e-mail to an invited requester: a new one-time invitation
+    /// (task, category, month of the close; nothing of the request). Made at each attempt, so the token is in
+    /// the message alone and never in the outbox; an attempt that fails leaves an invitation nobody can use,
+    /// which expires. None for any other e-mail, or when it cannot be made (logged: the e-mail still goes).
+    async fn questionnaire_link(&self, n: &DueNotification) -> Option<String> {
+        let config = self.questionario.as_ref()?;
+        if n.event != EventKind::Chiusura.as_str() || n.role != "richiedente" {
+            return None;
+        }
+        let categoria = questionnaire::category(&n.profilo_richiedente, n.categoria_intermediario.as_deref());
+        if !questionnaire::invited(config, &categoria) {
+            return None;
+        }
+        match questionnaire::invite(&self.store, config, &n.task, &categoria, n.event_at, now_ms()).await {
+            Ok(invitation) => Some(invitation.link),
+            Err(e) => {
+                warn!(notifica = n.id, protocollo = %n.protocollo, error = %e, "no questionnaire invitation: the chiusura e-mail goes without its link");
+                None
+            }
+        }
+    }
+
     /// Renders and sends one notification.
     async fn deliver(&self, n: &DueNotification, templates: &Templates, label: Option<&str>) -> Delivery {
-        let ctx = Context::of(n, label);
+        let mut ctx = Context::of(n, label);
         let not_configured = || Delivery::Permanent { error: not_configured(&n.channel), bounce: false };
         let template_failed = |e: TemplateError| {
             error!(notifica = n.id, protocollo = %n.protocollo, evento = %n.event, error = %e, "template failed: fix it and reload (SIGHUP)");
@@ -154,6 +180,7 @@ impl Dispatcher {
         match n.channel.as_str() {
             "email" => {
                 let Some(email) = &self.channels.email else { return not_configured() };
+                ctx.questionario_link = self.questionnaire_link(n).await;
                 match templates.render_email(&ctx, email.html()) {
                     Ok(content) => email.send(n, &content, self.esito_document(n).await.as_ref()).await,
                     Err(e) => template_failed(e),

@@ -63,6 +63,9 @@ pub struct Context {
     pub data: String,
     /// The notification's stable reference (also the e-mail's Message-ID).
     pub riferimento: String,
+    /// The one-time link to the satisfaction questionnaire (the chiusura e-mail of an invited professional
+    /// requester only): a credential, rendered into the message and never logged or stored.
+    pub questionario_link: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -125,6 +128,7 @@ impl Context {
             ruolo: n.role.clone(),
             data,
             riferimento: n.reference.clone(),
+            questionario_link: None,
         }
     }
 
@@ -149,10 +153,16 @@ impl Context {
             ruolo: "richiedente".into(),
             data: "25/11/2026 alle 10:42".into(),
             riferimento: "<outbox-1@smart-task>".into(),
+            questionario_link: None,
         };
         match evento {
             "chiusura" => vec![
-                Context { esito: Some("accolta".into()), esito_testo: Some("Accolta".into()), ..base.clone() },
+                Context {
+                    esito: Some("accolta".into()),
+                    esito_testo: Some("Accolta".into()),
+                    questionario_link: Some("https://servizi.example.it/questionario#t=0123456789abcdef".into()),
+                    ..base.clone()
+                },
                 Context {
                     esito: Some("non_accolta".into()),
                     esito_testo: Some("Non accolta".into()),

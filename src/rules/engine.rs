@@ -284,16 +284,17 @@ fn render(templates: &minijinja::Environment<'static>, code: &str, params: &Valu
     Ok(Reason { codice: code.to_string(), messaggio })
 }
 
-fn build_decision(
-    version: Version<'_>,
-    c: Collector,
-    today: String,
-    operations: u64,
-) -> Result<Decision, String> {
+fn build_decision(version: Version<'_>, c: Collector, today: String, operations: u64) -> Result<Decision, String> {
     let (outcome, reasons) = if !c.referrals.is_empty() {
-        (Outcome::Rinvio, c.referrals.iter().map(|(code, p)| render(version.templates, code, p)).collect::<Result<Vec<_>, _>>()?)
+        (
+            Outcome::Rinvio,
+            c.referrals.iter().map(|(code, p)| render(version.templates, code, p)).collect::<Result<Vec<_>, _>>()?,
+        )
     } else if !c.failed.is_empty() {
-        (Outcome::NonAccolta, c.failed.iter().map(|(code, p)| render(version.templates, code, p)).collect::<Result<Vec<_>, _>>()?)
+        (
+            Outcome::NonAccolta,
+            c.failed.iter().map(|(code, p)| render(version.templates, code, p)).collect::<Result<Vec<_>, _>>()?,
+        )
     } else {
         (Outcome::Accolta, Vec::new())
     };

@@ -22,7 +22,7 @@ pub enum Severity {
 }
 
 impl Severity {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Severity::Error => "error",
             Severity::Notice => "notice",
@@ -604,7 +604,8 @@ fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan
     fields.insert("protocollo".into());
     let context = TaskContext { evaluator, lib, task_path: &task_path, fields, records: record_fields(evaluator) };
 
-    let active = Catalogue { messages: &reasons, section: "reasons", others: candidate_reasons.keys().cloned().collect() };
+    let active =
+        Catalogue { messages: &reasons, section: "reasons", others: candidate_reasons.keys().cloned().collect() };
     let (mut findings, used) = lint_script(&context, &folder.join("rule.rhai"), &active);
     for code in reasons.keys().filter(|c| used.as_ref().is_some_and(|u| !u.contains(*c))) {
         findings.push(Finding::new(
@@ -646,11 +647,7 @@ fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan
 
 /// Lints one script of a task (rule.rhai, or a shadow candidate) with the library functions it reaches. Returns
 /// the findings and, when the script compiles, the reason codes it uses.
-fn lint_script(
-    context: &TaskContext,
-    path: &Path,
-    catalogue: &Catalogue,
-) -> (Vec<Finding>, Option<BTreeSet<String>>) {
+fn lint_script(context: &TaskContext, path: &Path, catalogue: &Catalogue) -> (Vec<Finding>, Option<BTreeSet<String>>) {
     let mut findings = Vec::new();
     let source = match std::fs::read_to_string(path) {
         Ok(s) => s,

@@ -217,7 +217,11 @@ pub(crate) fn task_file_problem(text: &str) -> Option<(usize, usize, String)> {
 fn task_file_meaning(text: &str, task: &TaskFile) -> Option<(usize, usize, String)> {
     let candidate = task.candidate_reasons.as_ref()?;
     let key_line = |key: &str, from: usize| {
-        text.lines().enumerate().skip(from).find(|(_, l)| l.trim_start().starts_with(&format!("{key}:"))).map(|(n, _)| n)
+        text.lines()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| l.trim_start().starts_with(&format!("{key}:")))
+            .map(|(n, _)| n)
     };
     let section = key_line("candidate_reasons", 0).unwrap_or(0);
     if task.mode != Mode::Shadow {
@@ -234,7 +238,9 @@ fn task_file_meaning(text: &str, task: &TaskFile) -> Option<(usize, usize, Strin
     Some((
         line + 1,
         3,
-        format!("`candidate_reasons.{code}`: `{code}` is already in `reasons` (a code has one message): give the candidate's a new code"),
+        format!(
+            "`candidate_reasons.{code}`: `{code}` is already in `reasons` (a code has one message): give the candidate's a new code"
+        ),
     ))
 }
 
@@ -372,9 +378,9 @@ fn compile_messages<'a>(
     templates.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     for (key, messages) in catalogues {
         for (code, message) in messages {
-            templates.add_template_owned(code.clone(), message.clone()).map_err(|e| {
-                invalid(task_path, format!("`{key}.{code}`: the message is not a valid template: {e}"))
-            })?;
+            templates
+                .add_template_owned(code.clone(), message.clone())
+                .map_err(|e| invalid(task_path, format!("`{key}.{code}`: the message is not a valid template: {e}")))?;
         }
     }
     Ok(templates)

@@ -819,7 +819,14 @@ pub fn run_cases(dir: &Path, evaluator: &Evaluator, options: &CaseOptions) -> Re
     report.summary = Summary {
         passed,
         failed: all.count() - passed + report.files.len(),
-        not_reached: report.coverage.iter().chain(&report.candidate_coverage).map(|c| c.not_reached.len()).sum(),
+        // A task whose cases file could not run has failed already: its codes are not counted again.
+        not_reached: report
+            .coverage
+            .iter()
+            .chain(&report.candidate_coverage)
+            .filter(|c| !report.files.iter().any(|f| f.task == c.task))
+            .map(|c| c.not_reached.len())
+            .sum(),
     };
     Ok(report)
 }
@@ -850,7 +857,11 @@ fn case_report(
 }
 
 /// Which codes of a catalogue the cases reached.
-fn coverage(task: &str, catalogue: &std::collections::BTreeMap<String, String>, reached: &BTreeSet<String>) -> Coverage {
+fn coverage(
+    task: &str,
+    catalogue: &std::collections::BTreeMap<String, String>,
+    reached: &BTreeSet<String>,
+) -> Coverage {
     let (reached, not_reached): (Vec<String>, Vec<String>) =
         catalogue.keys().cloned().partition(|code| reached.contains(code));
     Coverage { task: task.to_string(), total: catalogue.len(), reached, not_reached }

@@ -534,6 +534,10 @@ pub struct DueNotification {
     /// The event's `detail` (chiusura: esito, motivazioni, nota; commento_operatore: testo).
     pub event_detail: Value,
     pub event_at: Millis,
+    /// The requester's profile (AZIENDA, INTERMEDIARIO, …) and, for an intermediary, its registered category:
+    /// whom the satisfaction questionnaire invites.
+    pub profilo_richiedente: String,
+    pub categoria_intermediario: Option<String>,
 }
 
 /// What became of a claimed notification.
