@@ -174,6 +174,7 @@ pub async fn run_with(
                     health: pipeline.health.clone(),
                     api,
                     console,
+                    questionario: config.questionario.clone().map(Arc::new),
                 };
                 tokio::spawn(crate::http::serve(listener, crate::http::router(state), stop_rx.clone()))
             })

@@ -395,6 +395,7 @@ fn sms_body(r: &Request) -> Value {
 }
 
 const LABEL: &str = "Revoca delega intermediario";
+const TASK: &str = "REVOCA_DELEGA_INTERMEDIARIO";
 const RDI_02: &str =
     "La revoca può essere richiesta esclusivamente dall'intermediario titolare della delega o dall'azienda delegante.";
 const RDI_05: &str = "La data di decorrenza della revoca non può essere antecedente alla data della richiesta.";
@@ -1175,7 +1176,138 @@ fn check_config_masks_the_passwords_of_urls() {
     }
 }
 
+/// The questionnaire link of a mail: the 64 hex digits after `#t=`, if any.
+fn questionnaire_token(text: &str) -> Option<String> {
+    let at = text.find("#t=")? + 3;
+    let token: String = text[at..].chars().take_while(char::is_ascii_hexdigit).collect();
+    (token.len() == 64).then_some(token)
+}
+
+fn the_chiusura_email_of_a_consulente_carries_a_one_time_questionnaire_link_answered_anonymously(db: Db) {
+    let env = env_with(db, Notify { smtp_url: "maildir:mail".into(), sms: false, ..Default::default() });
+    let config = std::fs::read_to_string(&env.config).expect("config");
+    std::fs::write(
+        &env.config,
+        format!(
+            "{config}questionario:\n  gruppo_minimo: 2\n  validita_giorni: 30\n  link_base: https://portale.test/questionario\n\
+             \x20 domande:\n    - {{ id: soddisfazione, testo: \"Quanto è soddisfatto?\", tipo: scala }}\n\
+             \x20   - {{ id: tempi, testo: \"Tempi adeguati?\", tipo: scelta, opzioni: [SI, IN_PARTE, NO] }}\n"
+        ),
+    )
+    .expect("config");
+    // A consulente del lavoro (a registered intermediary) is invited; a requester with no category is not.
+    let ok = submit(&env, &request(true, "q-1", Some("studio.verdi@example.it"), None, (true, false)));
+    let ko = submit(&env, &request(false, "q-2", Some("anna.colombo@example.it"), None, (true, false)));
+    run_until_idle(&env, None, None);
+    let maildir = env.path("mail");
+    let read = || Sink { port: 0, maildir: maildir.clone(), control: env.path("unused"), child: None }.messages();
+    let mails = read();
+    let rows = outbox(&env);
+    let mail = |protocollo: &str, event: &str| -> Mail {
+        let row = rows
+            .iter()
+            .find(|r| r.protocollo == protocollo && r.event == event && r.channel == "email")
+            .unwrap_or_else(|| panic!("no {event} e-mail of {protocollo}: {rows:#?}"));
+        let name = format!("outbox-{}.eml", row.id);
+        mails.iter().find(|m| m.file == name).unwrap_or_else(|| panic!("{name} missing")).clone()
+    };
+    let invited = mail(&ok, "chiusura");
+    let text = invited.text.as_deref().expect("text part");
+    let token = questionnaire_token(text).unwrap_or_else(|| panic!("no link in the chiusura: {text}"));
+    assert!(text.contains(&format!("https://portale.test/questionario#t={token}")), "{text}");
+    assert!(invited.html.as_deref().is_some_and(|h| h.contains(&token)), "the html part has the link too");
+    for (protocollo, event) in [(&ok, "protocollazione"), (&ko, "protocollazione"), (&ko, "chiusura")] {
+        let m = mail(protocollo, event);
+        assert_eq!(questionnaire_token(m.text.as_deref().unwrap_or_default()), None, "{event} of {protocollo}");
+    }
+    // The token is in the message alone: one invitation row, by its hash, and nothing else holds it.
+    let invitations = env.sql("SELECT token_sha256, task, categoria, mese FROM questionnaire_invitations");
+    assert_eq!(invitations.len(), 1, "{invitations:?}");
+    assert_eq!((&invitations[0][1], &invitations[0][2]), (&json!(TASK), &json!("CONSULENTE_LAVORO")));
+    for table in ["outbox", "events", "requests", "questionnaire_invitations"] {
+        let dump = format!("{:?}", env.sql(&format!("SELECT * FROM {table}")));
+        assert!(!dump.contains(&token), "{table} holds the token");
+    }
+
+    // Through the API: the questions, bad answers named (the link still usable), one use, then 409.
+    let (child, port) = common::api::daemon(&env);
+    let requester = common::api::bearer(&common::api::token(
+        "portale.key.pem",
+        json!({"cf": "VRDGPP80A41H501Y", "profilo": "INTERMEDIARIO"}),
+    ));
+    let ops =
+        common::api::bearer(&common::api::token("portale.key.pem", json!({"ruolo": "operazioni", "sub": "anna"})));
+    let base = common::api::BASE;
+    let json_body = |headers: &str| format!("{headers}Content-Type: application/json\r\n");
+    let (status, _, body) = common::daemon::request(port, &format!("{base}/questionario"), &requester);
+    assert_eq!(status, 200, "{body}");
+    let questions: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(questions["domande"][1]["opzioni"], json!(["SI", "IN_PARTE", "NO"]), "{questions}");
+    let post = |token: &str, risposte: Value| {
+        let body = json!({"token": token, "risposte": risposte}).to_string();
+        common::daemon::http(port, "POST", &format!("{base}/questionario/risposte"), &json_body(&requester), &body)
+    };
+    let (status, head, body) = post(&token, json!({"soddisfazione": 9, "tempi": "FORSE"}));
+    assert_eq!(status, 422, "{body}");
+    let p = common::api::problem(&head, &body);
+    let pointers: Vec<&str> =
+        p["errors"].as_array().expect("errors").iter().filter_map(|e| e["pointer"].as_str()).collect();
+    assert_eq!(pointers, ["/risposte/soddisfazione", "/risposte/tempi"], "{p}");
+    let (status, _, body) = post(&token, json!({"soddisfazione": 4, "tempi": "SI"}));
+    assert_eq!(status, 204, "{body}");
+    let (status, head, body) = post(&token, json!({"soddisfazione": 1}));
+    assert_eq!(status, 409, "{body}");
+    assert!(common::api::problem(&head, &body)["detail"].as_str().unwrap_or_default().contains("già stato usato"));
+    assert_eq!(env.sql("SELECT COUNT(*) FROM questionnaire_invitations")[0][0], json!(0));
+
+    // One answer set is below gruppo_minimo (2): withheld from the results and the metrics.
+    let results = || {
+        let (status, _, body) = common::daemon::request(port, &format!("{base}/questionario/risultati"), &ops);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).expect("json")
+    };
+    let r = results();
+    assert_eq!((r["gruppi"].as_array().map(Vec::len), &r["gruppi_non_mostrati"]), (Some(0), &json!(1)), "{r}");
+    assert!(!common::daemon::get(port, "/metrics").1.contains("smart_task_questionario_risposte{"));
+    let (status, _, _) = common::daemon::request(port, &format!("{base}/questionario/risultati"), &requester);
+    assert_eq!(status, 403, "a requester does not read the results");
+
+    // A second close in the same group (the delega is revoked now: Non Accolta, but a close all the same).
+    let again = submit(&env, &request(true, "q-3", Some("studio.verdi@example.it"), None, (true, false)));
+    let second = || {
+        let rows = outbox(&env);
+        let row = rows.iter().find(|r| r.protocollo == again && r.event == "chiusura" && r.state == "sent")?;
+        let name = format!("outbox-{}.eml", row.id);
+        read().into_iter().find(|m| m.file == name)
+    };
+    wait_for("the second chiusura e-mail", Duration::from_secs(30), || second().is_some());
+    let text = second().and_then(|m| m.text).unwrap_or_default();
+    let token2 = questionnaire_token(&text).unwrap_or_else(|| panic!("no link: {text}"));
+    assert_ne!(token2, token);
+    let (status, _, body) = post(&token2, json!({"soddisfazione": 5}));
+    assert_eq!(status, 204, "{body}");
+    let r = results();
+    let month = &invitations[0][3];
+    assert_eq!(
+        r["gruppi"],
+        json!([{"task": TASK, "categoria": "CONSULENTE_LAVORO", "mese": month, "risposte": 2,
+                "domande": {"soddisfazione": {"4": 1, "5": 1}, "tempi": {"SI": 1}}}]),
+        "{r}"
+    );
+    let metrics = common::daemon::get(port, "/metrics").1;
+    let series =
+        format!("smart_task_questionario_risposte{{task=\"{TASK}\",categoria=\"CONSULENTE_LAVORO\",mese={month}}} 2");
+    assert!(metrics.contains(&series), "{series} in\n{metrics}");
+    // What is stored names nobody: the answer sets' columns are the group and the answers.
+    let stored = format!("{:?}", env.sql("SELECT * FROM questionnaire_answers"));
+    for secret in [token.as_str(), token2.as_str(), ok.as_str(), again.as_str(), "VRDGPP80A41H501Y", "studio.verdi"] {
+        assert!(!stored.contains(secret), "the answers hold {secret}: {stored}");
+    }
+    common::daemon::stop(child);
+}
+
 backends!(
+    the_chiusura_email_of_a_consulente_carries_a_one_time_questionnaire_link_answered_anonymously,
     two_daemons_dispatching_together_send_each_notification_once,
     the_three_events_arrive_by_email_and_sms_in_italian_with_every_reason,
     without_consent_nothing_is_sent_on_that_channel,

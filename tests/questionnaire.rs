@@ -5,8 +5,8 @@ mod common;
 
 use common::{Db, TestDb, block_on};
 use serde_json::{Map, Value, json};
-use smart_task::app::AppError;
 use smart_task::app::questionnaire::{answer, invite, results};
+use smart_task::app::{Actor, AppError};
 use smart_task::config::{Question, QuestionKind, QuestionnaireConfig};
 use smart_task::store::Store;
 
@@ -61,7 +61,7 @@ fn stored_answers_name_nobody(backend: Db) {
             let b = invite(&store, &c, "REVOCA_DELEGA_INTERMEDIARIO", "CONSULENTE_LAVORO", CLOSED_AT, CLOSED_AT)
                 .await
                 .expect("invite");
-            answer(&store, &c, &a.token, &answers(json!({"soddisfazione": 4, "tempi": "SI"})), CLOSED_AT)
+            answer(&store, &Actor::Cli, &c, &a.token, &answers(json!({"soddisfazione": 4, "tempi": "SI"})), CLOSED_AT)
                 .await
                 .expect("answer");
             (a, b)
@@ -111,24 +111,35 @@ fn a_link_works_once(backend: Db) {
     block_on(async move {
         let inv = invite(&store, &c, "T", "CONSULENTE_LAVORO", CLOSED_AT, CLOSED_AT).await.expect("invite");
         // Bad answers are refused, each naming its field, and leave the link usable.
-        let err = answer(&store, &c, &inv.token, &answers(json!({"soddisfazione": 9, "colore": "x"})), CLOSED_AT)
-            .await
-            .expect_err("invalid");
+        let err = answer(
+            &store,
+            &Actor::Cli,
+            &c,
+            &inv.token,
+            &answers(json!({"soddisfazione": 9, "colore": "x"})),
+            CLOSED_AT,
+        )
+        .await
+        .expect_err("invalid");
         let AppError::Invalid(problems) = &err else { panic!("{err}") };
         let fields: Vec<_> = problems.iter().map(|p| p.error.field.as_str()).collect();
-        assert_eq!(fields, ["/risposte/colore", "/risposte/soddisfazione"]);
-        answer(&store, &c, &inv.token, &answers(json!({"soddisfazione": 5})), CLOSED_AT).await.expect("first use");
-        let again = answer(&store, &c, &inv.token, &answers(json!({"soddisfazione": 1})), CLOSED_AT)
+        assert_eq!(fields, ["risposte.colore", "risposte.soddisfazione"]);
+        answer(&store, &Actor::Cli, &c, &inv.token, &answers(json!({"soddisfazione": 5})), CLOSED_AT)
+            .await
+            .expect("first use");
+        let again = answer(&store, &Actor::Cli, &c, &inv.token, &answers(json!({"soddisfazione": 1})), CLOSED_AT)
             .await
             .expect_err("second use");
         assert!(matches!(&again, AppError::Conflict(m) if m.contains("già stato usato")), "{again}");
         // An expired link is refused as such.
         let old = invite(&store, &c, "T", "CONSULENTE_LAVORO", CLOSED_AT, CLOSED_AT).await.expect("invite");
         let late = CLOSED_AT + 31 * 86_400_000;
-        let expired = answer(&store, &c, &old.token, &answers(json!({"tempi": "NO"})), late).await.expect_err("late");
+        let expired = answer(&store, &Actor::Cli, &c, &old.token, &answers(json!({"tempi": "NO"})), late)
+            .await
+            .expect_err("late");
         assert!(matches!(&expired, AppError::Conflict(m) if m.contains("scaduto")), "{expired}");
         assert_eq!(store.questionnaire_purge(&smart_task::domain::time::iso_date(late)).await.expect("purge"), 1);
-        assert_eq!(results(&store, &c).await.expect("results").gruppi_non_mostrati, 1);
+        assert_eq!(results(&store, &Actor::Cli, &c).await.expect("results").gruppi_non_mostrati, 1);
     });
 }
 
@@ -142,7 +153,7 @@ fn small_groups_are_withheld(backend: Db) {
             let (store, c) = (store.clone(), c.clone());
             async move {
                 let inv = invite(&store, &c, task, "CONSULENTE_LAVORO", CLOSED_AT, CLOSED_AT).await.expect("invite");
-                answer(&store, &c, &inv.token, &answers(v), CLOSED_AT).await.expect("answer");
+                answer(&store, &Actor::Cli, &c, &inv.token, &answers(v), CLOSED_AT).await.expect("answer");
             }
         };
         for v in [json!({"soddisfazione": 5, "tempi": "SI"}), json!({"soddisfazione": 5}), json!({"tempi": "NO"})] {
@@ -151,7 +162,7 @@ fn small_groups_are_withheld(backend: Db) {
         for v in [json!({"soddisfazione": 1}), json!({"soddisfazione": 2})] {
             answer_as("PICCOLO", v).await;
         }
-        let r = results(&store, &c).await.expect("results");
+        let r = results(&store, &Actor::Cli, &c).await.expect("results");
         assert_eq!(r.gruppi_non_mostrati, 1, "{r:?}");
         assert_eq!(r.gruppi.len(), 1, "{r:?}");
         let g = &r.gruppi[0];

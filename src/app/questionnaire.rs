@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::AppError;
+use super::{Actor, AppError};
 use crate::config::{QuestionKind, QuestionnaireConfig};
 use crate::domain::request::FieldError;
 use crate::domain::time::{Millis, iso_date};
@@ -55,6 +55,13 @@ pub fn month(at: Millis) -> String {
     iso_date(at)[..7].to_string()
 }
 
+/// `YYYY-MM` of the month before the one of `at`: the metrics show this month and the last.
+pub fn previous_month(at: Millis) -> String {
+    let this = month(at);
+    let (year, month) = (this[..4].parse::<i32>().unwrap_or(0), this[5..].parse::<u32>().unwrap_or(1));
+    if month == 1 { format!("{:04}-12", year - 1) } else { format!("{year:04}-{:02}", month - 1) }
+}
+
 /// Creates the invitation of a closed request of `task` by a requester of `categoria`, closed at `closed_at`;
 /// valid for `validita_giorni` from `now`. The stored row has the token's hash, the task, the category, the
 /// month of the close and the last valid day.
@@ -81,16 +88,24 @@ fn invalid(field: String, problem: impl Into<String>) -> IntakeError {
     }
 }
 
-/// Checks the answers against the questions: every problem, each naming its field as a JSON Pointer. Questions
-/// left out are allowed (answering is voluntary), at least one answer is needed.
+/// Checks the answers against the questions: every problem, each naming its field (`risposte.<id>`, which the
+/// API gives as the JSON Pointer `/risposte/<id>`). Questions left out are allowed (answering is voluntary);
+/// at least one answer is needed.
 pub fn check_answers(config: &QuestionnaireConfig, risposte: &Map<String, Value>) -> Result<(), AppError> {
     let mut problems = Vec::new();
     for (id, value) in risposte {
-        let field = format!("/risposte/{}", id.replace('~', "~0").replace('/', "~1"));
         let Some(q) = config.domande.iter().find(|q| &q.id == id) else {
-            problems.push(invalid(field, "domanda sconosciuta"));
+            // The caller's key is echoed only when it is shaped like a question id (bounded, no separators).
+            let (field, known) = if is_question_id(id) {
+                (format!("risposte.{id}"), "domanda sconosciuta")
+            } else {
+                ("risposte".to_string(), "una chiave non è l'id di una domanda")
+            };
+            let ids: Vec<&str> = config.domande.iter().map(|q| q.id.as_str()).collect();
+            problems.push(invalid(field, format!("{known} (domande: {})", ids.join(", "))));
             continue;
         };
+        let field = format!("risposte.{id}");
         match &q.kind {
             QuestionKind::Scala => {
                 if !value.as_i64().is_some_and(|v| (1..=5).contains(&v)) {
@@ -105,7 +120,7 @@ pub fn check_answers(config: &QuestionnaireConfig, risposte: &Map<String, Value>
         }
     }
     if risposte.is_empty() {
-        problems.push(invalid("/risposte".into(), "almeno una risposta"));
+        problems.push(invalid("risposte".into(), "almeno una risposta"));
     }
     match problems.is_empty() {
         true => Ok(()),
@@ -113,15 +128,39 @@ pub fn check_answers(config: &QuestionnaireConfig, risposte: &Map<String, Value>
     }
 }
 
+/// A question id as the configuration allows them.
+fn is_question_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Who may answer: the requester (through the portal, which holds the link's token) or the command line.
+/// Who answers is not recorded: the answer set has no actor column.
+fn may_answer(actor: &Actor) -> Result<(), AppError> {
+    match actor {
+        Actor::Richiedente { .. } | Actor::Cli => Ok(()),
+        _ => Err(AppError::Forbidden("il questionario è compilato dal richiedente invitato".into())),
+    }
+}
+
+/// Who may read the results: the people who run the service, or the command line.
+fn may_read_results(actor: &Actor) -> Result<(), AppError> {
+    match actor {
+        Actor::Operazioni { .. } | Actor::Cli => Ok(()),
+        _ => Err(AppError::Forbidden("i risultati del questionario sono riservati a chi gestisce il servizio".into())),
+    }
+}
+
 /// Stores the answers of the invitation `token`, once: the invitation is deleted in the same transaction. A
 /// token used already, expired or unknown is refused (409) without saying which of the first and the last.
 pub async fn answer(
     store: &Store,
+    actor: &Actor,
     config: &QuestionnaireConfig,
     token: &str,
     risposte: &Map<String, Value>,
     now: Millis,
 ) -> Result<(), AppError> {
+    may_answer(actor)?;
     check_answers(config, risposte)?;
     let (hash, today) = (token_hash(token), iso_date(now));
     let text = serde_json::to_string(risposte)?;
@@ -155,10 +194,21 @@ pub struct Results {
     pub gruppi_non_mostrati: u64,
 }
 
-/// The aggregate of every stored answer set.
-pub async fn results(store: &Store, config: &QuestionnaireConfig) -> Result<Results, AppError> {
+/// The aggregate of every stored answer set, for `actor`.
+pub async fn results(store: &Store, actor: &Actor, config: &QuestionnaireConfig) -> Result<Results, AppError> {
+    may_read_results(actor)?;
+    aggregate(store, config, None).await
+}
+
+/// The aggregate of the answer sets of `since_month` (`YYYY-MM`) and later, or of all: what the metrics show
+/// (the last two months, so the series stay few).
+pub async fn aggregate(
+    store: &Store,
+    config: &QuestionnaireConfig,
+    since_month: Option<&str>,
+) -> Result<Results, AppError> {
     let mut groups: BTreeMap<(String, String, String), GroupResult> = BTreeMap::new();
-    for row in store.questionnaire_answers().await? {
+    for row in store.questionnaire_answers(since_month).await? {
         let answers: Map<String, Value> = serde_json::from_str(&row.risposte)?;
         let group =
             groups.entry((row.task.clone(), row.categoria.clone(), row.mese.clone())).or_insert_with(|| GroupResult {

@@ -62,6 +62,7 @@ pub fn routes() -> Router<AppState> {
         .merge(super::feeds::routes())
         .merge(super::operator::routes())
         .merge(super::rule_sets::routes())
+        .merge(super::questionnaire::routes())
         .route("/openapi.json", get(super::openapi::serve))
 }
 

@@ -43,6 +43,7 @@ pub mod openapi;
 mod operator;
 mod ops;
 pub mod problem;
+mod questionnaire;
 mod rule_sets;
 mod webhooks;
 
@@ -62,6 +63,8 @@ pub struct AppState {
     pub api: Option<Arc<api::ApiState>>,
     /// The operators' console; None when `console` is not configured.
     pub console: Option<Arc<console::ConsoleState>>,
+    /// The satisfaction questionnaire (its API and its gauges); None when `questionario` is not configured.
+    pub questionario: Option<Arc<crate::config::QuestionnaireConfig>>,
 }
 
 /// Binds the listener (so a busy port fails the start, before READY=1).

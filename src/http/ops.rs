@@ -10,6 +10,7 @@ use axum::routing::get;
 use tracing::warn;
 
 use super::AppState;
+use crate::app::questionnaire;
 use crate::clock::now_ms;
 use crate::telemetry::metrics;
 
@@ -29,6 +30,17 @@ async fn scrape(State(s): State<AppState>) -> Response {
     match s.store.ops_snapshot(now_ms()).await {
         Ok(snapshot) => metrics::queue(&snapshot),
         Err(e) => warn!(error = %e, "cannot sample the queue for /metrics"),
+    }
+    if let Some(config) = &s.questionario {
+        let since = questionnaire::previous_month(now_ms());
+        match questionnaire::aggregate(&s.store, config, Some(&since)).await {
+            Ok(results) => {
+                for g in &results.gruppi {
+                    metrics::questionnaire_group(&g.task, &g.categoria, &g.mese, g.risposte, &g.domande);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot aggregate the questionnaire for /metrics"),
+        }
     }
     let body = s.metrics.render() + metrics::process_families().as_str();
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()

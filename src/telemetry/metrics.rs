@@ -34,6 +34,8 @@ pub const CRON_RUNS: &str = "smart_task_cron_runs_total";
 pub const CRON_LAST_SUCCESS: &str = "smart_task_cron_last_success_timestamp_seconds";
 pub const BUILD_INFO: &str = "smart_task_build_info";
 pub const HTTP_DURATION: &str = "smart_task_http_request_duration_seconds";
+pub const QUESTIONNAIRE_ANSWERS: &str = "smart_task_questionario_risposte";
+pub const QUESTIONNAIRE_VALUES: &str = "smart_task_questionario_valori";
 
 /// The states of `smart_task_requests`: a partition of the requests (they sum to the total). `in_carico` is
 /// claimed and being decided (or waiting for a retry); `rinviata` and `sospesa` are `in_carico` requests
@@ -103,6 +105,17 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
     (CRON_RUNS, Kind::Counter, "Runs of the cron jobs, by job and outcome (success, failure)."),
     (CRON_LAST_SUCCESS, Kind::Gauge, "Unix time of each cron job's last successful run."),
     (BUILD_INFO, Kind::Gauge, "1, labelled with the daemon's version and instance name."),
+    (
+        QUESTIONNAIRE_ANSWERS,
+        Kind::Gauge,
+        "Questionnaire answer sets by task, requester category and month (this month and the last; groups below \
+         questionario.gruppo_minimo are not shown).",
+    ),
+    (
+        QUESTIONNAIRE_VALUES,
+        Kind::Gauge,
+        "Questionnaire answers by task, requester category, month, question and value given (the same groups).",
+    ),
     (
         HTTP_DURATION,
         Kind::Histogram,
@@ -292,6 +305,27 @@ pub fn queue(s: &OpsSnapshot) {
     gauge!(OLDEST_PENDING_NOTIFICATION_AGE).set(s.oldest_pending_notification_age_s);
     gauge!(REFERRED, "level" => "warning").set(s.sla_warning as f64);
     gauge!(REFERRED, "level" => "breach").set(s.sla_breach as f64);
+}
+
+/// One questionnaire group's gauges: its answer sets and, per question, the count of each value. Only groups
+/// at least `gruppo_minimo` large are passed (the caller's aggregate withholds the others).
+pub fn questionnaire_group(
+    task: &str,
+    categoria: &str,
+    mese: &str,
+    risposte: u64,
+    domande: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+) {
+    let labels = [("task", task.to_string()), ("categoria", categoria.to_string()), ("mese", mese.to_string())];
+    gauge!(QUESTIONNAIRE_ANSWERS, &labels).set(risposte as f64);
+    for (domanda, valori) in domande {
+        for (valore, n) in valori {
+            let mut labels = labels.to_vec();
+            labels.push(("domanda", domanda.clone()));
+            labels.push(("valore", valore.clone()));
+            gauge!(QUESTIONNAIRE_VALUES, &labels).set(*n as f64);
+        }
+    }
 }
 
 /// A cron job run.

@@ -54,12 +54,14 @@ impl Store {
         let rows = sqlx::query(tx.sql(
             "SELECT o.id, o.lease_token, o.request_id, o.event, o.channel, o.recipient, o.role, o.attempts,
                     o.reference, r.protocollo, r.task, r.sede, s.denominazione, s.email AS sede_email,
-                    e.detail, e.at, r.profilo_richiedente, i.categoria AS categoria_intermediario
+                    e.detail, e.at, r.payload/*pg:::jsonb*/ ->> 'profilo_richiedente' AS profilo_richiedente,
+                    i.categoria AS categoria_intermediario
              FROM outbox o
              JOIN requests r ON r.id = o.request_id
              JOIN events e ON e.id = o.event_id
              LEFT JOIN sedi s ON s.codice = r.sede
-             LEFT JOIN intermediari i ON i.cf = r.richiedente_cf AND r.profilo_richiedente = 'INTERMEDIARIO'
+             LEFT JOIN intermediari i ON i.cf = r.payload/*pg:::jsonb*/ ->> 'richiedente_cf'
+                                      AND r.payload/*pg:::jsonb*/ ->> 'profilo_richiedente' = 'INTERMEDIARIO'
              WHERE o.id IN (SELECT CAST(value AS BIGINT) FROM json_each($1))
              ORDER BY o.id",
         ))

@@ -94,11 +94,14 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Every answer set, in group order (the aggregate is computed by `app::questionnaire`).
-    pub async fn questionnaire_answers(&self) -> Result<Vec<StoredAnswers>> {
+    /// The answer sets of `since_month` (`YYYY-MM`) and later, or all of them, in group order (the aggregate
+    /// is computed by `app::questionnaire`).
+    pub async fn questionnaire_answers(&self, since_month: Option<&str>) -> Result<Vec<StoredAnswers>> {
         let rows = sqlx::query(self.sql(
-            "SELECT task, categoria, mese, risposte FROM questionnaire_answers ORDER BY task, categoria, mese, id",
+            "SELECT task, categoria, mese, risposte FROM questionnaire_answers WHERE mese >= $1
+             ORDER BY task, categoria, mese, id",
         ))
+        .bind(since_month.unwrap_or(""))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
