@@ -10,7 +10,7 @@ use common::{Db, Env, TestDb, pg, rdi, sql, stderr};
 use serde_json::Value;
 
 /// Every table of the schema, with the columns that order its rows.
-const TABLES: [(&str, &str); 22] = [
+const TABLES: [(&str, &str); 25] = [
     ("sedi", "codice"),
     ("aziende", "matricola"),
     ("persone", "cf"),
@@ -26,6 +26,7 @@ const TABLES: [(&str, &str); 22] = [
     ("outbox", "id"),
     ("protocol_counters", "sede, anno"),
     ("subject_versions", "subject"),
+    ("rule_sets", "id"),
     ("rule_status", "instance"),
     ("rule_sources", "version"),
     ("cron_jobs", "name"),
@@ -33,6 +34,8 @@ const TABLES: [(&str, &str); 22] = [
     ("jti_seen", "jti"),
     ("webhook_subscriptions", "id"),
     ("webhook_dead_letters", "subscription_id, event_id"),
+    ("questionnaire_invitations", "token_sha256"),
+    ("questionnaire_answers", "id"),
 ];
 
 /// Runs the binary on the database at `url` (the configuration's other settings stay).

@@ -110,8 +110,14 @@ struct Risultati {
 
 fn answer_map() -> utoipa::openapi::schema::Object {
     use utoipa::openapi::RefOr;
-    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, Type};
-    let scala = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).maximum(Some(5));
+    use utoipa::openapi::schema::{
+        AdditionalProperties, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+    };
+    let scala = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int32)))
+        .minimum(Some(1))
+        .maximum(Some(5));
     let scelta =
         ObjectBuilder::new().schema_type(Type::String).max_length(Some(64)).pattern(Some("^[A-Za-z0-9_]{1,64}$"));
     ObjectBuilder::new()

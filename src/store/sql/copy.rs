@@ -25,7 +25,7 @@ use crate::store::{CopiedTable, CopyReport, Result, StoreError};
 /// Every table of the schema but `_sqlx_migrations`, in an order that satisfies the foreign keys: sedi
 /// before aziende, requests before deleghe (`revocata_da`), events and decisions; events before outbox.
 /// (`deleghe.padre` refers to deleghe itself: see [`copy_deleghe`].)
-const TABLES: [&str; 23] = [
+const TABLES: [&str; 25] = [
     "sedi",
     "aziende",
     "persone",
@@ -49,6 +49,8 @@ const TABLES: [&str; 23] = [
     "jti_seen",
     "webhook_subscriptions",
     "webhook_dead_letters",
+    "questionnaire_invitations",
+    "questionnaire_answers",
 ];
 
 /// The tables whose ids come from an identity sequence on PostgreSQL.
