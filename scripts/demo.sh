@@ -27,7 +27,7 @@ run facts import examples/facts.yaml
 
 echo
 echo "== the rules (rules/), vetted by every gate and promoted: the daemon runs what was promoted, not what is saved"
-run rules promote rules --author demo --reason "Le regole di esempio dei cinque Smart-Task"
+run rules promote rules --author demo --reason "Le regole di esempio: i cinque Smart-Task e il quesito alla sede"
 run rules versions
 
 echo
@@ -67,6 +67,24 @@ echo "== its attachment, as the operator reads it (var/diffida-rdi-07.pdf)"
 run show "${protocollo[rdi-07-rinvio-motivazione-altro.yaml]}" | sed -n '/allegati:/,/creata il:/p'
 rm -f var/diffida-rdi-07.pdf
 run allegato "${protocollo[rdi-07-rinvio-motivazione-altro.yaml]}" 1 --out var/diffida-rdi-07.pdf
+
+echo
+echo "== a quesito to the sede (examples/requests/que-01-*): referred by its rule, answered by an operator of sede 7000"
+quesito=${protocollo[que-01-rinvio-regolarita-contributiva.yaml]}
+if run show "$quesito" --json | grep -q '"stato": *"in_carico"'; then
+    run operator close "$quesito" --esito accolta --operatore demo \
+        --nota "Il versamento del 16/03 risulta ora abbinato alla posizione: il DURC è regolare dal 20/03."
+    run run --exit-when-idle
+fi
+run show "$quesito"
+answer=$(grep -l "^Subject: Risposta al quesito $quesito" var/mail/new/*.eml | tail -n 1 || true)
+if [ -n "$answer" ] && command -v python3 >/dev/null; then
+    echo
+    echo "== the sede's answer as the requester received it ($answer)"
+    python3 -c 'import email, email.policy, sys
+m = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=email.policy.default)
+print("Subject:", m["subject"]); print(); print(m.get_body(("plain",)).get_content())' "$answer"
+fi
 
 echo
 echo "== the notifications (recipients masked)"

@@ -66,6 +66,7 @@ async fn send_summary(store: &Store, mail: &Mailer, now: Millis) -> Result<Strin
         event_at: now,
         profilo_richiedente: String::new(),
         categoria_intermediario: None,
+        ambito: None,
     };
     let content = crate::notify::templates::EmailContent {
         subject: format!("Smart-Task: riepilogo del {day}"),

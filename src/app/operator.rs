@@ -19,7 +19,7 @@ use super::{Actor, AppError, MAX_PAGE, field_refused, free_text, read, tagged};
 use crate::domain::closing::{ClaimedRequest, ClosePlan, Evaluation, Fate, RetryPolicy};
 use crate::domain::decision::{Decision, FailureKind, Outcome, Reason, Trace};
 use crate::domain::time::Millis;
-use crate::rules::RuleSet;
+use crate::rules::{RuleSet, TaskKind};
 use crate::store::{AssignedTo, Assignment, QueueEntry, QueueFilter, Store, StoreError};
 
 /// Reason code of a free-text reason given by an operator.
@@ -175,6 +175,16 @@ async fn prepare(
     let rule = rules
         .get(&claimed.task)
         .ok_or_else(|| AppError::Conflict(format!("no rule is loaded for task `{}`", claimed.task)))?;
+    // A quesito is closed by its answer: the note the requester reads.
+    if rule.kind == TaskKind::Quesito && d.accolta && d.nota.as_deref().is_none_or(|n| n.trim().is_empty()) {
+        return Err(field_refused(
+            "nota",
+            format!(
+                "{} is a quesito: its answer closes it — give it as the note (nota, --nota TEXT)",
+                claimed.protocollo
+            ),
+        ));
+    }
     let mut reasons = Vec::new();
     for (i, code) in d.codes.iter().enumerate() {
         let field = format!("motivi[{i}]");
@@ -194,8 +204,12 @@ async fn prepare(
         reasons.push(Reason { codice: code.clone(), messaggio });
     }
     reasons.extend(d.free_text.iter().map(|t| Reason { codice: FREE_TEXT_CODE.into(), messaggio: t.clone() }));
+    // An acceptance of a Smart-Task applies the effects the rule proposed, fenced by the facts it read; a
+    // quesito's answer changes nothing in the archives, so the facts moving since its triage do not stop it.
     let (effects, trace, rule_version) = match (referral, d.accolta) {
-        (Some(p), true) => (p.effects.clone(), p.trace.clone(), format!("operatore ({})", p.rule_version)),
+        (Some(p), true) if rule.kind == TaskKind::SmartTask => {
+            (p.effects.clone(), p.trace.clone(), format!("operatore ({})", p.rule_version))
+        }
         _ => (Vec::new(), Trace::default(), "operatore".to_string()),
     };
     Ok(Decision {

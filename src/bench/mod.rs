@@ -119,6 +119,7 @@ pub fn world(n: usize) -> ImportFile {
             cf: intermediary.clone(),
             categoria: "CONSULENTE_LAVORO".into(),
             albo: None,
+            sede: None,
         });
         file.deleghe.push(Delega {
             id: format!("B-{i}"),

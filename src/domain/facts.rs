@@ -60,6 +60,9 @@ pub struct Intermediario {
     pub categoria: String,
     #[serde(default)]
     pub albo: Option<String>,
+    /// The sede it belongs to: where its requests that name no position go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sede: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -266,6 +269,9 @@ impl ImportFile {
             m.cf = m.cf.trim().to_uppercase();
             let r = rec("intermediari", i, &format!("cf {}", m.cf));
             check_cf(&r, "cf", &m.cf)?;
+            if let Some(sede) = &m.sede {
+                check(validators::codice_sede(sede), &r, "sede", "expected the 4-digit codice of a sede")?;
+            }
         }
         for (i, d) in self.deleghe.iter_mut().enumerate() {
             d.delegato_cf = d.delegato_cf.trim().to_uppercase();

@@ -24,7 +24,7 @@ use crate::config::{Config, NotifyConfig, QuestionnaireConfig};
 use crate::domain::closing::RetryPolicy;
 use crate::domain::event::EventKind;
 use crate::domain::time::Millis;
-use crate::rules::RuleSet;
+use crate::rules::{RuleSet, TaskKind, TaskRule};
 use crate::store::{DueNotification, NotificationFate, NotificationOutcome, Store, StoreError};
 use crate::telemetry::metrics::NOTIFICATIONS;
 
@@ -170,8 +170,14 @@ impl Dispatcher {
     }
 
     /// Renders and sends one notification.
-    async fn deliver(&self, n: &DueNotification, templates: &Templates, label: Option<&str>) -> Delivery {
-        let mut ctx = Context::of(n, label);
+    /// `task` is the running rule of the notification's task (its label, whether it is a quesito); None when
+    /// the rules no longer have it.
+    async fn deliver(&self, n: &DueNotification, templates: &Templates, task: Option<&TaskRule>) -> Delivery {
+        let mut ctx = Context::of(n, task.map(|t| t.label.as_str()));
+        let quesito = task.is_some_and(|t| t.kind == TaskKind::Quesito);
+        if quesito {
+            ctx.as_quesito(task.and_then(|t| n.ambito.as_ref().and_then(|a| t.ambiti.get(a))).cloned());
+        }
         let not_configured = || Delivery::Permanent { error: not_configured(&n.channel), bounce: false };
         let template_failed = |e: TemplateError| {
             error!(notifica = n.id, protocollo = %n.protocollo, evento = %n.event, error = %e, "template failed: fix it and reload (SIGHUP)");
@@ -182,7 +188,11 @@ impl Dispatcher {
                 let Some(email) = &self.channels.email else { return not_configured() };
                 ctx.questionario_link = self.questionnaire_link(n).await;
                 match templates.render_email(&ctx, email.html()) {
-                    Ok(content) => email.send(n, &content, self.esito_document(n).await.as_ref()).await,
+                    // A quesito's answer is the e-mail itself: it has no esito document.
+                    Ok(content) => {
+                        let document = if quesito { None } else { self.esito_document(n).await };
+                        email.send(n, &content, document.as_ref()).await
+                    }
                     Err(e) => template_failed(e),
                 }
             }
@@ -240,9 +250,9 @@ impl Dispatcher {
             let Ok(permit) = permits.clone().acquire_owned().await else { break };
             let me = self.clone();
             let templates = templates.clone();
-            let label = rules.get(&n.task).map(|r| r.label.clone());
+            let task = rules.get(&n.task).cloned();
             sending.spawn(async move {
-                let delivery = me.deliver(&n, &templates, label.as_deref()).await;
+                let delivery = me.deliver(&n, &templates, task.as_deref()).await;
                 drop(permit);
                 (n, delivery)
             });

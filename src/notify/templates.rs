@@ -63,6 +63,10 @@ pub struct Context {
     pub data: String,
     /// The notification's stable reference (also the e-mail's Message-ID).
     pub riferimento: String,
+    /// Whether the request is a quesito to the sede (its chiusura is the sede's answer, in `nota`).
+    pub quesito: bool,
+    /// A quesito's area, as its label ("Regolarità contributiva (DURC)").
+    pub ambito: Option<String>,
     /// The one-time link to the satisfaction questionnaire (the chiusura e-mail of an invited professional
     /// requester only): a credential, rendered into the message and never logged or stored.
     pub questionario_link: Option<String>,
@@ -128,7 +132,18 @@ impl Context {
             ruolo: n.role.clone(),
             data,
             riferimento: n.reference.clone(),
+            quesito: false,
+            ambito: None,
             questionario_link: None,
+        }
+    }
+
+    /// The context of a quesito's notification: its area, and its close worded as the sede's answer.
+    pub fn as_quesito(&mut self, ambito: Option<String>) {
+        self.quesito = true;
+        self.ambito = ambito;
+        if self.esito.as_deref() == Some("accolta") {
+            self.esito_testo = Some("Risposta della sede".into());
         }
     }
 
@@ -153,6 +168,8 @@ impl Context {
             ruolo: "richiedente".into(),
             data: "25/11/2026 alle 10:42".into(),
             riferimento: "<outbox-1@smart-task>".into(),
+            quesito: false,
+            ambito: None,
             questionario_link: None,
         };
         match evento {
@@ -161,6 +178,16 @@ impl Context {
                     esito: Some("accolta".into()),
                     esito_testo: Some("Accolta".into()),
                     questionario_link: Some("https://servizi.example.it/questionario#t=0123456789abcdef".into()),
+                    ..base.clone()
+                },
+                Context {
+                    esito: Some("accolta".into()),
+                    esito_testo: Some("Risposta della sede".into()),
+                    nota: Some("Il versamento risulta abbinato dal 3 marzo.".into()),
+                    quesito: true,
+                    ambito: Some("Versamenti F24".into()),
+                    servizio: "Quesito alla sede".into(),
+                    task: "QUESITO_SEDE".into(),
                     ..base.clone()
                 },
                 Context {

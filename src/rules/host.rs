@@ -236,7 +236,7 @@ pub(super) fn register(engine: &mut Engine) -> Vec<HostDoc> {
     api.doc(
         "ctx",
         "ctx.intermediary(cf)",
-        "An intermediary registered under L. 12/1979: #{cf, categoria, albo}, or ().",
+        "An intermediary registered under L. 12/1979: #{cf, categoria, albo, sede}, or () (`albo` and `sede` may be ()).",
     )
     .register_fn("intermediary", |c: &mut Ctx, cf: &str| {
         c.read(format!("intermediary({cf})"), Subject::Persona(norm(cf)), |f| f.intermediario.clone())

@@ -602,6 +602,10 @@ fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan
         .unwrap_or_default();
     fields.extend(ENVELOPE_FIELDS.iter().map(|f| f.to_string()));
     fields.insert("protocollo".into());
+    // A quesito's `ambito` comes from `ambiti` (the loader adds it to the schema).
+    if task.get("tipo").and_then(|t| t.as_str()) == Some("quesito") {
+        fields.insert("ambito".into());
+    }
     let context = TaskContext { evaluator, lib, task_path: &task_path, fields, records: record_fields(evaluator) };
 
     let active =

@@ -41,6 +41,28 @@ pub enum Mode {
     DryRun,
 }
 
+/// What a task is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// A Smart-Task: the rule decides (Accolta, Non Accolta, or a referral) and an acceptance applies effects.
+    #[default]
+    SmartTask,
+    /// A quesito to the competent sede (Comunicazione Bidirezionale): the rule triages it — refers it to the
+    /// sede's operators, or refuses one that cannot be asked this way — and an operator answers it; the
+    /// answer closes it. It has an `ambito`, one of the task's `ambiti`.
+    Quesito,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::SmartTask => "smart_task",
+            TaskKind::Quesito => "quesito",
+        }
+    }
+}
+
 /// The candidate version of a task in shadow mode.
 pub struct Candidate {
     pub version: String,
@@ -59,6 +81,12 @@ struct TaskFile {
     label: String,
     #[serde(default)]
     mode: Mode,
+    #[serde(default)]
+    tipo: TaskKind,
+    /// A quesito's areas: code → Italian label. The schema gets the `ambito` field from them, so adding an
+    /// area is a line of data.
+    #[serde(default)]
+    ambiti: BTreeMap<String, String>,
     /// Whether the envelope's `matricola` is required for this task.
     #[serde(default)]
     requires_matricola: bool,
@@ -90,6 +118,9 @@ pub struct TaskRule {
     pub id: String,
     pub label: String,
     pub mode: Mode,
+    pub kind: TaskKind,
+    /// A quesito's areas (code → label); empty for a Smart-Task.
+    pub ambiti: BTreeMap<String, String>,
     pub requires_matricola: bool,
     pub at_least_one_of: Vec<String>,
     /// The profiles that may submit it (every profile when task.yaml names none).
@@ -244,6 +275,59 @@ fn task_file_meaning(text: &str, task: &TaskFile) -> Option<(usize, usize, Strin
     ))
 }
 
+/// A quesito's `ambito` field, added to its schema from `ambiti` (each code a `const` with its label as
+/// `title`, so the portal's form shows the labels); `ambiti` belongs to quesiti only.
+fn with_ambito(task_path: &Path, task: &mut TaskFile) -> Result<(), LoadError> {
+    match task.tipo {
+        TaskKind::SmartTask if !task.ambiti.is_empty() => {
+            return Err(invalid(task_path, "`ambiti` belongs to `tipo: quesito` (the areas a quesito is about)"));
+        }
+        TaskKind::SmartTask => return Ok(()),
+        TaskKind::Quesito if task.ambiti.is_empty() => {
+            return Err(invalid(
+                task_path,
+                "`tipo: quesito` needs `ambiti`: code → label, e.g. `UNIEMENS: \"Denunce UniEmens\"`",
+            ));
+        }
+        TaskKind::Quesito => {}
+    }
+    if let Some(code) = task
+        .ambiti
+        .keys()
+        .find(|c| c.is_empty() || !c.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+    {
+        return Err(invalid(
+            task_path,
+            format!("`ambiti`: `{code}` must be UPPER_SNAKE_CASE, e.g. REGOLARITA_CONTRIBUTIVA"),
+        ));
+    }
+    let Some(schema) = task.schema.as_object_mut() else {
+        return Err(invalid(task_path, "`schema` must be an object"));
+    };
+    let properties = schema.entry("properties").or_insert_with(|| serde_json::json!({}));
+    let Some(properties) = properties.as_object_mut() else {
+        return Err(invalid(task_path, "`schema.properties` must be an object"));
+    };
+    if properties.contains_key("ambito") {
+        return Err(invalid(
+            task_path,
+            "`schema.properties.ambito`: a quesito's `ambito` comes from `ambiti`: remove it from the schema",
+        ));
+    }
+    let choices: Vec<serde_json::Value> =
+        task.ambiti.iter().map(|(code, label)| serde_json::json!({ "const": code, "title": label })).collect();
+    properties.insert(
+        "ambito".into(),
+        serde_json::json!({ "type": "string", "description": "L'area del Cassetto a cui si riferisce il quesito", "oneOf": choices }),
+    );
+    let required = schema.entry("required").or_insert_with(|| serde_json::json!([]));
+    match required.as_array_mut() {
+        Some(list) => list.push("ambito".into()),
+        None => return Err(invalid(task_path, "`schema.required` must be a list")),
+    }
+    Ok(())
+}
+
 /// Loads one task folder with the shared library of its rules directory, for `rules check`.
 pub(crate) fn load_task_for_lint(folder: &Path, evaluator: &Evaluator) -> Result<TaskRule, LoadError> {
     let lib_dir = folder.parent().map(|p| p.join("lib")).unwrap_or_default();
@@ -258,10 +342,11 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
     let rule_path = folder.join("rule.rhai");
     let task_text = read(&task_path)?;
     let rule_text = read(&rule_path)?;
-    let task: TaskFile = serde_saphyr::from_str(&task_text).map_err(|e| invalid(&task_path, e.to_string()))?;
+    let mut task: TaskFile = serde_saphyr::from_str(&task_text).map_err(|e| invalid(&task_path, e.to_string()))?;
     if let Some((line, col, message)) = task_file_meaning(&task_text, &task) {
         return Err(invalid(&task_path, format!("line {line} column {col}: {message}")));
     }
+    with_ambito(&task_path, &mut task)?;
     if task.id.is_empty() || !task.id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
         return Err(invalid(
             &task_path,
@@ -352,6 +437,8 @@ fn load_task(folder: &Path, evaluator: &Evaluator, lib: &Lib) -> Result<TaskRule
         id: task.id,
         label: task.label,
         mode: task.mode,
+        kind: task.tipo,
+        ambiti: task.ambiti,
         requires_matricola: task.requires_matricola,
         at_least_one_of: task.at_least_one_of,
         profili,

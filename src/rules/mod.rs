@@ -13,7 +13,8 @@ pub use engine::{Evaluator, Limits};
 pub use host::{FactLoader, FactsView, HostDoc};
 pub use lint::{Finding, check_rules};
 pub use loader::{
-    Candidate, LoadError, Mode, RuleSet, Sources, TaskRule, is_group_name, load_rule_set, load_rule_set_from_sources,
+    Candidate, LoadError, Mode, RuleSet, Sources, TaskKind, TaskRule, is_group_name, load_rule_set,
+    load_rule_set_from_sources,
 };
 pub use reference::reference_markdown;
 pub use sources::{

@@ -550,12 +550,14 @@ fn decide(
             creata_il: now - 60_000 * (case.open_requests.len() - i) as i64,
         })
         .collect();
-    let sede = new
-        .envelope
-        .matricola
-        .as_ref()
-        .and_then(|m| case.world.aziende.iter().find(|a| &a.matricola == m))
-        .map_or_else(|| options.sede_predefinita.clone(), |a| a.sede.clone());
+    // As intake routes it: the sede of the position, else the requester's (an intermediary's), else the default.
+    let sede = match &new.envelope.matricola {
+        Some(m) => case.world.aziende.iter().find(|a| &a.matricola == m).map(|a| a.sede.clone()),
+        None => {
+            case.world.intermediari.iter().find(|i| i.cf == new.envelope.richiedente_cf).and_then(|i| i.sede.clone())
+        }
+    }
+    .unwrap_or_else(|| options.sede_predefinita.clone());
     let claimed = ClaimedRequest {
         id: open_requests.len() as i64 + 1,
         protocollo: format!("CASE.{number}"),

@@ -538,6 +538,8 @@ pub struct DueNotification {
     /// whom the satisfaction questionnaire invites.
     pub profilo_richiedente: String,
     pub categoria_intermediario: Option<String>,
+    /// A quesito's `ambito` (its code), else None.
+    pub ambito: Option<String>,
 }
 
 /// What became of a claimed notification.

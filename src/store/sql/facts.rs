@@ -96,9 +96,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(tx.sql(
-            "INSERT INTO intermediari (cf, categoria, albo)
-             SELECT value ->> 'cf', value ->> 'categoria', value ->> 'albo' FROM json_each($1) WHERE true
-             ON CONFLICT (cf) DO UPDATE SET categoria = excluded.categoria, albo = excluded.albo",
+            "INSERT INTO intermediari (cf, categoria, albo, sede)
+             SELECT value ->> 'cf', value ->> 'categoria', value ->> 'albo', value ->> 'sede' FROM json_each($1) WHERE true
+             ON CONFLICT (cf) DO UPDATE SET categoria = excluded.categoria, albo = excluded.albo, sede = excluded.sede",
         ))
         .bind(json_text(&file.intermediari))
         .execute(&mut *tx)
@@ -207,7 +207,7 @@ impl Store {
         fill(
             t,
             &mut out,
-            "SELECT cf, categoria, albo FROM intermediari WHERE cf IN (SELECT value FROM json_each($1))",
+            "SELECT cf, categoria, albo, sede FROM intermediari WHERE cf IN (SELECT value FROM json_each($1))",
             &persone,
             intermediario,
             |i| Some(Subject::Persona(i.cf.clone())),
@@ -279,6 +279,16 @@ async fn check_references(tx: &mut Tx, file: &ImportFile) -> Result<()> {
                 record: format!("aziende[{i}] (matricola {})", a.matricola),
                 field: "sede".into(),
                 problem: format!("sede `{}` is neither in this file nor in the database", a.sede),
+            });
+        }
+    }
+    for (i, m) in file.intermediari.iter().enumerate() {
+        if let Some(sede) = m.sede.as_ref().filter(|s| !sedi.contains(*s) && !file.sedi.iter().any(|x| &x.codice == *s))
+        {
+            return Err(StoreError::Reference {
+                record: format!("intermediari[{i}] (cf {})", m.cf),
+                field: "sede".into(),
+                problem: format!("sede `{sede}` is neither in this file nor in the database"),
             });
         }
     }
@@ -461,7 +471,12 @@ fn persona(row: &AnyRow) -> Result<Persona> {
 }
 
 fn intermediario(row: &AnyRow) -> Result<Intermediario> {
-    Ok(Intermediario { cf: row.try_get("cf")?, categoria: row.try_get("categoria")?, albo: row.try_get("albo")? })
+    Ok(Intermediario {
+        cf: row.try_get("cf")?,
+        categoria: row.try_get("categoria")?,
+        albo: row.try_get("albo")?,
+        sede: row.try_get("sede")?,
+    })
 }
 
 fn sede(row: &AnyRow) -> Result<Sede> {

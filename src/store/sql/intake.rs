@@ -216,6 +216,19 @@ impl Store {
         .await?
         .into_iter()
         .collect();
+        // A request that names no position goes to its requester's sede, when the requester is an
+        // intermediary whose sede is known.
+        let requesters: Vec<&str> =
+            requests().filter(|r| r.envelope.matricola.is_none()).map(|r| r.envelope.richiedente_cf.as_str()).collect();
+        let sede_of_requester: HashMap<String, String> = sqlx::query_as(tx.sql(
+            "SELECT cf, sede FROM intermediari WHERE sede IS NOT NULL AND cf IN (SELECT value FROM json_each($1))",
+        ))
+        .bind(json_text(&requesters))
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let routing = Routing { of_position: sede_of, of_requester: sede_of_requester };
         let anno = year(now);
         let mut counters: HashMap<String, i64> =
             sqlx::query_as(tx.sql("SELECT sede, last FROM protocol_counters WHERE anno = $1"))
@@ -234,7 +247,7 @@ impl Store {
             let p = &group[i];
             // A refused submission leaves no trace: its counters and keys are applied only once it is accepted.
             let (mut their_counters, mut their_known) = (counters.clone(), known.clone());
-            let staged = stage(p, &sede_of, anno, &mut ids, &mut their_counters, &mut their_known);
+            let staged = stage(p, &routing, anno, &mut ids, &mut their_counters, &mut their_known);
             results[i] = Some(match staged {
                 Ok(staged) => {
                     (counters, known) = (their_counters, their_known);
@@ -290,10 +303,26 @@ impl Store {
     }
 }
 
+/// Where requests go: the sede of the position (the azienda of the matricola), else the requester's.
+struct Routing {
+    of_position: HashMap<String, String>,
+    of_requester: HashMap<String, String>,
+}
+
+impl Routing {
+    fn sede<'a>(&'a self, r: &NewRequest, default: &'a str) -> &'a str {
+        match &r.envelope.matricola {
+            Some(m) => self.of_position.get(m),
+            None => self.of_requester.get(&r.envelope.richiedente_cf),
+        }
+        .map_or(default, String::as_str)
+    }
+}
+
 /// One submission's rows, numbered from `counters`, its keys checked against `known`.
 fn stage(
     p: &Pending,
-    sede_of: &HashMap<String, String>,
+    routing: &Routing,
     anno: i32,
     ids: &mut impl Iterator<Item = i64>,
     counters: &mut HashMap<String, i64>,
@@ -311,8 +340,7 @@ fn stage(
             staged.out.push(first.clone());
             continue;
         }
-        let sede =
-            r.envelope.matricola.as_ref().and_then(|m| sede_of.get(m)).map_or(p.default_sede.as_str(), String::as_str);
+        let sede = routing.sede(r, &p.default_sede);
         let Some(id) = ids.next() else {
             return Err(StoreError::Corrupt("fewer request ids reserved than requests to store".into()));
         };

@@ -55,7 +55,7 @@ impl Store {
             "SELECT o.id, o.lease_token, o.request_id, o.event, o.channel, o.recipient, o.role, o.attempts,
                     o.reference, r.protocollo, r.task, r.sede, s.denominazione, s.email AS sede_email,
                     e.detail, e.at, r.payload/*pg:::jsonb*/ ->> 'profilo_richiedente' AS profilo_richiedente,
-                    i.categoria AS categoria_intermediario
+                    i.categoria AS categoria_intermediario, r.payload/*pg:::jsonb*/ ->> 'ambito' AS ambito
              FROM outbox o
              JOIN requests r ON r.id = o.request_id
              JOIN events e ON e.id = o.event_id
@@ -94,6 +94,7 @@ impl Store {
                     event_at: r.try_get("at")?,
                     profilo_richiedente: r.try_get("profilo_richiedente")?,
                     categoria_intermediario: r.try_get("categoria_intermediario")?,
+                    ambito: r.try_get("ambito")?,
                 })
             })
             .collect()
