@@ -14,6 +14,32 @@ use serde_json::{Value, json};
 
 backends!(a_quesito_is_routed_to_its_sede_replied_to_answered_and_notified);
 
+#[test]
+fn only_a_quesito_may_be_answered_by_its_rule() {
+    let env = Env::without_db();
+    let dir = env.path("rules");
+    std::fs::create_dir_all(dir.join("prova")).expect("mkdir");
+    let task = "id: PROVA\nlabel: Prova\nschema: { type: object, properties: { valore: { type: integer } } }\n\
+                reasons:\n  P-01: \"Risposta standard.\"\n";
+    std::fs::write(dir.join("prova/task.yaml"), task).expect("task.yaml");
+    std::fs::write(dir.join("prova/rule.rhai"), "fn decide(req, ctx) { answer(\"P-01\"); }\n").expect("rule");
+    let case = "cases:\n  - name: risposta\n    request: { richiedente_cf: RSSMRA80A01H501U, profilo_richiedente: AZIENDA, valore: 1 }\n\
+                \x20   expect: { esito: accolta, risposta: P-01 }\n";
+    std::fs::write(dir.join("prova/cases.yaml"), case).expect("cases");
+    let out = env.run(&["rules", "test", dir.to_str().expect("utf-8")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("this task is not one (task.yaml `tipo: quesito`)"), "{text}");
+    // As a quesito it answers.
+    let quesito = task.replace("schema:", "tipo: quesito\nambiti: { GENERICO: \"Richiesta generica\" }\nschema:");
+    std::fs::write(dir.join("prova/task.yaml"), quesito).expect("task.yaml");
+    let case = case.replace("valore: 1 }", "valore: 1, ambito: GENERICO }");
+    std::fs::write(dir.join("prova/cases.yaml"), case).expect("cases");
+    let out = env.run(&["rules", "test", dir.to_str().expect("utf-8")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+}
+
 const ROSSI: &str = "RSSMRA80A01H501U"; // legal representative of 1234567890 (sede 7000)
 const ASSOCIAZIONE: &str = "11111110125"; // an employers' association of sede 5100 (examples/facts.yaml)
 
@@ -97,6 +123,18 @@ fn a_quesito_is_routed_to_its_sede_replied_to_answered_and_notified(db: Db) {
     assert_eq!(view["sede"], "5100", "the requester's sede: {view}");
     assert!(view["protocollo"].as_str().is_some_and(|p| p.starts_with("5100.")), "{view}");
 
+    // A certification of the position has a standard answer: the rule closes it, no operator.
+    let certificazione = example("que-01-rinvio-regolarita-contributiva.yaml")
+        .replace("REGOLARITA_CONTRIBUTIVA", "CERTIFICAZIONI")
+        .replace("esempio-que-01", "test-certificazione");
+    let standard = submit(&rossi, &certificazione);
+    wait_for("the standard answer", 30, || read(&rossi, &standard).0["stato"] == "chiusa");
+    let (view, _) = read(&rossi, &standard);
+    assert_eq!(view["esito"], "accolta", "{view}");
+    let chiusura = view["eventi"].as_array().and_then(|e| e.iter().find(|e| e["tipo"] == "chiusura")).cloned();
+    let nota = chiusura.as_ref().and_then(|c| c["dettaglio"]["nota"].as_str()).unwrap_or_default().to_string();
+    assert!(nota.contains("posizione 1234567890") && nota.contains("«Certificazioni»"), "{view}");
+
     // Each sede's operators see their own quesito only.
     let napoli = headers(json!({"ruolo": "operatore", "sub": "op-nadia", "sede": "5100", "sola_lettura": false}));
     let (_, _, out) = http(port, "GET", &format!("{BASE}/coda"), &napoli, "");
@@ -154,5 +192,9 @@ fn a_quesito_is_routed_to_its_sede_replied_to_answered_and_notified(db: Db) {
     assert!(about.iter().any(|m| to(m).contains("aziende.napoli@inps.it")), "the reply went to the sede: {about:#?}");
     let requester = about.iter().filter(|m| to(m).contains("segreteria@associazione.example.it")).count();
     assert!(requester >= 3, "protocollazione, smistamento, answer: {about:#?}");
+    // The standard answer reached its requester the same way.
+    let standard_mail =
+        all.iter().find(|m| answered(m) && m["text"].as_str().is_some_and(|t| t.contains("«Certificazioni»")));
+    assert!(standard_mail.is_some_and(|m| to(m).contains("mario.rossi@example.it")), "{all:#?}");
     stop(child);
 }

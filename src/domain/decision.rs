@@ -165,6 +165,9 @@ pub struct Trace {
     /// In dry-run mode: the outcome the rule reached (the request went to an operator instead).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<Outcome>,
+    /// A quesito the rule answered with a standard answer: the answer's code (its text is the decision's note).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risposta: Option<String>,
 }
 
 /// What a shadow candidate decided, next to the active decision.

@@ -202,8 +202,11 @@ impl Evaluator {
         };
         let input = request_dynamic(rule, req).map_err(|e| fail(FailureKind::Error, e))?;
         COLLECTOR.with(|c| {
-            *c.borrow_mut() =
-                Some(Collector { known_codes: version.reasons.keys().cloned().collect(), ..Default::default() })
+            *c.borrow_mut() = Some(Collector {
+                known_codes: version.reasons.keys().cloned().collect(),
+                quesito: rule.kind == crate::rules::TaskKind::Quesito,
+                ..Default::default()
+            })
         });
         DEADLINE.with(|d| d.set(Some(started + self.limits.deadline)));
         OPERATIONS.with(|o| o.set(0));
@@ -298,6 +301,13 @@ fn build_decision(version: Version<'_>, c: Collector, today: String, operations:
     } else {
         (Outcome::Accolta, Vec::new())
     };
+    // A standard answer closes the quesito only when nothing refused or referred it: its text is the note.
+    let (risposta, nota) = match (&c.answer, outcome) {
+        (Some((code, p)), Outcome::Accolta) => {
+            (Some(code.clone()), Some(render(version.templates, code, p)?.messaggio))
+        }
+        _ => (None, None),
+    };
     let effects = if outcome == Outcome::NonAccolta {
         Vec::new()
     } else {
@@ -317,9 +327,10 @@ fn build_decision(version: Version<'_>, c: Collector, today: String, operations:
             today,
             operations,
             unrecorded: c.unrecorded,
+            risposta,
             ..Trace::default()
         },
         duration_us: 0,
-        nota: None,
+        nota,
     })
 }

@@ -75,6 +75,10 @@ pub(super) struct Collector {
     pub effects: Vec<serde_json::Value>,
     pub facts: Vec<FactRead>,
     pub known_codes: Vec<String>,
+    /// Whether the task is a quesito (only a quesito may be answered by its rule).
+    pub quesito: bool,
+    /// The standard answer a quesito's rule gave, with the values for its message.
+    pub answer: Option<(String, serde_json::Value)>,
     /// Calls a replayed decision made that the original did not record (answered from current data).
     pub unrecorded: Vec<String>,
 }
@@ -193,6 +197,26 @@ fn record_referral(code: &str, params: serde_json::Value) -> Result<(), Box<Eval
     })
 }
 
+fn record_answer(code: &str, params: serde_json::Value) -> Result<(), Box<EvalAltResult>> {
+    with_collector(|c| {
+        if !c.quesito {
+            return Err(format!(
+                "answer(\"{code}\") closes a quesito with a standard answer: this task is not one (task.yaml `tipo: quesito`)"
+            )
+            .into());
+        }
+        known_code(c, code)?;
+        if let Some((given, _)) = &c.answer {
+            return Err(format!(
+                "answer(\"{code}\"): the rule already answered with `{given}` (one answer per quesito)"
+            )
+            .into());
+        }
+        c.answer = Some((code.to_string(), params));
+        Ok(())
+    })
+}
+
 /// One entry of the host API reference (`smart-taskd rules docs`, docs/rules.md): written beside the
 /// registration it documents, so the reference cannot drift from the code.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -304,6 +328,10 @@ pub(super) fn register(engine: &mut Engine) -> Vec<HostDoc> {
         .register_fn("refer", |code: &str| record_referral(code, serde_json::Value::Null));
     api.doc("decision", "refer(code, #{name: value})", "As refer(code), with values for the message template.")
         .register_fn("refer", |code: &str, params: rhai::Map| record_referral(code, params_json(params)?));
+    api.doc("decision", "answer(code)", "Quesiti only: closes the quesito with the standard answer `code` (its text is the message of `code` in task.yaml's `reasons`), unless a check failed (Non Accolta) or the rule referred it.")
+        .register_fn("answer", |code: &str| record_answer(code, serde_json::Value::Null));
+    api.doc("decision", "answer(code, #{name: value})", "As answer(code), with values for the answer's template.")
+        .register_fn("answer", |code: &str, params: rhai::Map| record_answer(code, params_json(params)?));
     api.doc("decision", "effect(kind, #{...})", "Proposes an effect, applied only on acceptance, in the closing transaction, after checking that what the rule read has not changed. Kinds: see the effects below.")
         .register_fn("effect", |kind: &str, args: rhai::Map| -> Result<(), Box<EvalAltResult>> {
             if !EFFECT_KINDS.contains(&kind) {

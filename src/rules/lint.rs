@@ -95,7 +95,7 @@ struct Scan {
     top_level: Vec<(String, usize, usize)>,
     /// Calls of forbidden functions: (name, line, col).
     forbidden: Vec<(String, usize, usize)>,
-    /// Every `check(…)` / `refer(…)` call: its reason code and the values for the code's message.
+    /// Every `check(…)` / `refer(…)` / `answer(…)` call: its reason code and the values for the code's message.
     code_calls: Vec<CodeCall>,
     /// Parameter names of each function defined.
     params: BTreeMap<String, Vec<String>>,
@@ -382,7 +382,7 @@ fn scan(source: &str) -> Scan {
             }
             if next == Some('(') && !matches!(word.as_str(), "fn" | "if" | "while" | "for" | "switch" | "return") {
                 let args = call_args(&chars, i);
-                if word == "check" || word == "refer" {
+                if word == "check" || word == "refer" || word == "answer" {
                     // Line and column of the first argument (on the call's line, as rules write them).
                     let first = args.first().map_or(i + 1, |(at, _)| *at);
                     let col = col + (first - i);

@@ -167,6 +167,9 @@ struct ExpectSpec {
     motivi: Vec<Spanned<String>>,
     #[serde(default)]
     effetti: Option<Vec<Spanned<Map<String, Value>>>>,
+    /// A quesito closed by the rule's standard answer: the answer's code.
+    #[serde(default)]
+    risposta: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -387,6 +390,19 @@ fn check_expect(
             );
         }
     }
+    if let Some(code) = &spec.risposta {
+        if esito != Outcome::Accolta {
+            problems.at(
+                &code.referenced,
+                format!("{label}: `{key}.risposta`: only an accolta (an answered quesito) has one"),
+            );
+        } else if !reasons.contains_key(&code.value) {
+            problems.at(
+                &code.referenced,
+                format!("{label}: `{key}.risposta`: `{}` is not in the catalogue of {task}", code.value),
+            );
+        }
+    }
     match esito {
         Outcome::Accolta if !spec.motivi.is_empty() => problems.at(
             &loc,
@@ -404,6 +420,7 @@ fn check_expect(
         esito,
         motivi: spec.motivi.into_iter().map(|m| m.value).collect(),
         effetti: spec.effetti.map(|e| e.into_iter().map(|m| m.value).collect()),
+        risposta: spec.risposta.map(|r| r.value),
     }
 }
 
@@ -587,6 +604,7 @@ fn decide(
             motivi: d.reasons,
             effetti: d.effects,
             checks: d.trace.checks,
+            risposta: d.trace.risposta,
             ..Actual::default()
         },
         Evaluation::Failed(f) => Actual { error: Some(f), ..Actual::default() },
@@ -649,6 +667,10 @@ fn compare(expected: &Expected, actual: &Actual) -> Vec<String> {
     if actual_codes != expected.motivi {
         out.push(format!("motivi: expected {}, actual {}", codes_text(&expected.motivi), codes_text(&actual_codes)));
     }
+    if actual.risposta != expected.risposta {
+        let text = |r: &Option<String>| r.clone().unwrap_or_else(|| "none".into());
+        out.push(format!("risposta: expected {}, actual {}", text(&expected.risposta), text(&actual.risposta)));
+    }
     if let Some(effetti) = &expected.effetti {
         let actual_effects: Vec<Value> =
             actual.effetti.iter().map(|e| serde_json::to_value(e).unwrap_or(Value::Null)).collect();
@@ -688,6 +710,9 @@ pub struct Expected {
     pub motivi: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effetti: Option<Vec<Map<String, Value>>>,
+    /// The standard answer's code of a quesito the rule answers (None: not answered by the rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risposta: Option<String>,
 }
 
 /// An intake error of a case's request.
@@ -704,6 +729,8 @@ pub struct Actual {
     pub motivi: Vec<Reason>,
     pub effetti: Vec<Effect>,
     pub checks: Vec<CheckRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risposta: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<RuleFailure>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -844,6 +871,7 @@ fn case_report(
 ) -> CaseReport {
     reached.extend(actual.checks.iter().filter(|c| !c.passed).map(|c| c.codice.clone()));
     reached.extend(actual.motivi.iter().map(|r| r.codice.clone()));
+    reached.extend(actual.risposta.iter().cloned());
     let differences = compare(&expected, &actual);
     let status = if differences.is_empty() { Status::Ok } else { Status::Fail };
     CaseReport {
