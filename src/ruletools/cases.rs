@@ -1034,6 +1034,7 @@ mod tests {
             effetti: Some(vec![
                 json!({"tipo": "revoke_delegation", "delegation_id": "D-1"}).as_object().cloned().unwrap_or_default(),
             ]),
+            risposta: None,
         };
         let mut actual = Actual {
             esito: Some(Outcome::Accolta),
