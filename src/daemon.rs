@@ -153,6 +153,7 @@ pub async fn run_with(
                     stop: stop_rx.clone(),
                     webhooks: config.webhooks.clone(),
                     promotion: config.rules.promotion.clone(),
+                    agenda: config.agenda.clone(),
                 })),
                 None => None,
             };

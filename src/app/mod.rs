@@ -2,6 +2,7 @@
 //! type ([`AppError`]) that both edges map — to exit codes and to HTTP statuses. Neither edge holds domain
 //! logic: the CLI prints what these return, the HTTP handlers serialise it.
 
+pub mod agenda;
 mod attachments;
 mod esito;
 mod explanation;

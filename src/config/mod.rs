@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::documents::AttachmentLimits;
 
+mod agenda;
 mod api;
 mod console;
 mod notify;
@@ -16,6 +17,7 @@ mod questionnaire;
 mod rules;
 mod schedule;
 
+pub use agenda::*;
 pub use api::*;
 pub use console::*;
 pub use notify::*;
@@ -81,6 +83,9 @@ pub struct Config {
     /// The operators' web console; absent: not served.
     #[serde(default)]
     pub console: Option<ConsoleConfig>,
+    /// Each sede's Agenda Appuntamenti, by codice (the slots requesters may search); absent: none.
+    #[serde(default)]
+    pub agenda: AgendaConfig,
     /// The satisfaction questionnaire of professional requesters; absent: not offered.
     #[serde(default)]
     pub questionario: Option<QuestionnaireConfig>,
@@ -352,6 +357,7 @@ impl Config {
         if let Some(q) = &config.questionario {
             check_questionnaire(q, path)?;
         }
+        check_agenda(&config.agenda, path)?;
         let has_api_auth = config.api.auth.is_some();
         if let Some(console) = config.console.as_mut() {
             check_console(console, has_api_auth, path, base_dir(path))?;

@@ -2,6 +2,8 @@
 //!
 //! Nothing here performs I/O or reads the clock; every other module may import it, it imports none of them.
 
+pub mod agenda;
+pub mod calendar;
 pub mod closing;
 pub mod decision;
 pub mod event;

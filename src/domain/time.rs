@@ -54,6 +54,18 @@ pub fn italian(ms: Millis) -> String {
     to_datetime(ms).format("%d/%m/%Y alle %H:%M (%Z)").to_string()
 }
 
+/// The civil date and time of an instant in the process's zone (what an agenda's hours are written in).
+pub fn civil(ms: Millis) -> chrono::NaiveDateTime {
+    to_datetime(ms).naive_local()
+}
+
+/// A civil date and time of the process's zone as RFC 3339 with its offset (the earlier instant when a clock
+/// change repeats it; None for a time a clock change skips).
+pub fn civil_rfc3339(at: chrono::NaiveDateTime) -> Option<String> {
+    use chrono::TimeZone;
+    zone().from_local_datetime(&at).earliest().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false))
+}
+
 /// Noon of a `YYYY-MM-DD` date in the process's zone: an instant whose civil date is that date in every zone
 /// (noon UTC is already tomorrow at +14:00), for decisions pinned to a day such as rule cases.
 pub fn noon(date: &str) -> Option<Millis> {

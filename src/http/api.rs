@@ -49,6 +49,8 @@ pub struct ApiState {
     pub webhooks: crate::config::WebhooksConfig,
     /// The gates of a promotion through `POST /regole/versioni`.
     pub promotion: crate::config::PromotionConfig,
+    /// The sedi's Agenda Appuntamenti (`GET /agenda/{sede}/disponibilita`).
+    pub agenda: crate::config::AgendaConfig,
 }
 
 pub fn routes() -> Router<AppState> {
@@ -63,6 +65,7 @@ pub fn routes() -> Router<AppState> {
         .merge(super::operator::routes())
         .merge(super::rule_sets::routes())
         .merge(super::questionnaire::routes())
+        .merge(super::agenda::routes())
         .route("/openapi.json", get(super::openapi::serve))
 }
 

@@ -28,6 +28,7 @@ use tower_http::trace::TraceLayer;
 use crate::health::Health;
 use crate::store::Store;
 
+mod agenda;
 pub mod api;
 mod attachments;
 pub mod auth;

@@ -11,7 +11,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::problem::Problem;
-use super::{api, attachments, esito, fascicolo, feeds, menu, operator, questionnaire, rule_sets, webhooks};
+use super::{agenda, api, attachments, esito, fascicolo, feeds, menu, operator, questionnaire, rule_sets, webhooks};
 
 /// The document's version (SemVer, RAC_GEN_002): major = the `v1` of the base path.
 pub const VERSION: &str = "1.0.0";
@@ -21,7 +21,7 @@ pub const VERSION: &str = "1.0.0";
     info(
         title = "Smart-Task API",
         version = "1.0.0",
-        description = "Submit and follow Smart-Task requests; the riepilogo of a position (issue 12) and the Fascicolo of a subject; the operators' queue and decisions; the integrators' change feeds and webhooks; the promotion and approval of rule sets; the satisfaction questionnaire.",
+        description = "Submit and follow Smart-Task requests; the riepilogo of a position (issue 12) and the Fascicolo of a subject; the operators' queue and decisions; the integrators' change feeds and webhooks; the promotion and approval of rule sets; the satisfaction questionnaire; the sedi's Agenda Appuntamenti.",
         terms_of_service = "https://www.inps.it/it/it/note-legali.html",
         contact(name = "Smart-Task back office", email = "smart-task@example.it", url = "https://www.inps.it"),
         license(name = "EUPL-1.2", identifier = "EUPL-1.2"),
@@ -36,6 +36,7 @@ pub const VERSION: &str = "1.0.0";
         feeds::events, feeds::effects, webhooks::create, webhooks::list, webhooks::remove,
         rule_sets::promote, rule_sets::list, rule_sets::read, rule_sets::approve,
         questionnaire::questions, questionnaire::answer, questionnaire::results,
+        agenda::slots,
         serve
     ),
     components(schemas(Problem, crate::domain::request::Stato)),
@@ -47,6 +48,7 @@ pub const VERSION: &str = "1.0.0";
         (name = "operatori", description = "The work of a sede's operators on the requests referred to them"),
         (name = "integratori", description = "Integrators: the change feeds and their webhook subscriptions"),
         (name = "regole", description = "Rule governance: promoted rule sets, their gates and approvals"),
+        (name = "agenda", description = "The sedi's Agenda Appuntamenti: the slots that may be booked"),
         (name = "questionario", description = "The satisfaction questionnaire: anonymous answers, aggregate results"),
         (name = "documentazione", description = "This document"))
 )]

@@ -10,6 +10,8 @@
 
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 
+use crate::domain::calendar::{holidays, is_holiday};
+
 /// The largest |n| of `add_days`, `add_working_days` (about a century): enough for any deadline, and it keeps
 /// a rule from walking the engine to absurd dates.
 pub const MAX_DAYS: i64 = 36_600;
@@ -17,10 +19,6 @@ pub const MAX_DAYS: i64 = 36_600;
 pub const MAX_MONTHS: i64 = 1_200;
 /// The largest |n| of `add_years`.
 pub const MAX_YEARS: i64 = 100;
-
-/// The fixed national holidays (month, day): L. 260/1949 as amended (6 Jan restored in 1985, 2 Jun in 2001).
-const FIXED_HOLIDAYS: [(u32, u32); 10] =
-    [(1, 1), (1, 6), (4, 25), (5, 1), (6, 2), (8, 15), (11, 1), (12, 8), (12, 25), (12, 26)];
 
 /// Shows a bad value in an error without echoing a huge string back.
 fn shown(s: &str) -> String {
@@ -113,47 +111,8 @@ pub fn days_between(a: &str, b: &str) -> Result<i64, String> {
     Ok((b - a).num_days())
 }
 
-/// Easter Sunday of `year` (Gregorian calendar), by the anonymous Gregorian (Meeus/Jones/Butcher) algorithm.
-pub fn easter(year: i32) -> Option<NaiveDate> {
-    let a = year % 19;
-    let b = year / 100;
-    let c = year % 100;
-    let d = b / 4;
-    let e = b % 4;
-    let f = (b + 8) / 25;
-    let g = (b - f + 1) / 3;
-    let h = (19 * a + b - d - g + 15) % 30;
-    let i = c / 4;
-    let k = c % 4;
-    let l = (32 + 2 * e + 2 * i - h - k) % 7;
-    let m = (a + 11 * h + 22 * l) / 451;
-    let month = (h + l - 7 * m + 114) / 31;
-    let day = (h + l - 7 * m + 114) % 31 + 1;
-    NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)
-}
-
-fn easter_monday(year: i32) -> Option<NaiveDate> {
-    easter(year).and_then(|e| e.succ_opt())
-}
-
-/// The national holidays of `year`, sorted and without duplicates (Easter Monday may fall on 25 April).
-fn holidays(year: i32) -> Vec<NaiveDate> {
-    let mut days: Vec<NaiveDate> = FIXED_HOLIDAYS
-        .iter()
-        .filter_map(|&(m, d)| NaiveDate::from_ymd_opt(year, m, d))
-        .chain(easter_monday(year))
-        .collect();
-    days.sort();
-    days.dedup();
-    days
-}
-
 fn is_weekend(d: NaiveDate) -> bool {
     matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
-}
-
-fn is_holiday(d: NaiveDate) -> bool {
-    FIXED_HOLIDAYS.contains(&(d.month(), d.day())) || easter_monday(d.year()) == Some(d)
 }
 
 fn working(d: NaiveDate) -> bool {
@@ -211,6 +170,7 @@ pub fn working_days_between(a: &str, b: &str) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::calendar::{easter, easter_monday};
 
     fn ok<T>(r: Result<T, String>) -> T {
         r.unwrap_or_else(|e| panic!("{e}"))
