@@ -181,16 +181,6 @@ impl Context {
                     ..base.clone()
                 },
                 Context {
-                    esito: Some("accolta".into()),
-                    esito_testo: Some("Risposta della sede".into()),
-                    nota: Some("Il versamento risulta abbinato dal 3 marzo.".into()),
-                    quesito: true,
-                    ambito: Some("Versamenti F24".into()),
-                    servizio: "Quesito alla sede".into(),
-                    task: "QUESITO_SEDE".into(),
-                    ..base.clone()
-                },
-                Context {
                     esito: Some("non_accolta".into()),
                     esito_testo: Some("Non accolta".into()),
                     motivazioni: vec![
@@ -203,6 +193,16 @@ impl Context {
                     nota: Some("Nota dell'operatore.".into()),
                     ruolo: "controparte".into(),
                     sede: SedeContext { codice: "7000".into(), denominazione: None, email: None },
+                    ..base.clone()
+                },
+                Context {
+                    esito: Some("accolta".into()),
+                    esito_testo: Some("Risposta della sede".into()),
+                    nota: Some("Il versamento risulta abbinato dal 3 marzo.".into()),
+                    quesito: true,
+                    ambito: Some("Versamenti F24".into()),
+                    servizio: "Quesito alla sede".into(),
+                    task: "QUESITO_SEDE".into(),
                     ..base
                 },
             ],
