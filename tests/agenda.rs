@@ -61,6 +61,11 @@ fn a_sede_offers_the_slots_of_its_agenda(db: Db) {
         days.insert(day);
     }
     assert!(days.len() >= 3, "several days: {days:?}");
+    // The command line gives the same slots (one use case).
+    let (dal, al) = (from.to_string(), to.to_string());
+    let cli: Value =
+        serde_json::from_str(&env.ok(&["agenda", "7000", "--dal", &dal, "--al", &al, "--json"])).expect("json");
+    assert_eq!(cli["slot"], found["slot"]);
 
     // What a search may not be.
     let (status, head, out) = search("7000", &format!("dal={from}&al={}", from + Duration::days(40)));

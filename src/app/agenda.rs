@@ -6,7 +6,7 @@
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use super::{AppError, field_refused};
+use super::AppError;
 use crate::config::AgendaConfig;
 use crate::domain::agenda::MAX_SEARCH_DAYS;
 use crate::domain::time::{Millis, civil, civil_rfc3339};
@@ -46,9 +46,19 @@ pub struct Disponibilita {
     pub slot: Vec<SlotLibero>,
 }
 
+/// A refused search, naming its parameter.
+fn refused(field: &str, problem: String) -> AppError {
+    AppError::Invalid(vec![crate::intake::IntakeError {
+        source_name: "ricerca".into(),
+        position: "agenda".into(),
+        index: None,
+        error: crate::domain::request::FieldError::new(field, problem),
+    }])
+}
+
 fn day(field: &str, text: &str) -> Result<NaiveDate, AppError> {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-        field_refused(field, format!("`{}` is not a date YYYY-MM-DD", text.chars().take(40).collect::<String>()))
+        refused(field, format!("`{}` is not a date YYYY-MM-DD", text.chars().take(40).collect::<String>()))
     })
 }
 
@@ -66,10 +76,10 @@ pub fn availability(
     let a = &a.0;
     let (from, to) = (day("dal", dal)?, day("al", al)?);
     if to < from {
-        return Err(field_refused("al", format!("{al} is before dal ({dal})")));
+        return Err(refused("al", format!("{al} is before dal ({dal})")));
     }
     if (to - from).num_days() >= MAX_SEARCH_DAYS {
-        return Err(field_refused("al", format!("at most {MAX_SEARCH_DAYS} days per search (dal {dal})")));
+        return Err(refused("al", format!("at most {MAX_SEARCH_DAYS} days per search (dal {dal})")));
     }
     let slot = a
         .bookable(from, to, civil(now))

@@ -16,6 +16,7 @@ use crate::output::{StdoutError, out, outln};
 use crate::store::{ListFilter, RequestView, Submitted};
 use crate::{activation, bench, daemon, intake, telemetry};
 
+mod agenda;
 mod rule_sets;
 
 #[derive(Debug, Parser)]
@@ -117,6 +118,19 @@ enum Command {
         /// The requester's codice fiscale: only the requester may withdraw
         #[arg(long)]
         richiedente: String,
+    },
+    /// The bookable slots of a sede's Agenda Appuntamenti (the `agenda` section of the configuration)
+    Agenda {
+        /// The sede's codice (4 digits)
+        sede: String,
+        /// From this day, YYYY-MM-DD (default: today)
+        #[arg(long)]
+        dal: Option<String>,
+        /// To this day, included (default: a week from `--dal`; at most 31 days)
+        #[arg(long)]
+        al: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// The Fascicolo Elettronico of a subject: every closed request of a codice fiscale or matricola
     Fascicolo {
@@ -529,6 +543,7 @@ async fn dispatch(cli: Cli) -> Outcome {
         }
         Command::Pilot { command } => pilot(&config, command).await,
         Command::Menu { richiedente, profilo, json } => menu(&config, richiedente, profilo, json).await,
+        Command::Agenda { sede, dal, al, json } => agenda::slots(&config, &sede, dal, al, json),
         Command::Fascicolo { soggetto, json, pdf } => fascicolo(&config, &soggetto, json, pdf.as_deref()).await,
         Command::Notifications { command } => notifications(&config, command).await,
         Command::CheckConfig => check_config(&config),
