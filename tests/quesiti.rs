@@ -134,6 +134,8 @@ fn a_quesito_is_routed_to_its_sede_replied_to_answered_and_notified(db: Db) {
     let chiusura = view["eventi"].as_array().and_then(|e| e.iter().find(|e| e["tipo"] == "chiusura")).cloned();
     let nota = chiusura.as_ref().and_then(|c| c["dettaglio"]["nota"].as_str()).unwrap_or_default().to_string();
     assert!(nota.contains("posizione 1234567890") && nota.contains("«Certificazioni»"), "{view}");
+    let explained = env.ok(&["explain", view["protocollo"].as_str().expect("protocollo")]);
+    assert!(explained.contains("risposta standard della regola: QUE-10"), "{explained}");
 
     // Each sede's operators see their own quesito only.
     let napoli = headers(json!({"ruolo": "operatore", "sub": "op-nadia", "sede": "5100", "sola_lettura": false}));

@@ -83,8 +83,16 @@ pub fn render(
                 if shadow.disagrees { "  — IN DISACCORDO" } else { "  — d'accordo" }
             );
         }
-        if let Some(nota) = &d.nota {
-            let _ = writeln!(s, "  nota dell'operatore: {nota}");
+        match (&d.trace.risposta, &d.nota) {
+            // A quesito the rule closed with a standard answer: the answer's code (its text is in the history).
+            (Some(code), _) => {
+                let _ =
+                    writeln!(s, "  risposta standard della regola: {code} (il testo è nella chiusura, nello storico)");
+            }
+            (None, Some(nota)) => {
+                let _ = writeln!(s, "  nota dell'operatore: {nota}");
+            }
+            (None, None) => {}
         }
         if d.trace.checks.is_empty() {
             let _ = writeln!(s, "  controlli: nessuno registrato");
