@@ -4,29 +4,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::daemon::{free_port, get, stop, wait_for, with_api};
+use common::daemon::{free_port, get, start_instance, stop, wait_for, with_api};
 use common::pg::PgServer;
 use common::{Db, Env, Settings};
 use serde_json::Value;
-
-/// A daemon of `env` under its own instance name (its own copy of the configuration).
-fn start_instance(env: &Env, name: &str) -> Child {
-    let text = std::fs::read_to_string(&env.config).expect("config");
-    let config = env.write(&format!("{name}.yaml"), &format!("{text}instance: {name}\n"));
-    std::process::Command::new(common::BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .env_remove("SMART_TASK_DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(env.path(&format!("{name}.log"))).expect("log file"))
-        .spawn()
-        .expect("spawn smart-taskd")
-}
 
 fn count(env: &Env, query: &str) -> i64 {
     env.sql(query)[0][0].as_i64().expect("a count")

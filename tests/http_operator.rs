@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::api::{BASE, bearer, daemon, problem, token};
+use common::api::{BASE, bearer, daemon, etag_of, json_of, problem, token};
 use common::daemon::{http, stop, wait_for};
 use common::{Db, Env, rdi};
 use serde_json::{Value, json};
@@ -22,17 +22,6 @@ fn ricci() -> String {
 fn operatore(id: &str, sede: &str, sola_lettura: bool) -> String {
     let claims = json!({"ruolo": "operatore", "sub": id, "sede": sede, "sola_lettura": sola_lettura});
     format!("{}Content-Type: application/json\r\n", bearer(&token("portale.key.pem", claims)))
-}
-
-fn json_of(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn etag_of(head: &str) -> String {
-    head.lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("etag")).map(|(_, v)| v.trim()))
-        .expect("etag")
-        .to_string()
 }
 
 /// Submits through the API a request of Ricci Edilizia that the rule refers to the sede (motivazione ALTRO),

@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::api::{BASE, bearer, daemon, problem, token};
+use common::api::{BASE, bearer, daemon, etag_of, json_of, problem, token};
 use common::daemon::{http, stop, wait_for};
 use common::{Db, Env, repo};
 use serde_json::{Value, json};
@@ -45,17 +45,6 @@ const ASSOCIAZIONE: &str = "11111110125"; // an employers' association of sede 5
 
 fn headers(claims: Value) -> String {
     format!("{}Content-Type: application/json\r\n", bearer(&token("portale.key.pem", claims)))
-}
-
-fn json_of(out: &str) -> Value {
-    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn etag_of(head: &str) -> String {
-    head.lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("etag")).map(|(_, v)| v.trim()))
-        .expect("etag")
-        .to_string()
 }
 
 /// An example request of examples/requests as a JSON body.

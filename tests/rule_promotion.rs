@@ -7,9 +7,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 
-use common::daemon::{stop, wait_for};
+use common::daemon::{start_instance, stop, wait_for};
 use common::{Db, Env, Settings, copy_dir, rdi, stderr};
 use serde_json::Value;
 
@@ -115,21 +114,6 @@ fn each_gate_refuses_its_candidate_and_records_why(db: Db) {
     // The refusal keeps its evidence: the gates' results and the diff.
     let shown = env.ok(&["rules", "show", "5"]);
     assert!(shown.contains("coverage  NON SUPERATO") && shown.contains("+  RDI-09"), "{shown}");
-}
-
-fn start_instance(env: &Env, name: &str) -> Child {
-    let text = std::fs::read_to_string(&env.config).expect("config");
-    let config = env.write(&format!("{name}.yaml"), &format!("{text}instance: {name}\n"));
-    std::process::Command::new(common::BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .env_remove("SMART_TASK_DATABASE_URL")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(env.path(&format!("{name}.log"))).expect("log file"))
-        .spawn()
-        .expect("spawn smart-taskd")
 }
 
 /// The two nodes → the promoted rule set each runs, from `rules status` (the batch runs of `decide_all` have

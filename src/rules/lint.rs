@@ -603,7 +603,8 @@ fn lint_task(folder: &Path, evaluator: &Evaluator, lib: &[(PathBuf, String, Scan
     fields.extend(ENVELOPE_FIELDS.iter().map(|f| f.to_string()));
     fields.insert("protocollo".into());
     // A quesito's `ambito` comes from `ambiti` (the loader adds it to the schema).
-    if task.get("tipo").and_then(|t| t.as_str()) == Some("quesito") {
+    let kind = task.get("tipo").and_then(|t| serde_json::from_value::<super::TaskKind>(t.clone()).ok());
+    if kind == Some(super::TaskKind::Quesito) {
         fields.insert("ambito".into());
     }
     let context = TaskContext { evaluator, lib, task_path: &task_path, fields, records: record_fields(evaluator) };

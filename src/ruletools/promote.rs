@@ -112,16 +112,7 @@ impl Gates {
         if let Some(replay) = self.replay.as_ref().filter(|r| !r.esempi.is_empty()) {
             let _ = writeln!(s, "esiti ribaltati (i primi {}):", replay.esempi.len());
             for c in &replay.esempi {
-                let _ = writeln!(
-                    s,
-                    "    {}  {}  {} [{}] → {} [{}]",
-                    c.protocollo,
-                    c.task,
-                    c.prima,
-                    c.motivi_prima.join(", "),
-                    c.dopo,
-                    c.motivi_dopo.join(", ")
-                );
+                let _ = writeln!(s, "    {}", c.flip());
             }
         }
         if let Some(why) = &self.approval_needed {

@@ -26,6 +26,21 @@ pub struct Change {
     pub fatti_non_registrati: Vec<String>,
 }
 
+impl Change {
+    /// The flip in one line: `PROT  TASK  prima [codes] → dopo [codes]`.
+    pub fn flip(&self) -> String {
+        format!(
+            "{}  {}  {} [{}] → {} [{}]",
+            self.protocollo,
+            self.task,
+            self.prima,
+            self.motivi_prima.join(", "),
+            self.dopo,
+            self.motivi_dopo.join(", ")
+        )
+    }
+}
+
 /// What a replay found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReplayReport {
@@ -124,13 +139,8 @@ impl ReplayReport {
         for c in &self.ribaltate {
             let _ = writeln!(
                 s,
-                "  {}  {}  {} [{}] → {} [{}]{}",
-                c.protocollo,
-                c.task,
-                c.prima,
-                c.motivi_prima.join(", "),
-                c.dopo,
-                c.motivi_dopo.join(", "),
+                "  {}{}",
+                c.flip(),
                 if c.fatti_non_registrati.is_empty() {
                     String::new()
                 } else {

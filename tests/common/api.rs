@@ -59,6 +59,19 @@ pub fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}\r\n")
 }
 
+/// A JSON answer's body.
+pub fn json_of(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The `ETag` header of an answer's head.
+pub fn etag_of(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("etag")).map(|(_, v)| v.trim()))
+        .expect("etag")
+        .to_string()
+}
+
 pub fn problem(head: &str, body: &str) -> Value {
     assert!(head.to_ascii_lowercase().contains("content-type: application/problem+json"), "{head}");
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))

@@ -6,6 +6,23 @@ use std::time::{Duration, Instant};
 
 use super::Env;
 
+/// A daemon of `env` under its own instance name (its own copy of the configuration), its log in
+/// `NAME.log` of the environment's directory.
+pub fn start_instance(env: &Env, name: &str) -> Child {
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let config = env.write(&format!("{name}.yaml"), &format!("{text}instance: {name}\n"));
+    std::process::Command::new(super::BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("SMART_TASK_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.path(&format!("{name}.log"))).expect("log file"))
+        .spawn()
+        .expect("spawn smart-taskd")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
